@@ -1,0 +1,100 @@
+/**
+ * A whole mesh on this machine's loopback: a coordinator and agents as separate processes, each with its own
+ * state folder and its own 127.0.0.x address, all sharing one swarm key. The demo, the integration tests, the
+ * benchmark and the chaos soak are built on it.
+ */
+import { mkdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { initMesh, writeMesh } from '../shared/mesh-config.ts'
+import { loadOrCreateIdentity } from '../shared/identity.ts'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { homePaths } from '../shared/home.ts'
+import { freePort, startMeshfarm, type MeshProcess } from './processes.ts'
+
+export interface LocalAgentSpec {
+  ip: string
+  hostname: string
+  slots?: number
+  cores?: number
+  gpus?: string
+  labels?: string[]
+  extraArgs?: string[]
+}
+
+export interface LocalMeshOptions {
+  dir: string
+  coordinatorIp?: string
+  coordinatorArgs?: string[]
+  agents: LocalAgentSpec[]
+  env?: NodeJS.ProcessEnv
+}
+
+export interface LocalMesh {
+  dir: string
+  coordinator: MeshProcess
+  agents: MeshProcess[]
+  /** A state folder that knows only the mesh (swarm key + bootstrap list), for clients. */
+  clientHome: string
+  coordinatorHome: string
+  bootstrap: string
+  newHome: (name: string, bootstrap?: string[]) => string
+  startCoordinator: () => Promise<MeshProcess>
+  startAgent: (spec: LocalAgentSpec) => Promise<MeshProcess>
+  stop: () => Promise<void>
+}
+
+export async function startLocalMesh (opts: LocalMeshOptions): Promise<LocalMesh> {
+  mkdirSync(opts.dir, { recursive: true })
+  const coordinatorHome = join(opts.dir, 'coordinator')
+  initMesh(coordinatorHome, { mdns: false })
+  const swarmKey = readFileSync(homePaths(coordinatorHome).swarmKey)
+  const coordId = peerIdFromPrivateKey(await loadOrCreateIdentity(coordinatorHome))
+  const ip = opts.coordinatorIp ?? '127.0.0.1'
+  const port = await freePort(ip)
+  const bootstrap = `/ip4/${ip}/tcp/${port}/p2p/${coordId.toString()}`
+  const newHome = (name: string, list = [bootstrap]): string => {
+    const home = join(opts.dir, name)
+    writeMesh(home, swarmKey, { bootstrap: list, mdns: false })
+    return home
+  }
+  const clientHome = newHome('client')
+  const agents: MeshProcess[] = []
+  const mesh: LocalMesh = {
+    dir: opts.dir,
+    coordinator: undefined as unknown as MeshProcess,
+    agents,
+    clientHome,
+    coordinatorHome,
+    bootstrap,
+    newHome,
+    startCoordinator: async () => {
+      const p = startMeshfarm(['coordinator', '--listen', `/ip4/${ip}/tcp/${port}`, ...(opts.coordinatorArgs ?? [])], {
+        home: coordinatorHome, env: opts.env, logFile: join(opts.dir, 'coordinator.log')
+      })
+      await p.waitFor(/coordinator: ready/, 60_000)
+      mesh.coordinator = p
+      return p
+    },
+    startAgent: async (spec: LocalAgentSpec) => {
+      const home = newHome(`agent-${spec.hostname}`)
+      const args = ['agent', '--listen', `/ip4/${spec.ip}/tcp/0`, '--hostname', spec.hostname]
+      if (spec.slots != null) args.push('--slots', String(spec.slots))
+      if (spec.cores != null) args.push('--cores', String(spec.cores))
+      if (spec.gpus != null) args.push('--gpus', spec.gpus)
+      for (const l of spec.labels ?? []) args.push('--label', l)
+      if (process.getuid?.() === 0) args.push('--allow-root')
+      args.push(...(spec.extraArgs ?? []))
+      const p = startMeshfarm(args, { home, env: opts.env, logFile: join(opts.dir, `agent-${spec.hostname}.log`) })
+      await p.waitFor(/agent: connected to coordinator/, 60_000)
+      agents.push(p)
+      return p
+    },
+    stop: async () => {
+      await Promise.all(agents.map(async a => await a.stop()))
+      await mesh.coordinator?.stop()
+    }
+  }
+  await mesh.startCoordinator()
+  await Promise.all(opts.agents.map(async a => await mesh.startAgent(a)))
+  return mesh
+}

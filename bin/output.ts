@@ -1,0 +1,77 @@
+/** The CLI's output layer: tables, progress bars and --json, so commands only compute what to show. */
+import Table from 'cli-table3'
+import cliProgress from 'cli-progress'
+import type { AgentSummary, JobSummary, TaskRecord } from '../shared/protocol.ts'
+
+export function printJson (value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + '\n')
+}
+
+export function table (head: string[], rows: Array<Array<string | number>>): string {
+  const t = new Table({ head, style: { head: [], border: [] } })
+  for (const r of rows) t.push(r.map(String))
+  return t.toString()
+}
+
+function age (ms: number): string {
+  if (ms < 1500) return 'now'
+  if (ms < 90_000) return `${Math.round(ms / 1000)}s ago`
+  return `${Math.round(ms / 60_000)}m ago`
+}
+
+export function jobsTable (jobs: JobSummary[]): string {
+  return table(['job', 'name', 'state', 'done', 'failed', 'running', 'queued', 'cancelled', 'total', 'owner'], jobs.map(j => [
+    j.jobId, j.name, j.state, j.counts.done, j.counts.failed, j.counts.running + j.counts.staging, j.counts.queued, j.counts.cancelled, j.total, j.owner.slice(-8)
+  ]))
+}
+
+export function tasksTable (tasks: TaskRecord[]): string {
+  return table(['task', 'name', 'state', 'host', 'exit', 'attempts', 'duration', 'why'], tasks.map(t => [
+    t.id, t.name, t.state, t.host ?? '', t.exitCode ?? '', t.attempts, t.durationMs != null ? `${(t.durationMs / 1000).toFixed(2)}s` : '', t.failure?.message ?? ''
+  ]))
+}
+
+export function peersTable (agents: AgentSummary[]): string {
+  return table(['peer', 'host', 'state', 'slots', 'running', 'cores', 'memory', 'gpus', 'labels', 'seen', 'root'], agents.map(a => [
+    a.peerId.slice(-12), a.hostname, a.state, a.slots, a.running, a.cores, `${(a.memoryMb / 1024).toFixed(1)}G`,
+    a.gpus.map(g => g.index).join(',') || '-', Object.entries(a.labels).map(([k, v]) => `${k}=${v}`).join(' '), age(a.lastSeen), a.runsAsRoot ? 'ROOT' : ''
+  ]))
+}
+
+export function summaryLine (s: JobSummary): string {
+  const c = s.counts
+  return `job ${s.jobId} ${s.name}: ${s.state}, ${c.done} done, ${c.failed} failed, ${c.cancelled} cancelled of ${s.total}`
+}
+
+/** A progress bar on a terminal; plain lines when stdout is not one (logs, CI). */
+export class Progress {
+  private bar: cliProgress.SingleBar | null = null
+  private lastLine = 0
+  private readonly label: string
+
+  constructor (label: string) {
+    this.label = label
+  }
+
+  update (done: number, total: number, detail: string): void {
+    if (process.stderr.isTTY) {
+      if (this.bar == null) {
+        this.bar = new cliProgress.SingleBar({ format: `${this.label} [{bar}] {value}/{total} {detail}`, stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic)
+        this.bar.start(total, done, { detail })
+      }
+      this.bar.setTotal(total)
+      this.bar.update(done, { detail })
+      return
+    }
+    const now = Date.now()
+    if (now - this.lastLine > 2000 || done === total) {
+      this.lastLine = now
+      process.stderr.write(`${this.label}: ${done}/${total} ${detail}\n`)
+    }
+  }
+
+  stop (): void {
+    this.bar?.stop()
+    this.bar = null
+  }
+}

@@ -1,0 +1,293 @@
+/**
+ * The coordinator process: a mesh node serving the agent, client, blob and roster protocols around the
+ * synchronous core. This file owns every await and timer; decisions live in core.ts and scheduler.ts.
+ */
+import { join } from 'node:path'
+import type { Connection, Stream } from '@libp2p/interface'
+import { Channel } from '../shared/codec.ts'
+import {
+  DEFAULT_AGENT_LOST_MS, DEFAULT_CRASH_LIMIT, DEFAULT_HEARTBEAT_MS, PROTOCOL_AGENT, PROTOCOL_BLOB, PROTOCOL_CLIENT, PROTOCOL_ROSTER
+} from '../shared/constants.ts'
+import { MeshfarmError, errorMessage } from '../shared/errors.ts'
+import { ensurePrivateDir, homePaths } from '../shared/home.ts'
+import { createMeshNode, HANDLER_OPTIONS, type MeshNode } from '../shared/mesh.ts'
+import type { MeshConfig } from '../shared/mesh-config.ts'
+import type { AgentMessage, AttemptResult, ClientReply, ClientRequest, CoordMessage, JobHeader, TaskSpec } from '../shared/protocol.ts'
+import { AGENT_MESSAGES, CLIENT_REQUESTS, isFiniteInt } from '../shared/validate.ts'
+import { BlobStore } from '../shared/blob-store.ts'
+import { serveBlobStream } from '../shared/blob-protocol.ts'
+import { serveRoster } from '../shared/discovery.ts'
+import { checkFileRef, checkTaskSpec } from '../shared/task-check.ts'
+import { checkRelativeName } from '../shared/safe-path.ts'
+import { CoordinatorCore, type CoordinatorComm } from './core.ts'
+import { Store } from './store.ts'
+import { SerialWriter } from '../shared/serial-writer.ts'
+import { VERSION } from '../shared/version.ts'
+
+export interface CoordinatorOptions {
+  mesh: MeshConfig
+  listen: string[]
+  heartbeatMs?: number
+  agentLostMs?: number
+  crashLimit?: number
+  prefetch?: number
+  log?: (line: string) => void
+}
+
+export interface CoordinatorService {
+  node: MeshNode
+  core: CoordinatorCore
+  stop: () => Promise<void>
+}
+
+export async function startCoordinator (opts: CoordinatorOptions): Promise<CoordinatorService> {
+  const paths = homePaths(opts.mesh.home)
+  ensurePrivateDir(paths.coordinatorDir)
+  const log = opts.log ?? ((line: string) => { console.log(line) })
+  const heartbeatMs = opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS
+  const store = new Store(join(paths.coordinatorDir, 'state.db'))
+  const blobs = new BlobStore(join(paths.coordinatorDir, 'blobs'))
+  const sessions = new Map<string, SerialWriter<CoordMessage>>()
+  const watchers = new Map<number, Set<() => void>>()
+  const comm: CoordinatorComm = {
+    send: (agentId, msg) => { sessions.get(agentId)?.send(msg) },
+    jobChanged: (jobId) => { for (const w of watchers.get(jobId) ?? []) w() }
+  }
+  const startedAt = Date.now()
+  const core = new CoordinatorCore(store, comm, {
+    agentLostMs: opts.agentLostMs ?? DEFAULT_AGENT_LOST_MS,
+    crashLimit: opts.crashLimit ?? DEFAULT_CRASH_LIMIT,
+    prefetch: opts.prefetch ?? 1
+  }, startedAt)
+  log(`coordinator: state loaded in ${Date.now() - startedAt} ms`)
+  const node = await createMeshNode({ mesh: opts.mesh, listen: opts.listen })
+  const self = (): { peerId: string, addrs: string[] } => ({ peerId: node.peerId.toString(), addrs: node.getMultiaddrs().map(String) })
+
+  // Scheduling passes are coalesced: any number of events in one turn of the loop cause one pass.
+  let scheduled = false
+  const kick = (): void => {
+    if (scheduled) return
+    scheduled = true
+    setImmediate(() => {
+      scheduled = false
+      try {
+        core.schedulePass(Date.now())
+      } catch (err) {
+        log(`coordinator: scheduling failed: ${errorMessage(err)}`)
+      }
+    })
+  }
+
+  await node.handle(PROTOCOL_AGENT, (stream, connection) => { void agentSession(stream, connection) }, HANDLER_OPTIONS)
+  await node.handle(PROTOCOL_CLIENT, (stream, connection) => { void clientRequest(stream, connection) }, HANDLER_OPTIONS)
+  await node.handle(PROTOCOL_BLOB, (stream, connection) => {
+    void serveBlobStream(stream, connection.remotePeer.toString(), blobs, {
+      onServed: (peer, hash, bytes) => { if (process.env.MESHFARM_LOG === 'debug') log(`blob-sent ${hash} ${peer} ${bytes}`) }
+    })
+  }, HANDLER_OPTIONS)
+  await node.handle(PROTOCOL_ROSTER, (stream) => { serveRoster(stream, self) }, HANDLER_OPTIONS)
+
+  async function agentSession (stream: Stream, connection: Connection): Promise<void> {
+    const agentId = connection.remotePeer.toString()
+    const ch = new Channel<AgentMessage, CoordMessage>(stream, { accept: AGENT_MESSAGES })
+    const writer = new SerialWriter(ch)
+    try {
+      const hello = await ch.expect()
+      if (hello.t !== 'agent.hello') throw new MeshfarmError('PROTOCOL', 'an agent session starts with agent.hello')
+      const previous = sessions.get(agentId)
+      sessions.set(agentId, writer)
+      previous?.close()
+      writer.send({ t: 'coord.welcome', heartbeatMs })
+      core.onAgentHello(agentId, hello.resources, numbers(hello.running), numbers(hello.pending), hello.draining === true, [connection.remoteAddr.toString()], Date.now())
+      log(`coordinator: agent ${hello.resources.hostname} (${agentId.slice(-8)}) joined with ${hello.resources.slots} slots`)
+      kick()
+      while (true) {
+        const msg = await ch.read()
+        if (msg == null) break
+        await onAgentMessage(agentId, msg, writer)
+      }
+    } catch (err) {
+      log(`coordinator: agent ${agentId.slice(-8)}: ${errorMessage(err)}`)
+      ch.abort(err as Error)
+    } finally {
+      if (sessions.get(agentId) === writer) {
+        sessions.delete(agentId)
+        core.onAgentDisconnected(agentId)
+      }
+    }
+  }
+
+  async function onAgentMessage (agentId: string, msg: AgentMessage, writer: SerialWriter<CoordMessage>): Promise<void> {
+    const now = Date.now()
+    switch (msg.t) {
+      case 'agent.heartbeat':
+        core.onHeartbeat(agentId, numbers(msg.running), now)
+        break
+      case 'agent.started':
+        core.onStarted(agentId, numbers(msg.attemptIds))
+        break
+      case 'agent.results': {
+        const results = await storeInlineBlobs(msg.results)
+        const { acked, refused } = core.onResults(agentId, results, Date.now())
+        writer.send({ t: 'coord.ack', attemptIds: acked, refused })
+        kick()
+        break
+      }
+      case 'agent.hello':
+        throw new MeshfarmError('PROTOCOL', 'agent.hello sent twice')
+    }
+  }
+
+  /** Writes inline outputs to the blob store; results whose blobs are missing wait for the agent to send them again. */
+  async function storeInlineBlobs (raw: unknown[]): Promise<AttemptResult[]> {
+    const out: AttemptResult[] = []
+    for (const r of raw as AttemptResult[]) {
+      if (r == null || typeof r !== 'object' || !isFiniteInt(r.attemptId) || !isFiniteInt(r.jobId) || !isFiniteInt(r.index)) continue
+      const files = [checkFileRef(r.stdout, 'stdout'), checkFileRef(r.stderr, 'stderr'), ...(Array.isArray(r.outputs) ? r.outputs : []).map((o, i) => checkFileRef(o, `outputs[${i}]`))]
+      let complete = true
+      for (const f of files) {
+        if (f.data != null) await blobs.putBytes(f.hash, f.data)
+        else if (!blobs.has(f.hash)) complete = false
+      }
+      if (complete) out.push(r)
+    }
+    return out
+  }
+
+  async function clientRequest (stream: Stream, connection: Connection): Promise<void> {
+    const peer = connection.remotePeer.toString()
+    const ch = new Channel<ClientRequest, ClientReply>(stream, { accept: CLIENT_REQUESTS })
+    try {
+      const req = await ch.expect()
+      await handleClient(peer, req, ch)
+    } catch (err) {
+      const code = (err as MeshfarmError).code ?? 'REMOTE'
+      try {
+        await ch.write({ t: 'reply.error', code, message: errorMessage(err) })
+      } catch { /* the client is gone */ }
+    } finally {
+      await ch.close()
+    }
+  }
+
+  async function handleClient (peer: string, req: ClientRequest, ch: Channel<ClientRequest, ClientReply>): Promise<void> {
+    switch (req.t) {
+      case 'client.ping':
+        return await ch.write({ t: 'reply.pong', peerId: node.peerId.toString(), version: VERSION, time: Date.now() })
+      case 'client.blobs.missing': {
+        const hashes = req.hashes.filter((h): h is string => typeof h === 'string')
+        return await ch.write({ t: 'reply.blobs.missing', hashes: hashes.filter(h => !blobs.has(h)) })
+      }
+      case 'client.submit.begin':
+        return await receiveSubmission(peer, req.job, req.total, ch)
+      case 'client.status':
+        return await ch.write({ t: 'reply.status', jobs: req.jobId != null ? [core.jobSummary(req.jobId)] : core.jobSummaries() })
+      case 'client.tasks':
+        return await ch.write({ t: 'reply.tasks', ...core.tasks(req.jobId, req.after, Math.min(req.limit, 5000), req.states) })
+      case 'client.peers':
+        return await ch.write({ t: 'reply.peers', agents: core.peers(Date.now()) })
+      case 'client.cancel':
+        return await ch.write({ t: 'reply.cancelled', jobId: req.jobId, tasks: core.cancelJob(req.jobId, peer, true) })
+      case 'client.results':
+        return await ch.write({ t: 'reply.results', ...core.results(req.jobId, req.after, req.limit) })
+      case 'client.job':
+        return await ch.write({ t: 'reply.job', job: core.jobHeader(req.jobId), summary: core.jobSummary(req.jobId) })
+      case 'client.watch':
+        return await watch(req.jobId, ch)
+      case 'client.drain':
+        core.drain(req.peerId)
+        return await ch.write({ t: 'reply.drained', peerId: req.peerId })
+      default:
+        throw new MeshfarmError('PROTOCOL', `unexpected ${req.t}`)
+    }
+  }
+
+  async function receiveSubmission (peer: string, rawHeader: JobHeader, total: number, ch: Channel<ClientRequest, ClientReply>): Promise<void> {
+    const header = checkHeader(rawHeader)
+    if (!isFiniteInt(total, 1)) throw new MeshfarmError('SPEC_INVALID', 'a job needs at least one task')
+    const tasks: TaskSpec[] = []
+    while (true) {
+      const msg = await ch.expect()
+      if (msg.t === 'client.submit.end') break
+      if (msg.t !== 'client.submit.tasks') throw new MeshfarmError('PROTOCOL', `unexpected ${msg.t} during a submission`)
+      for (const raw of msg.tasks) {
+        if (tasks.length >= total) throw new MeshfarmError('PROTOCOL', `more tasks than the announced ${total}`)
+        tasks.push(checkTaskSpec(raw, tasks.length))
+      }
+    }
+    if (tasks.length !== total) throw new MeshfarmError('PROTOCOL', `received ${tasks.length} of ${total} tasks`)
+    const missing = new Set<string>()
+    for (const f of header.shared) if (!blobs.has(f.hash)) missing.add(f.name)
+    for (const t of tasks) for (const f of t.inputs) if (!blobs.has(f.hash)) missing.add(f.name)
+    if (missing.size > 0) throw new MeshfarmError('FILE_MISSING', `input files were not uploaded: ${[...missing].slice(0, 5).join(', ')}`)
+    const jobId = core.submit(peer, header, tasks, Date.now())
+    log(`coordinator: job ${jobId} '${header.name}' with ${tasks.length} tasks from ${peer.slice(-8)}`)
+    kick()
+    await ch.write({ t: 'reply.submitted', jobId, total: tasks.length })
+  }
+
+  /** Sends progress until the job ends, at most every 200 ms. */
+  async function watch (jobId: number, ch: Channel<ClientRequest, ClientReply>): Promise<void> {
+    core.getJob(jobId)
+    let wake: (() => void) | null = null
+    let dirty = true
+    const onChange = (): void => { dirty = true; wake?.() }
+    let set = watchers.get(jobId)
+    if (set == null) watchers.set(jobId, set = new Set())
+    set.add(onChange)
+    const closed = new Promise<void>(resolve => { ch.stream.addEventListener('close', () => { resolve() }, { once: true }) })
+    try {
+      while (true) {
+        if (dirty) {
+          dirty = false
+          const summary = core.jobSummary(jobId)
+          await ch.write({ t: 'reply.progress', summary })
+          if (summary.state !== 'active') return
+        }
+        const changed = new Promise<void>(resolve => { wake = resolve })
+        await Promise.race([changed, closed, new Promise(resolve => setTimeout(resolve, 5000))])
+        if (ch.stream.status !== 'open') return
+        await new Promise(resolve => setTimeout(resolve, 200))
+      }
+    } finally {
+      set.delete(onChange)
+      if (set.size === 0) watchers.delete(jobId)
+    }
+  }
+
+  const ticker = setInterval(() => {
+    const lost = core.tick(Date.now())
+    for (const id of lost) log(`coordinator: agent ${id.slice(-8)} lost; its tasks go back to the queue`)
+    if (core.hasQueued()) kick()
+  }, Math.max(100, Math.floor(heartbeatMs / 2)))
+
+  log(`coordinator: listening on ${node.getMultiaddrs().map(String).join(' ')}`)
+  return {
+    node,
+    core,
+    stop: async () => {
+      clearInterval(ticker)
+      for (const w of sessions.values()) w.close()
+      await node.stop()
+      store.close()
+    }
+  }
+}
+
+function numbers (v: unknown): number[] {
+  return Array.isArray(v) ? v.filter((x): x is number => isFiniteInt(x)) : []
+}
+
+function checkHeader (h: JobHeader): JobHeader {
+  if (h == null || typeof h !== 'object') throw new MeshfarmError('PROTOCOL', 'job header missing')
+  const name = typeof h.name === 'string' && h.name.trim() !== '' ? h.name.slice(0, 200) : 'job'
+  return {
+    name,
+    label: typeof h.label === 'string' ? h.label.slice(0, 200) : undefined,
+    layout: h.layout === 'flat' ? 'flat' : 'per-task',
+    shared: (Array.isArray(h.shared) ? h.shared : []).map((f, i) => checkFileRef(f, `shared[${i}]`)),
+    retries: isFiniteInt(h.retries) ? Math.min(h.retries, 100) : 0,
+    specText: typeof h.specText === 'string' ? h.specText.slice(0, 1 << 20) : '',
+    specFile: typeof h.specFile === 'string' ? checkRelativeName(h.specFile.split('/').pop() ?? 'job.yaml', 'specFile') : 'job.yaml'
+  }
+}

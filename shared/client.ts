@@ -1,0 +1,185 @@
+/**
+ * The TypeScript API, also what the CLI uses: `import { connect } from 'meshfarm'`.
+ *
+ *   const mesh = await connect()                  // finds the coordinator through the mesh
+ *   const { jobId } = await mesh.submitFile('sweep.yaml')
+ *   await mesh.watch(jobId, s => console.log(s.counts))
+ *   await mesh.fetch(jobId, './results')
+ *   await mesh.close()
+ */
+import { existsSync, statSync } from 'node:fs'
+import type { PeerId } from '@libp2p/interface'
+import { SUBMIT_CHUNK_TASKS } from './constants.ts'
+import { MeshfarmError } from './errors.ts'
+import { resolveHome } from './home.ts'
+import { createMeshNode, type MeshNode } from './mesh.ts'
+import { loadMeshConfig, type MeshConfig } from './mesh-config.ts'
+import { findCoordinator } from './discovery.ts'
+import type { AgentSummary, FileRef, JobHeader, JobSummary, TaskRecord, TaskSpec, TaskState } from './protocol.ts'
+import { openClientChannel, raiseIfError, request } from './rpc.ts'
+import { uploadBlob } from './blob-protocol.ts'
+import { hashFile } from './hash.ts'
+import { parseJobFile, type ParsedJob, type SpecDefaults, type LocalInput } from './spec.ts'
+import { fetchResults, type FetchOptions, type FetchReport } from './fetch.ts'
+
+export interface ConnectOptions {
+  /** State folder (default MESHFARM_HOME or ~/.meshfarm). */
+  home?: string
+  /** How long to look for the coordinator. */
+  timeoutMs?: number
+  /** Overrides the mesh's bootstrap list. */
+  bootstrap?: string[]
+}
+
+export interface SubmitProgress {
+  phase: 'hashing' | 'uploading' | 'submitting'
+  done: number
+  total: number
+}
+
+export async function connect (opts: ConnectOptions = {}): Promise<MeshClient> {
+  const home = resolveHome(opts.home)
+  let mesh = loadMeshConfig(home)
+  if (opts.bootstrap != null) mesh = { ...mesh, bootstrap: opts.bootstrap }
+  const node = await createMeshNode({ mesh, listen: [] })
+  try {
+    const coordinator = await findCoordinator(node, mesh, opts.timeoutMs ?? 10_000)
+    return new MeshClient(node, mesh, coordinator)
+  } catch (err) {
+    await node.stop()
+    throw err
+  }
+}
+
+export class MeshClient {
+  readonly node: MeshNode
+  readonly mesh: MeshConfig
+  readonly coordinator: PeerId
+
+  constructor (node: MeshNode, mesh: MeshConfig, coordinator: PeerId) {
+    this.node = node
+    this.mesh = mesh
+    this.coordinator = coordinator
+  }
+
+  async ping (): Promise<{ peerId: string, version: string, rttMs: number }> {
+    const t0 = performance.now()
+    const r = await request(this.node, this.coordinator, { t: 'client.ping' }, 'reply.pong')
+    return { peerId: r.peerId, version: r.version, rttMs: performance.now() - t0 }
+  }
+
+  async submitFile (path: string, overrides?: SpecDefaults, onProgress?: (p: SubmitProgress) => void): Promise<{ jobId: number, total: number }> {
+    return await this.submit(parseJobFile(path, overrides), onProgress)
+  }
+
+  /** Hashes the job's files, uploads those the coordinator lacks, then submits; resolves once the job is durable. */
+  async submit (job: ParsedJob, onProgress?: (p: SubmitProgress) => void): Promise<{ jobId: number, total: number }> {
+    const names = new Set<string>()
+    for (const t of job.tasks) {
+      if (names.has(t.name)) throw new MeshfarmError('SPEC_INVALID', `${job.specFile}: tasks[${t.index}].name: '${t.name}' is used by two tasks`)
+      names.add(t.name)
+    }
+    const refs = await this.hashInputs(job, onProgress)
+    const toRef = (i: LocalInput): FileRef => ({ name: i.name, ...refs.get(i.src)! })
+    const missing = await request(this.node, this.coordinator, { t: 'client.blobs.missing', hashes: [...new Set([...refs.values()].map(r => r.hash))] }, 'reply.blobs.missing')
+    const need = new Set(missing.hashes)
+    const uploads = [...refs.entries()].filter(([, r]) => need.delete(r.hash))
+    let uploaded = 0
+    for (const [src, r] of uploads) {
+      onProgress?.({ phase: 'uploading', done: uploaded++, total: uploads.length })
+      await uploadBlob(this.node, this.coordinator, r.hash, r.size, src)
+    }
+    const header: JobHeader = {
+      name: job.name, label: job.label, layout: job.layout, retries: job.retries, shared: job.shared.map(toRef),
+      specText: job.specText, specFile: job.specFile
+    }
+    const tasks: TaskSpec[] = job.tasks.map(t => ({ ...t, inputs: t.inputs.map(toRef) }))
+    const ch = await openClientChannel(this.node, this.coordinator)
+    try {
+      await ch.write({ t: 'client.submit.begin', job: header, total: tasks.length })
+      for (let i = 0; i < tasks.length; i += SUBMIT_CHUNK_TASKS) {
+        onProgress?.({ phase: 'submitting', done: i, total: tasks.length })
+        await ch.write({ t: 'client.submit.tasks', tasks: tasks.slice(i, i + SUBMIT_CHUNK_TASKS) })
+      }
+      await ch.write({ t: 'client.submit.end' })
+      const reply = await ch.expect()
+      raiseIfError(reply)
+      if (reply.t !== 'reply.submitted') throw new MeshfarmError('PROTOCOL', `expected reply.submitted, got ${reply.t}`)
+      return { jobId: reply.jobId, total: reply.total }
+    } finally {
+      await ch.close()
+    }
+  }
+
+  private async hashInputs (job: ParsedJob, onProgress?: (p: SubmitProgress) => void): Promise<Map<string, { hash: string, size: number }>> {
+    const paths = new Set<string>()
+    for (const s of job.shared) paths.add(s.src)
+    for (const t of job.tasks) for (const i of t.inputs) paths.add(i.src)
+    const refs = new Map<string, { hash: string, size: number }>()
+    let done = 0
+    for (const p of paths) {
+      if (!existsSync(p) || !statSync(p).isFile()) throw new MeshfarmError('FILE_MISSING', `${p}: no such file`)
+      onProgress?.({ phase: 'hashing', done: done++, total: paths.size })
+      refs.set(p, await hashFile(p))
+    }
+    return refs
+  }
+
+  async status (jobId?: number): Promise<JobSummary[]> {
+    return (await request(this.node, this.coordinator, { t: 'client.status', jobId }, 'reply.status')).jobs
+  }
+
+  async tasks (jobId: number, opts: { after?: number, limit?: number, states?: TaskState[] } = {}): Promise<{ tasks: TaskRecord[], next: number | null }> {
+    const r = await request(this.node, this.coordinator, { t: 'client.tasks', jobId, after: opts.after ?? 0, limit: opts.limit ?? 1000, states: opts.states }, 'reply.tasks')
+    return { tasks: r.tasks, next: r.next }
+  }
+
+  async peers (): Promise<AgentSummary[]> {
+    return (await request(this.node, this.coordinator, { t: 'client.peers' }, 'reply.peers')).agents
+  }
+
+  async cancel (jobId: number): Promise<number> {
+    return (await request(this.node, this.coordinator, { t: 'client.cancel', jobId }, 'reply.cancelled')).tasks
+  }
+
+  async drain (peer: string): Promise<void> {
+    await request(this.node, this.coordinator, { t: 'client.drain', peerId: peer }, 'reply.drained')
+  }
+
+  async job (jobId: number): Promise<{ job: JobHeader, summary: JobSummary }> {
+    const r = await request(this.node, this.coordinator, { t: 'client.job', jobId }, 'reply.job')
+    return { job: r.job, summary: r.summary }
+  }
+
+  /** Calls onProgress as the job advances; resolves with the final summary when no task is left to run. */
+  async watch (jobId: number, onProgress?: (s: JobSummary) => void): Promise<JobSummary> {
+    while (true) {
+      const ch = await openClientChannel(this.node, this.coordinator)
+      try {
+        await ch.write({ t: 'client.watch', jobId })
+        while (true) {
+          const reply = await ch.read()
+          if (reply == null) break
+          raiseIfError(reply)
+          if (reply.t !== 'reply.progress') continue
+          onProgress?.(reply.summary)
+          if (reply.summary.state !== 'active') return reply.summary
+        }
+      } catch (err) {
+        if ((err as MeshfarmError).code != null && (err as MeshfarmError).code !== 'PROTOCOL') throw err
+      } finally {
+        await ch.close()
+      }
+      // The stream broke (the coordinator restarted): look again.
+      await new Promise(resolve => setTimeout(resolve, 500))
+    }
+  }
+
+  async fetch (jobId: number, dest: string, opts: FetchOptions = {}): Promise<FetchReport> {
+    return await fetchResults(this, jobId, dest, opts)
+  }
+
+  async close (): Promise<void> {
+    await this.node.stop()
+  }
+}

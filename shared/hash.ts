@@ -1,0 +1,20 @@
+/** sha256 helpers: content addresses for blobs (FileRef.hash). */
+import { createHash } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+
+/** sha256 hex of a file, streamed so large outputs are never held in memory. */
+export async function hashFile (path: string): Promise<{ hash: string, size: number }> {
+  const h = createHash('sha256')
+  let size = 0
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
+    const buf = chunk as Buffer
+    h.update(buf)
+    size += buf.length
+  }
+  return { hash: h.digest('hex'), size }
+}
+
+/** sha256 hex of bytes in memory. */
+export function hashBytes (data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex')
+}

@@ -1,0 +1,59 @@
+/**
+ * The libp2p node every meshfarm process runs: TCP, the mesh's pre-shared key (no key, no connection), Noise
+ * encryption proving each peer's identity, Yamux streams, identify (peers learn each other's roles from the
+ * protocols they serve), mDNS on the LAN and a bootstrap list.
+ */
+import { createLibp2p, type Libp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { mdns } from '@libp2p/mdns'
+import { bootstrap } from '@libp2p/bootstrap'
+import { preSharedKey } from '@libp2p/pnet'
+import type { ConnectionGater, PeerDiscovery, ComponentLogger, PeerId } from '@libp2p/interface'
+import type { Identify } from '@libp2p/identify'
+import { loadOrCreateIdentity } from './identity.ts'
+import type { MeshConfig } from './mesh-config.ts'
+
+export type MeshNode = Libp2p<{ identify: Identify }>
+
+export interface MeshNodeOptions {
+  mesh: MeshConfig
+  /** Multiaddrs to listen on; empty for a client that only dials. */
+  listen: string[]
+  /** Extra gate on encrypted connections (the access list). */
+  allowPeer?: (peer: PeerId) => boolean
+}
+
+export async function createMeshNode (opts: MeshNodeOptions): Promise<MeshNode> {
+  const privateKey = await loadOrCreateIdentity(opts.mesh.home)
+  const peerDiscovery: Array<(components: { logger: ComponentLogger } & any) => PeerDiscovery> = []
+  if (opts.mesh.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: opts.mesh.bootstrap, timeout: 0 }))
+  if (opts.mesh.mdns) peerDiscovery.push(mdns({ serviceTag: 'meshfarm.local', interval: 10_000 }))
+  const allow = opts.allowPeer
+  const connectionGater: ConnectionGater = {
+    // Loopback and private addresses are where lab machines live: allow dialing them.
+    denyDialMultiaddr: () => false,
+    denyInboundEncryptedConnection: (peer) => allow != null && !allow(peer),
+    denyOutboundEncryptedConnection: (peer) => allow != null && !allow(peer)
+  }
+  const node = await createLibp2p({
+    privateKey,
+    addresses: { listen: opts.listen },
+    transports: [tcp()],
+    connectionProtector: preSharedKey({ psk: opts.mesh.swarmKey }),
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    peerDiscovery,
+    connectionGater,
+    connectionManager: { maxConnections: 1024 },
+    services: { identify: identify() },
+    start: false
+  })
+  await node.start()
+  return node
+}
+
+/** Options for protocol handlers: generous stream limits, since one client may run many transfers at once. */
+export const HANDLER_OPTIONS = { maxInboundStreams: 1024, maxOutboundStreams: 1024 }

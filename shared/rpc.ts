@@ -1,0 +1,38 @@
+/** Opening typed channels to peers, and one-shot client requests to the coordinator. */
+import type { PeerId } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import { Channel } from './codec.ts'
+import { PROTOCOL_CLIENT } from './constants.ts'
+import { MeshfarmError, type ErrorCode } from './errors.ts'
+import type { MeshNode } from './mesh.ts'
+import type { ClientReply, ClientRequest } from './protocol.ts'
+import { CLIENT_REPLIES } from './validate.ts'
+
+export async function openChannel<In extends { t: string }, Out extends object> (
+  node: MeshNode, peer: PeerId | Multiaddr | Multiaddr[], protocol: string, accept: ReadonlySet<string>, signal?: AbortSignal
+): Promise<Channel<In, Out>> {
+  const stream = await node.dialProtocol(peer, protocol, { signal: signal ?? AbortSignal.timeout(15_000) })
+  return new Channel<In, Out>(stream, { accept })
+}
+
+/** Turns a reply.error into the same MeshfarmError the coordinator raised. */
+export function raiseIfError (reply: ClientReply): void {
+  if (reply.t === 'reply.error') throw new MeshfarmError(reply.code as ErrorCode, reply.message)
+}
+
+export async function openClientChannel (node: MeshNode, coordinator: PeerId): Promise<Channel<ClientReply, ClientRequest>> {
+  return openChannel<ClientReply, ClientRequest>(node, coordinator, PROTOCOL_CLIENT, CLIENT_REPLIES)
+}
+
+export async function request<T extends ClientReply['t']> (node: MeshNode, coordinator: PeerId, req: ClientRequest, expect: T): Promise<Extract<ClientReply, { t: T }>> {
+  const ch = await openClientChannel(node, coordinator)
+  try {
+    await ch.write(req)
+    const reply = await ch.expect()
+    raiseIfError(reply)
+    if (reply.t !== expect) throw new MeshfarmError('PROTOCOL', `expected ${expect}, got ${reply.t}`)
+    return reply as Extract<ClientReply, { t: T }>
+  } finally {
+    await ch.close()
+  }
+}

@@ -1,0 +1,45 @@
+/**
+ * Sends messages on a channel one after another from synchronous code: handlers call send() and move on,
+ * while the writer waits for the stream to drain between frames. Messages queued while the stream is busy are
+ * batched into one write.
+ */
+import type { Channel } from './codec.ts'
+import { encodeMessage } from './codec.ts'
+
+export class SerialWriter<Out extends object> {
+  private readonly ch: Channel<any, Out>
+  private queue: Uint8Array[] = []
+  private pumping = false
+  private closed = false
+
+  constructor (ch: Channel<any, Out>) {
+    this.ch = ch
+  }
+
+  send (msg: Out): void {
+    if (this.closed) return
+    this.queue.push(encodeMessage(msg))
+    if (!this.pumping) void this.pump()
+  }
+
+  private async pump (): Promise<void> {
+    this.pumping = true
+    try {
+      while (this.queue.length > 0 && !this.closed) {
+        const frames = this.queue
+        this.queue = []
+        await this.ch.writeRaw(frames.length === 1 ? frames[0] : Buffer.concat(frames))
+      }
+    } catch (err) {
+      this.closed = true
+      this.ch.abort(err as Error)
+    } finally {
+      this.pumping = false
+    }
+  }
+
+  close (): void {
+    this.closed = true
+    this.ch.abort(new Error('session replaced or closed'))
+  }
+}
