@@ -1,0 +1,120 @@
+/**
+ * The scheduler: a synchronous, pure function from (queue, agents, affinity bindings) to placements. No I/O, no
+ * clock. It works on copies of the agents' free resources, so it can never over-commit an agent and never
+ * mutates its input.
+ *
+ * Policy: tasks in queue order (FIFO). A task goes to the fitting agent with the most free slots (spreads load,
+ * so two agents of two slots take tasks alternately); GPU tasks prefer the fitting agent with the fewest free
+ * GPUs (keeps big GPU boxes free for big tasks). Ties break on agent id. A task that fits nowhere is skipped, so
+ * a blocked big task never holds up the small ones behind it. Affinity keys bind to the first agent chosen.
+ */
+
+export interface SchedAgent {
+  id: string
+  hostname: string
+  labels: Record<string, string>
+  accepting: boolean
+  freeSlots: number
+  freeCores: number
+  freeMemoryMb: number
+  /** Ids of GPUs not in use, ascending. */
+  freeGpus: number[]
+}
+
+export interface SchedTask {
+  key: number
+  cores: number
+  gpus: number
+  memoryMb: number
+  constraints: Record<string, string>
+  affinity?: string
+}
+
+export interface Placement { key: number, agentId: string, cores: number, gpuIds: number[], memoryMb: number }
+
+export interface ScheduleInput {
+  queue: Iterable<SchedTask>
+  agents: SchedAgent[]
+  affinity: ReadonlyMap<string, string>
+  maxScan?: number
+}
+
+export interface ScheduleOutput { placements: Placement[], newAffinity: Map<string, string> }
+
+export function fits (agent: SchedAgent, task: SchedTask): boolean {
+  if (!agent.accepting || agent.freeSlots < 1) return false
+  if (agent.freeCores < task.cores) return false
+  if (task.memoryMb > 0 && agent.freeMemoryMb < task.memoryMb) return false
+  if (agent.freeGpus.length < task.gpus) return false
+  for (const [k, v] of Object.entries(task.constraints)) if (agent.labels[k] !== v) return false
+  return true
+}
+
+function better (a: SchedAgent, b: SchedAgent, task: SchedTask): boolean {
+  if (task.gpus > 0 && a.freeGpus.length !== b.freeGpus.length) return a.freeGpus.length < b.freeGpus.length
+  if (a.freeSlots !== b.freeSlots) return a.freeSlots > b.freeSlots
+  return a.id < b.id
+}
+
+function shapeKey (t: SchedTask): string {
+  const c = Object.keys(t.constraints).sort().map(k => `${k}=${t.constraints[k]}`).join(',')
+  return `${t.cores}/${t.gpus}/${t.memoryMb}/${c}`
+}
+
+export function schedule (input: ScheduleInput): ScheduleOutput {
+  const agents = input.agents.map(a => ({ ...a, labels: a.labels, freeGpus: [...a.freeGpus] }))
+  const byId = new Map(agents.map(a => [a.id, a]))
+  const placements: Placement[] = []
+  const newAffinity = new Map<string, string>()
+  const blockedShapes = new Set<string>()
+  const maxScan = input.maxScan ?? 100_000
+  let openSlots = agents.reduce((n, a) => n + (a.accepting ? Math.max(0, a.freeSlots) : 0), 0)
+  let scanned = 0
+  for (const task of input.queue) {
+    if (openSlots <= 0 || scanned++ >= maxScan) break
+    let target: (typeof agents)[number] | undefined
+    if (task.affinity != null) {
+      const bound = newAffinity.get(task.affinity) ?? input.affinity.get(task.affinity)
+      const boundAgent = bound != null ? byId.get(bound) : undefined
+      if (boundAgent != null) {
+        if (!fits(boundAgent, task)) continue // waits for its host
+        target = boundAgent
+      }
+    }
+    if (target == null) {
+      const shape = task.affinity == null ? shapeKey(task) : null
+      if (shape != null && blockedShapes.has(shape)) continue
+      for (const a of agents) if (fits(a, task) && (target == null || better(a, target, task))) target = a
+      if (target == null) {
+        if (shape != null) blockedShapes.add(shape)
+        continue
+      }
+      if (task.affinity != null) newAffinity.set(task.affinity, target.id)
+    }
+    const gpuIds = target.freeGpus.splice(0, task.gpus)
+    target.freeSlots--
+    target.freeCores -= task.cores
+    target.freeMemoryMb -= task.memoryMb
+    openSlots--
+    placements.push({ key: task.key, agentId: target.id, cores: task.cores, gpuIds, memoryMb: task.memoryMb })
+  }
+  return { placements, newAffinity }
+}
+
+/** A one-line reason when no agent could ever run the task, whatever is free; null when some agent could. */
+export function unschedulableReason (task: SchedTask, agents: Array<{ id: string, labels: Record<string, string>, totalCores: number, totalMemoryMb: number, gpuCount: number }>): string | null {
+  if (agents.length === 0) return 'no agents on the mesh'
+  const labelled = agents.filter(a => Object.entries(task.constraints).every(([k, v]) => a.labels[k] === v))
+  if (labelled.length === 0) {
+    const want = Object.entries(task.constraints).map(([k, v]) => `${k}=${v}`).join(' ')
+    return `needs label ${want}, no agent has it`
+  }
+  const maxGpus = Math.max(...labelled.map(a => a.gpuCount))
+  if (task.gpus > maxGpus) return `needs ${task.gpus} GPUs, the largest agent has ${maxGpus}`
+  const maxCores = Math.max(...labelled.map(a => a.totalCores))
+  if (task.cores > maxCores) return `needs ${task.cores} cores, the largest agent has ${maxCores}`
+  const maxMem = Math.max(...labelled.map(a => a.totalMemoryMb))
+  if (task.memoryMb > maxMem) return `needs ${task.memoryMb} MB of memory, the largest agent has ${maxMem}`
+  const all = labelled.some(a => a.gpuCount >= task.gpus && a.totalCores >= task.cores && a.totalMemoryMb >= task.memoryMb)
+  return all ? null : 'no single agent has enough cores, memory and GPUs together'
+}

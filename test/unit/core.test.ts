@@ -1,0 +1,212 @@
+/**
+ * The coordinator's state machine, driven directly with a recording comm and a real SQLite store: every
+ * scheduling and failure rule without a network.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { CoordinatorCore, type CoordinatorComm } from '../../coordinator/core.ts'
+import { Store } from '../../coordinator/store.ts'
+import type { AgentResources, Assignment, AttemptResult, CoordMessage, JobHeader, TaskSpec } from '../../shared/protocol.ts'
+
+const EMPTY = { name: '.meshfarm/stdout', hash: 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', size: 0 }
+
+class Recorder implements CoordinatorComm {
+  sent: Array<{ to: string, msg: CoordMessage }> = []
+  send = (to: string, msg: CoordMessage): void => { this.sent.push({ to, msg }) }
+  jobChanged = (): void => {}
+  assignments (to?: string): Assignment[] {
+    const out = this.sent.filter(s => s.msg.t === 'coord.assign' && (to == null || s.to === to))
+      .flatMap(s => (s.msg as Extract<CoordMessage, { t: 'coord.assign' }>).assignments)
+    return out
+  }
+
+  take (): Assignment[] {
+    const a = this.assignments()
+    this.sent = []
+    return a
+  }
+}
+
+function resources (host: string, slots: number, gpus = 0): AgentResources {
+  return {
+    hostname: host, os: 'linux', cores: slots, physicalCores: slots, memoryMb: 8000, slots,
+    gpus: Array.from({ length: gpus }, (_, i) => ({ index: i, model: 'test', memoryMb: 1000 })), labels: {}, runsAsRoot: false
+  }
+}
+
+function header (retries = 0): JobHeader {
+  return { name: 'j', layout: 'per-task', shared: [], retries, specText: '', specFile: 'j.yaml' }
+}
+
+function tasks (n: number, extra: Partial<TaskSpec> = {}): TaskSpec[] {
+  return Array.from({ length: n }, (_, i) => ({
+    index: i, name: `t${i}`, commands: ['true'], env: {}, inputs: [], outputs: [], timeoutMs: 0,
+    constraints: {}, cores: 1, gpus: 0, memoryMb: 0, ...extra
+  }))
+}
+
+function result (a: Assignment, exitCode = 0): AttemptResult {
+  return {
+    attemptId: a.attemptId, jobId: a.jobId, index: a.index, state: exitCode === 0 ? 'done' : 'failed', exitCode, signal: null,
+    failure: exitCode === 0 ? undefined : { kind: 'exit', message: `exited with code ${exitCode}`, retryable: true },
+    startedAt: 1000, endedAt: 2000, stdout: EMPTY, stderr: EMPTY, outputs: []
+  }
+}
+
+function setup (opts: { crashLimit?: number } = {}): { core: CoordinatorCore, comm: Recorder, store: Store, path: string } {
+  const path = join(mkdtempSync(join(tmpdir(), 'meshfarm-core-')), 'state.db')
+  const store = new Store(path)
+  const comm = new Recorder()
+  const core = new CoordinatorCore(store, comm, { agentLostMs: 1000, crashLimit: opts.crashLimit ?? 3, prefetch: 0 }, 0)
+  return { core, comm, store, path }
+}
+
+test('tasks spread over agents, one per slot, and each commits once', () => {
+  const { core, comm } = setup()
+  core.onAgentHello('A', resources('a', 2), [], [], false, [], 0)
+  core.onAgentHello('B', resources('b', 2), [], [], false, [], 0)
+  const jobId = core.submit('owner', header(), tasks(6), 0)
+  assert.equal(core.schedulePass(0), 4)
+  const onA = comm.assignments('A')
+  const onB = comm.assignments('B')
+  assert.equal(onA.length, 2)
+  assert.equal(onB.length, 2)
+  comm.take()
+  // Nothing over-committed: a full mesh places nothing more.
+  assert.equal(core.schedulePass(0), 0)
+  assert.deepEqual(core.onResults('A', onA.map(a => result(a)), 0).acked, onA.map(a => a.attemptId))
+  // Only the two freed slots are refilled, on A.
+  assert.equal(core.schedulePass(0), 2)
+  const refill = comm.assignments('A')
+  assert.equal(refill.length, 2)
+  core.onResults('A', refill.map(a => result(a)), 0)
+  core.onResults('B', onB.map(a => result(a)), 0)
+  // A result delivered twice is not committed twice.
+  assert.deepEqual(core.onResults('B', onB.map(a => result(a)), 0).refused, onB.map(a => a.attemptId))
+  const s = core.jobSummary(jobId)
+  assert.equal(s.counts.done, 6)
+  assert.equal(s.state, 'done')
+  assert.equal(core.results(jobId, 0, 100).records.length, 6)
+})
+
+test('a late result from an attempt given to someone else is refused', () => {
+  const { core, comm } = setup()
+  core.onAgentHello('A', resources('a', 1), [], [], false, [], 0)
+  const jobId = core.submit('owner', header(), tasks(1), 0)
+  core.schedulePass(0)
+  const [a] = comm.take()
+  // A goes silent past the timeout: the task is requeued and given to B.
+  assert.deepEqual(core.tick(5000), ['A'])
+  core.onAgentHello('B', resources('b', 1), [], [], false, [], 5000)
+  core.schedulePass(5000)
+  const [b] = comm.take()
+  assert.notEqual(a.attemptId, b.attemptId)
+  // A wakes up and reports: refused, and told to stop the stale attempt.
+  const late = core.onResults('A', [result(a)], 6000)
+  assert.deepEqual(late.refused, [a.attemptId])
+  core.onHeartbeat('A', [a.attemptId], 6000)
+  assert.ok(comm.sent.some(s => s.to === 'A' && s.msg.t === 'coord.cancel'))
+  core.onResults('B', [result(b)], 6000)
+  const s = core.jobSummary(jobId)
+  assert.equal(s.counts.done, 1)
+  assert.equal(s.state, 'done')
+  const [rec] = core.results(jobId, 0, 10).records
+  assert.equal(rec.host, 'b')
+  assert.equal(rec.attempts, 2)
+})
+
+test('a task that loses every agent it touches fails at the crash limit', () => {
+  const { core, comm } = setup({ crashLimit: 2 })
+  const jobId = core.submit('owner', header(), tasks(1), 0)
+  let now = 0
+  for (let i = 0; i < 2; i++) {
+    core.onAgentHello(`A${i}`, resources('a', 1), [], [], false, [], now)
+    core.schedulePass(now)
+    assert.equal(comm.take().length, 1)
+    now += 5000
+    core.tick(now)
+  }
+  const s = core.jobSummary(jobId)
+  assert.equal(s.counts.failed, 1)
+  const [rec] = core.results(jobId, 0, 10).records
+  assert.equal(rec.failure?.kind, 'crash-limit')
+})
+
+test('non-zero exits are retried only when the job asks', () => {
+  const { core, comm } = setup()
+  core.onAgentHello('A', resources('a', 1), [], [], false, [], 0)
+  const noRetry = core.submit('owner', header(0), tasks(1), 0)
+  core.schedulePass(0)
+  core.onResults('A', [result(comm.take()[0], 2)], 0)
+  assert.equal(core.jobSummary(noRetry).counts.failed, 1)
+  const retry = core.submit('owner', header(1), tasks(1), 0)
+  core.schedulePass(0)
+  core.onResults('A', [result(comm.take()[0], 2)], 0)
+  assert.equal(core.jobSummary(retry).counts.queued, 1, 'requeued once')
+  core.schedulePass(0)
+  core.onResults('A', [result(comm.take()[0], 2)], 0)
+  assert.equal(core.jobSummary(retry).counts.failed, 1, 'then failed')
+})
+
+test('cancel drops queued tasks, stops running ones and needs the owner or admin', () => {
+  const { core, comm } = setup()
+  core.onAgentHello('A', resources('a', 1), [], [], false, [], 0)
+  const jobId = core.submit('owner', header(), tasks(3), 0)
+  core.schedulePass(0)
+  const [running] = comm.take()
+  assert.throws(() => core.cancelJob(jobId, 'someone-else', false), /admin/)
+  assert.equal(core.cancelJob(jobId, 'owner', false), 3)
+  const stop = comm.sent.find(s => s.msg.t === 'coord.cancel')
+  assert.deepEqual((stop?.msg as { attemptIds: number[] }).attemptIds, [running.attemptId])
+  assert.equal(core.jobSummary(jobId).state, 'cancelled')
+  // The cancelled attempt's late result commits nothing.
+  core.onResults('A', [result(running)], 0)
+  assert.equal(core.jobSummary(jobId).counts.done, 0)
+})
+
+test('after a restart, queued tasks stay queued and running attempts wait for their agent', () => {
+  const { core, comm, store, path } = setup()
+  core.onAgentHello('A', resources('a', 2), [], [], false, [], 0)
+  const jobId = core.submit('owner', header(), tasks(5), 0)
+  core.schedulePass(0)
+  const placed = comm.take()
+  core.onResults('A', [result(placed[0])], 0)
+  store.close()
+  // A new coordinator on the same database.
+  const comm2 = new Recorder()
+  const core2 = new CoordinatorCore(new Store(path), comm2, { agentLostMs: 1000, crashLimit: 3, prefetch: 0 }, 100)
+  const s = core2.jobSummary(jobId)
+  assert.equal(s.counts.done, 1)
+  assert.equal(s.counts.queued, 3)
+  assert.equal(s.counts.staging, 1)
+  // The agent comes back still running its attempt: the result is accepted.
+  core2.onAgentHello('A', resources('a', 2), [placed[1].attemptId], [], false, [], 200)
+  const r = core2.onResults('A', [result(placed[1])], 200)
+  assert.deepEqual(r.acked, [placed[1].attemptId])
+  assert.equal(core2.jobSummary(jobId).counts.done, 2)
+})
+
+test('an agent that restarted without its attempts gets them requeued', () => {
+  const { core, comm } = setup()
+  core.onAgentHello('A', resources('a', 1), [], [], false, [], 0)
+  const jobId = core.submit('owner', header(), tasks(1), 0)
+  core.schedulePass(0)
+  comm.take()
+  core.onAgentHello('A', resources('a', 1), [], [], false, [], 10)
+  assert.equal(core.jobSummary(jobId).counts.queued, 1)
+})
+
+test('GPU tasks only land where GPUs are free, with distinct ids', () => {
+  const { core, comm } = setup()
+  core.onAgentHello('G', resources('g', 4, 2), [], [], false, [], 0)
+  core.onAgentHello('C', resources('c', 4, 0), [], [], false, [], 0)
+  core.submit('owner', header(), tasks(3, { gpus: 1 }), 0)
+  core.schedulePass(0)
+  const placed = comm.take()
+  assert.equal(placed.length, 2, 'only two GPUs exist')
+  assert.deepEqual(placed.map(p => p.gpuIds[0]).sort(), [0, 1])
+  assert.equal(comm.sent.length, 0)
+})
