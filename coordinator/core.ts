@@ -48,8 +48,13 @@ interface JobRuntime {
     shapeOf: Uint32Array
     shapes: Shape[]
     affinity: Map<number, string>
+    /** FIFO of task indexes; entries are removed lazily, so a requeued task may appear twice. */
     queue: number[]
     head: number
+    /** Entries dropped from the front of `queue` so far: absolute position = dropped + array index. */
+    dropped: number
+    /** Absolute queue position of each task's one valid entry. */
+    queuedAt: Float64Array
   }
   cancelRequested: boolean
 }
@@ -115,7 +120,7 @@ export class CoordinatorCore {
         }
         t.shapeOf[row.index] = shape
         if (row.affinity != null) t.affinity.set(row.index, row.affinity)
-        if (row.state === 'queued') t.queue.push(row.index)
+        if (row.state === 'queued') enqueue(t, row.index)
       }
     }
     for (const a of this.store.loadActiveAttempts()) {
@@ -165,7 +170,9 @@ export class CoordinatorCore {
       shapes: [],
       affinity: new Map(),
       queue: [],
-      head: 0
+      head: 0,
+      dropped: 0,
+      queuedAt: new Float64Array(total).fill(-1)
     }
   }
 
@@ -191,7 +198,7 @@ export class CoordinatorCore {
         }
         t.shapeOf[i] = shape
         if (spec.affinity != null && spec.affinity !== '') t.affinity.set(i, spec.affinity)
-        t.queue.push(i)
+        enqueue(t, i)
       })
     })
     rt.counts.queued = tasks.length
@@ -226,8 +233,9 @@ export class CoordinatorCore {
     if (agent == null) return
     agent.lastSeen = now
     if (agent.state === 'lost') {
-      // It was cut off and came back: everything it still runs was requeued meanwhile.
+      // It was cut off and came back on the same session: everything it ran was requeued meanwhile.
       agent.state = 'up'
+      agent.connected = true
     }
     this.cancelStale(agent, running)
   }
@@ -294,7 +302,12 @@ export class CoordinatorCore {
       return
     }
     const failure: Failure = r.failure ?? { kind: 'internal', message: 'attempt ended without a result', retryable: false }
-    if (r.state === 'cancelled' || failure.kind === 'staging' || failure.kind === 'agent-lost') {
+    if (r.state === 'cancelled') {
+      // The agent stopped or drained before the task finished; not the task's fault, and not a crash.
+      this.requeue(job, a.index)
+      return
+    }
+    if (failure.kind === 'staging' || failure.kind === 'agent-lost') {
       // Not the task's fault (the agent stopped, or could not stage): try again elsewhere, bounded by the crash limit.
       this.retryOrFail(job, a.index, failure, now, a, r)
       return
@@ -442,14 +455,16 @@ export class CoordinatorCore {
     for (const job of this.jobs.values()) {
       const t = job.tasks
       if (t == null || job.counts.queued === 0) continue
-      while (t.head < t.queue.length && t.states[t.queue[t.head]] !== CODE.queued) t.head++
+      const valid = (i: number): boolean => t.states[t.queue[i]] === CODE.queued && t.queuedAt[t.queue[i]] === t.dropped + i
+      while (t.head < t.queue.length && !valid(t.head)) t.head++
       if (t.head > 4096 && t.head * 2 > t.queue.length) {
         t.queue = t.queue.slice(t.head)
+        t.dropped += t.head
         t.head = 0
       }
       for (let i = t.head; i < t.queue.length; i++) {
+        if (!valid(i)) continue
         const index = t.queue[i]
-        if (t.states[index] !== CODE.queued) continue
         const shape = t.shapes[t.shapeOf[index]]
         const affinity = t.affinity.get(index)
         yield {
@@ -483,7 +498,7 @@ export class CoordinatorCore {
 
   private requeue (job: JobRuntime, index: number): void {
     this.setState(job, index, 'queued')
-    job.tasks!.queue.push(index)
+    enqueue(job.tasks!, index)
   }
 
   private commit (job: JobRuntime, index: number, state: 'done' | 'failed' | 'cancelled', a?: Attempt, r?: AttemptResult, failure?: Failure): void {
@@ -628,6 +643,11 @@ export class CoordinatorCore {
   get inFlight (): number {
     return this.attempts.size
   }
+}
+
+function enqueue (t: NonNullable<JobRuntime['tasks']>, index: number): void {
+  t.queuedAt[index] = t.dropped + t.queue.length
+  t.queue.push(index)
 }
 
 function stripData<T extends { data?: Uint8Array }> (ref: T): Omit<T, 'data'> {

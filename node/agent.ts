@@ -212,10 +212,17 @@ export async function startAgent (opts: AgentOptions): Promise<AgentService> {
     state: () => state,
     drained,
     stop: async () => {
+      // Running tasks are stopped and reported as cancelled, so the coordinator requeues them at once
+      // instead of waiting for this agent to be declared lost.
+      executor.stopAll('agent stopped')
+      const deadline = Date.now() + 5000
+      while ((executor.busy > 0 || outbox.waiting > 0) && writer != null && Date.now() < deadline) {
+        scheduleFlush()
+        await new Promise(resolve => setTimeout(resolve, 50))
+      }
       stopping = true
       state = 'stopped'
       session?.abort(new Error('agent stopping'))
-      executor.stopAll('agent stopped')
       await launcher.close()
       await node.stop()
       await loop.catch(() => {})

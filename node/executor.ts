@@ -221,6 +221,8 @@ export class Executor {
     env.MESHFARM_JOB_DIR = join(this.deps.jobsDir, String(a.jobId))
     env.MESHFARM_CORES = String(a.cores)
     env.MESHFARM_GPUS = a.gpuIds.join(',')
+    // Lets a task (or a test of a task that kills its agent) find the agent it runs under.
+    env.MESHFARM_AGENT_PID = String(process.pid)
     return env
   }
 

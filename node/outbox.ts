@@ -40,11 +40,17 @@ export class Outbox {
     return this.entries.size
   }
 
+  /** Keeps a finished attempt; it counts as pending at once, so a hello sent meanwhile still claims it. */
   async add (result: AttemptResult, dir: string): Promise<void> {
+    const entry: Entry = { result, dir, inFlight: true }
+    this.entries.set(result.attemptId, entry)
     const file = join(dir, META_DIR, 'result')
-    await writeFile(`${file}.tmp`, packr.pack(result))
-    await rename(`${file}.tmp`, file)
-    this.entries.set(result.attemptId, { result, dir, inFlight: false })
+    try {
+      await writeFile(`${file}.tmp`, packr.pack(result))
+      await rename(`${file}.tmp`, file)
+    } finally {
+      entry.inFlight = false
+    }
   }
 
   ids (): number[] {

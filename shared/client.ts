@@ -153,8 +153,18 @@ export class MeshClient {
 
   /** Calls onProgress as the job advances; resolves with the final summary when no task is left to run. */
   async watch (jobId: number, onProgress?: (s: JobSummary) => void): Promise<JobSummary> {
+    let away = 0
     while (true) {
-      const ch = await openClientChannel(this.node, this.coordinator)
+      let ch
+      try {
+        ch = await openClientChannel(this.node, this.coordinator)
+      } catch (err) {
+        // The coordinator is restarting: keep trying for a while, it keeps every job.
+        if ((away += 1000) > 120_000) throw err
+        await new Promise(resolve => setTimeout(resolve, 1000))
+        continue
+      }
+      away = 0
       try {
         await ch.write({ t: 'client.watch', jobId })
         while (true) {

@@ -10,7 +10,7 @@ import type { FileRef, TaskRecord } from './protocol.ts'
 import { downloadBlob } from './blob-protocol.ts'
 import { checkRelativeName } from './safe-path.ts'
 import { hashFile } from './hash.ts'
-import { request } from './rpc.ts'
+import { request, withReconnect } from './rpc.ts'
 import type { MeshClient } from './client.ts'
 
 export interface FetchOptions {
@@ -54,7 +54,7 @@ export async function fetchResults (client: MeshClient, jobId: number, dest: str
         const part = `${t.path}.part`
         const offset = (await stat(part).catch(() => null))?.size ?? 0
         if (t.ref.size === 0) await writeFile(part, '')
-        else await downloadBlob(client.node, client.coordinator, t.ref.hash, part, offset, n => { report.bytes += n })
+        else await withReconnect(async () => await downloadBlob(client.node, client.coordinator, t.ref.hash, part, (await stat(part).catch(() => null))?.size ?? offset, n => { report.bytes += n }))
         await rename(part, t.path)
         local.set(t.ref.hash, t.path)
       }
@@ -65,9 +65,9 @@ export async function fetchResults (client: MeshClient, jobId: number, dest: str
   }
 
   let cursor = 0
-  let total = summary.total
+  const total = summary.total
   while (true) {
-    const page = await request(client.node, client.coordinator, { t: 'client.results', jobId, after: cursor, limit: 500 }, 'reply.results')
+    const page = await withReconnect(async () => await request(client.node, client.coordinator, { t: 'client.results', jobId, after: cursor, limit: 500 }, 'reply.results'))
     await runLimited(page.records, opts.concurrency ?? 8, async r => {
       await fetchOne(r)
       report.tasks++
@@ -78,9 +78,9 @@ export async function fetchResults (client: MeshClient, jobId: number, dest: str
     if (page.jobState !== 'active' || opts.follow !== true) break
     // A running job: wait for more results.
     await new Promise(resolve => setTimeout(resolve, 250))
-    total = (await client.status(jobId))[0]?.total ?? total
   }
-  await writeFile(join(dest, 'job.json'), JSON.stringify((await client.status(jobId))[0], null, 2) + '\n')
+  const final = await withReconnect(async () => await client.status(jobId))
+  await writeFile(join(dest, 'job.json'), JSON.stringify(final[0], null, 2) + '\n')
   return report
 }
 

@@ -36,3 +36,21 @@ export async function request<T extends ClientReply['t']> (node: MeshNode, coord
     await ch.close()
   }
 }
+
+/**
+ * Retries `fn` while the coordinator is unreachable (restarting, say), for up to `maxAwayMs`. Errors the
+ * coordinator itself answered with (not found, forbidden, ...) are not retried.
+ */
+export async function withReconnect<T> (fn: () => Promise<T>, maxAwayMs = 120_000): Promise<T> {
+  const since = Date.now()
+  while (true) {
+    try {
+      return await fn()
+    } catch (err) {
+      const code = (err as MeshfarmError).code
+      const transient = code == null || code === 'PROTOCOL'
+      if (!transient || Date.now() - since > maxAwayMs) throw err
+      await new Promise(resolve => setTimeout(resolve, 1000))
+    }
+  }
+}

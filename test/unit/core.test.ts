@@ -210,3 +210,18 @@ test('GPU tasks only land where GPUs are free, with distinct ids', () => {
   assert.deepEqual(placed.map(p => p.gpuIds[0]).sort(), [0, 1])
   assert.equal(comm.sent.length, 0)
 })
+
+test('a requeued task is placed once, even with room for it twice', () => {
+  const { core, comm } = setup()
+  core.onAgentHello('B', resources('b', 4), [], [], false, [], 0)
+  const jobId = core.submit('owner', header(), tasks(1), 0)
+  core.schedulePass(0)
+  assert.equal(comm.take().length, 1)
+  // B goes silent past the timeout; C, with room for four, arrives.
+  core.onAgentDisconnected('B')
+  core.onAgentHello('C', resources('c', 4), [], [], false, [], 5000)
+  core.tick(5000)
+  core.schedulePass(5000)
+  assert.equal(comm.take().length, 1)
+  assert.equal(core.tasks(jobId, 0, 1).tasks[0].attempts, 2)
+})

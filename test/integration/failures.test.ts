@@ -1,0 +1,166 @@
+/**
+ * Nothing lost: agents killed, frozen and drained, the coordinator killed mid-job, a task that kills its
+ * agents, a corrupt database. Real processes on loopback; every check is what a user would see.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { startLocalMesh, type LocalMesh, type LocalAgentSpec } from '../../bin/local-mesh.ts'
+import { connect, type MeshClient } from '../../shared/client.ts'
+import { parseTasklist, parseJobYaml } from '../../shared/spec.ts'
+import type { TaskRecord } from '../../shared/protocol.ts'
+import { runCli, until } from '../helpers/cli.ts'
+
+const FAST = ['--agent-lost', '3s', '--heartbeat', '500ms', '--crash-limit', '2']
+
+async function withMesh (agents: LocalAgentSpec[], fn: (mesh: LocalMesh, client: MeshClient, dir: string) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'meshfarm-fail-'))
+  const mesh = await startLocalMesh({ dir, coordinatorArgs: FAST, agents })
+  const client = await connect({ home: mesh.clientHome })
+  try {
+    await fn(mesh, client, dir)
+  } finally {
+    await client.close()
+    await mesh.stop()
+    if (process.env.KEEP_TEST_DIR == null) rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+async function allRecords (client: MeshClient, jobId: number): Promise<TaskRecord[]> {
+  const out: TaskRecord[] = []
+  let after = 0
+  while (true) {
+    const page = await client.tasks(jobId, { after, limit: 1000 })
+    out.push(...page.tasks)
+    if (page.next == null) return out
+    after = page.next
+  }
+}
+
+function tasklist (dir: string, name: string, lines: string[]): ReturnType<typeof parseTasklist> {
+  const file = join(dir, `${name}.txt`)
+  writeFileSync(file, lines.join('\n') + '\n')
+  return parseTasklist(lines.join('\n'), file, dir)
+}
+
+test('kill -9 of an agent mid-task: every task still completes, once', async () => {
+  await withMesh([{ ip: '127.0.0.2', hostname: 'a1', slots: 2 }, { ip: '127.0.0.3', hostname: 'a2', slots: 2 }], async (mesh, client, dir) => {
+    const job = tasklist(dir, 'k', Array.from({ length: 8 }, (_, i) => `sleep 1.5; echo ${i} > out.txt`))
+    const { jobId } = await client.submit(job)
+    await until(async () => (await client.status(jobId))[0].counts.running >= 4, 20_000, 'four tasks running')
+    const victim = mesh.agents[0]
+    victim.child.kill('SIGKILL')
+    const summary = await client.watch(jobId)
+    assert.equal(summary.state, 'done')
+    assert.equal(summary.counts.done, 8)
+    const records = await allRecords(client, jobId)
+    assert.equal(new Set(records.map(r => r.index)).size, 8, 'one committed result per task')
+    assert.ok(records.some(r => r.attempts === 2), 'the killed agent\'s tasks ran again elsewhere')
+    assert.ok(records.every(r => r.state === 'done' && r.exitCode === 0))
+  })
+})
+
+test('an agent frozen past the timeout: its tasks move, its late result is refused and its stale task stopped', async () => {
+  await withMesh([{ ip: '127.0.0.2', hostname: 'f1', slots: 1 }, { ip: '127.0.0.3', hostname: 'f2', slots: 1 }], async (mesh, client, dir) => {
+    const ledger = join(dir, 'ledger.txt')
+    const job = tasklist(dir, 'freeze', [`echo start $MESHFARM_ATTEMPT_ID >> ${ledger}; sleep 5; echo end $MESHFARM_ATTEMPT_ID >> ${ledger}`])
+    const { jobId } = await client.submit(job)
+    await until(async () => (await client.status(jobId))[0].counts.running === 1, 20_000, 'task running')
+    const [running] = await allRecords(client, jobId)
+    const frozen = mesh.agents.find(a => a.output().includes(running.peerId!))!
+    const other = mesh.agents.find(a => a !== frozen)!
+    frozen.child.kill('SIGSTOP')
+    // Declared lost after 3 s; the task starts again on the other agent.
+    await until(() => readFileSync(ledger, 'utf8').split('\n').filter(l => l.startsWith('start')).length === 2, 20_000, 'second attempt started')
+    frozen.child.kill('SIGCONT')
+    const summary = await client.watch(jobId)
+    assert.equal(summary.counts.done, 1)
+    await new Promise(resolve => setTimeout(resolve, 2000))
+    const lines = readFileSync(ledger, 'utf8').trim().split('\n')
+    assert.equal(lines.filter(l => l.startsWith('end')).length, 1, `the stale attempt was stopped: ${lines.join(' | ')}`)
+    const [rec] = await allRecords(client, jobId)
+    assert.equal(rec.attempts, 2)
+    assert.ok(other.output().includes('connected to coordinator'))
+    assert.notEqual(rec.peerId, running.peerId, 'the result committed is the second attempt\'s')
+  })
+})
+
+test('kill -9 of the coordinator during a job of 300 tasks: nothing lost, nothing duplicated', async () => {
+  await withMesh([{ ip: '127.0.0.2', hostname: 'c1', slots: 2 }, { ip: '127.0.0.3', hostname: 'c2', slots: 2 }], async (mesh, client, dir) => {
+    const job = tasklist(dir, 'many', Array.from({ length: 300 }, (_, i) => `sleep 0.02; echo ${i}`))
+    const { jobId } = await client.submit(job)
+    await until(async () => (await client.status(jobId))[0].counts.done >= 60, 60_000, '60 tasks done')
+    mesh.coordinator.child.kill('SIGKILL')
+    await mesh.coordinator.exited
+    await new Promise(resolve => setTimeout(resolve, 1000))
+    await mesh.startCoordinator()
+    const summary = await client.watch(jobId)
+    assert.equal(summary.state, 'done')
+    assert.equal(summary.counts.done, 300)
+    const records = await allRecords(client, jobId)
+    assert.equal(records.length, 300)
+    assert.equal(new Set(records.map(r => r.index)).size, 300)
+    for (const r of records) assert.equal(readStdout(r), undefined)
+    const dest = join(dir, 'results')
+    const report = await client.fetch(jobId, dest)
+    assert.equal(report.tasks, 300)
+    assert.equal(readFileSync(join(dest, 'task-123', 'stdout'), 'utf8'), '123\n')
+  })
+})
+
+function readStdout (r: TaskRecord): string | undefined {
+  return r.state !== 'done' ? `task ${r.id} is ${r.state}` : undefined
+}
+
+test('a task that kills every agent it touches is failed at the crash limit, and the mesh stays up', async () => {
+  await withMesh([{ ip: '127.0.0.2', hostname: 'k1', slots: 1 }, { ip: '127.0.0.3', hostname: 'k2', slots: 1 }], async (mesh, client, dir) => {
+    const file = join(dir, 'crash.yaml')
+    const text = 'name: crash\ntasks:\n  - name: killer\n    command: "kill -9 $MESHFARM_AGENT_PID; sleep 5"\n'
+    writeFileSync(file, text)
+    const { jobId } = await client.submit(parseJobYaml(text, file, dir))
+    const summary = await client.watch(jobId)
+    assert.equal(summary.state, 'failed')
+    const [rec] = await allRecords(client, jobId)
+    assert.equal(rec.failure?.kind, 'crash-limit')
+    assert.equal(rec.attempts, 2)
+    for (const a of mesh.agents) assert.notEqual(a.child.exitCode ?? a.child.signalCode, null, 'both agents were killed')
+    assert.ok((await client.ping()).rttMs >= 0, 'the coordinator still answers')
+  })
+})
+
+test('drain: the agent finishes its tasks, takes no new ones, and leaves without a crash', async () => {
+  await withMesh([{ ip: '127.0.0.2', hostname: 'd1', slots: 2 }, { ip: '127.0.0.3', hostname: 'd2', slots: 2 }], async (mesh, client, dir) => {
+    const job = tasklist(dir, 'drain', Array.from({ length: 10 }, () => 'sleep 1'))
+    const { jobId } = await client.submit(job)
+    await until(async () => (await client.status(jobId))[0].counts.running >= 4, 20_000, 'four running')
+    const r = await runCli(mesh.clientHome, ['drain', 'd1'])
+    assert.equal(r.code, 0, r.stderr)
+    const d1 = mesh.agents.find(a => a.output().includes('d1 '))!
+    assert.equal(await d1.exited, 0, 'the drained agent stopped by itself')
+    const summary = await client.watch(jobId)
+    assert.equal(summary.counts.done, 10)
+    const records = await allRecords(client, jobId)
+    assert.ok(records.every(x => x.attempts === 1), 'no task was cut short or retried')
+    assert.ok(records.filter(x => x.host === 'd1').length >= 2)
+  })
+})
+
+test('a corrupt coordinator database is reported in one line, not a crash loop', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'meshfarm-corrupt-'))
+  try {
+    const home = join(dir, 'coord')
+    assert.equal((await runCli(home, ['init', '--no-mdns'])).code, 0)
+    mkdirSync(join(home, 'coordinator'), { recursive: true })
+    writeFileSync(join(home, 'coordinator', 'state.db'), Buffer.alloc(8192, 0x5a))
+    const r = await runCli(home, ['coordinator', '--listen', '/ip4/127.0.0.1/tcp/0'])
+    assert.equal(r.code, 8)
+    const lines = r.stderr.trim().split('\n')
+    assert.equal(lines.length, 1, r.stderr)
+    assert.match(lines[0], /^error: the coordinator database .*state\.db cannot be used: .*move it aside/)
+    assert.ok(existsSync(join(home, 'coordinator', 'state.db')), 'the damaged file is left for inspection')
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
