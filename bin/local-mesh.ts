@@ -10,6 +10,7 @@ import { loadOrCreateIdentity } from '../shared/identity.ts'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { homePaths } from '../shared/home.ts'
 import { freePort, startMeshfarm, type MeshProcess } from './processes.ts'
+import { AccessList, type Role } from '../coordinator/access.ts'
 
 export interface LocalAgentSpec {
   ip: string
@@ -33,11 +34,12 @@ export interface LocalMesh {
   dir: string
   coordinator: MeshProcess
   agents: MeshProcess[]
-  /** A state folder that knows only the mesh (swarm key + bootstrap list), for clients. */
+  /** A state folder that knows only the mesh (swarm key + bootstrap list), for clients; submitter and admin. */
   clientHome: string
   coordinatorHome: string
   bootstrap: string
-  newHome: (name: string, bootstrap?: string[]) => string
+  /** A new peer's state folder, on the access list with `roles` (none: a peer the coordinator refuses). */
+  newHome: (name: string, opts?: { bootstrap?: string[], roles?: Role[] }) => Promise<string>
   startCoordinator: () => Promise<MeshProcess>
   startAgent: (spec: LocalAgentSpec) => Promise<MeshProcess>
   stop: () => Promise<void>
@@ -46,18 +48,23 @@ export interface LocalMesh {
 export async function startLocalMesh (opts: LocalMeshOptions): Promise<LocalMesh> {
   mkdirSync(opts.dir, { recursive: true })
   const coordinatorHome = join(opts.dir, 'coordinator')
-  initMesh(coordinatorHome, { mdns: false })
-  const swarmKey = readFileSync(homePaths(coordinatorHome).swarmKey)
   const coordId = peerIdFromPrivateKey(await loadOrCreateIdentity(coordinatorHome))
+  initMesh(coordinatorHome, { mdns: false, coordinator: coordId.toString() })
+  const swarmKey = readFileSync(homePaths(coordinatorHome).swarmKey)
+  mkdirSync(homePaths(coordinatorHome).coordinatorDir, { recursive: true, mode: 0o700 })
+  const access = new AccessList(join(homePaths(coordinatorHome).coordinatorDir, 'access.json'), coordId.toString())
   const ip = opts.coordinatorIp ?? '127.0.0.1'
   const port = await freePort(ip)
   const bootstrap = `/ip4/${ip}/tcp/${port}/p2p/${coordId.toString()}`
-  const newHome = (name: string, list = [bootstrap]): string => {
+  const newHome = async (name: string, o: { bootstrap?: string[], roles?: Role[] } = {}): Promise<string> => {
     const home = join(opts.dir, name)
-    writeMesh(home, swarmKey, { bootstrap: list, mdns: false })
+    writeMesh(home, swarmKey, { bootstrap: o.bootstrap ?? [bootstrap], mdns: false, coordinator: coordId.toString() })
+    const id = peerIdFromPrivateKey(await loadOrCreateIdentity(home)).toString()
+    const roles = o.roles ?? ['submitter']
+    if (roles.length > 0) access.add(id, roles, name)
     return home
   }
-  const clientHome = newHome('client')
+  const clientHome = await newHome('client', { roles: ['submitter', 'admin'] })
   const agents: MeshProcess[] = []
   const mesh: LocalMesh = {
     dir: opts.dir,
@@ -76,7 +83,7 @@ export async function startLocalMesh (opts: LocalMeshOptions): Promise<LocalMesh
       return p
     },
     startAgent: async (spec: LocalAgentSpec) => {
-      const home = newHome(`agent-${spec.hostname}`)
+      const home = await newHome(`agent-${spec.hostname}`, { roles: ['agent'] })
       const args = ['agent', '--listen', `/ip4/${spec.ip}/tcp/0`, '--hostname', spec.hostname]
       if (spec.slots != null) args.push('--slots', String(spec.slots))
       if (spec.cores != null) args.push('--cores', String(spec.cores))

@@ -14,7 +14,12 @@ import { startCoordinator } from '../coordinator/service.ts'
 import { startAgent } from '../node/agent.ts'
 import { detectResources, parseGpuList, parseLabels, parseMemoryFlag } from '../node/resources.ts'
 import { parseDuration, parseMemory, type SpecDefaults } from '../shared/spec.ts'
-import { jobsTable, peersTable, printJson, Progress, summaryLine, tasksTable } from './output.ts'
+import { jobsTable, peersTable, printJson, Progress, summaryLine, table, tasksTable } from './output.ts'
+import { readFileSync } from 'node:fs'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { loadOrCreateIdentity } from '../shared/identity.ts'
+import { decodeInvite } from '../shared/invite.ts'
+import { joinMesh } from '../shared/join.ts'
 import { runDemo } from './demo.ts'
 import { VERSION } from '../shared/version.ts'
 import type { JobSummary } from '../shared/protocol.ts'
@@ -38,6 +43,13 @@ async function withClient<T> (fn: (c: MeshClient) => Promise<T>): Promise<T> {
   } finally {
     await client.close()
   }
+}
+
+async function readStdin (): Promise<string> {
+  if (process.stdin.isTTY) process.stderr.write('paste the invite, then press Enter and Ctrl-D:\n')
+  let text = ''
+  for await (const chunk of process.stdin) text += String(chunk)
+  return text
 }
 
 function jobIdArg (v: string): number {
@@ -69,15 +81,78 @@ function untilSignal (stop: () => Promise<void>, extra?: Promise<void>): Promise
 }
 
 program.command('init')
-  .description('create a new mesh here: a swarm key (no key, no connection) and this machine\'s identity')
+  .description('create a new mesh with this machine as its coordinator: a swarm key (no key, no connection) and this machine\'s identity')
   .option('--bootstrap <multiaddr>', 'a peer to dial at start (repeatable)', collect, [])
   .option('--no-mdns', 'do not look for peers on the LAN')
   .option('--json', 'machine-readable output')
   .action(async (o: { bootstrap: string[], mdns: boolean, json?: boolean }) => {
-    initMesh(home(), { bootstrap: o.bootstrap, mdns: o.mdns })
-    const out = { home: home(), swarmKey: join(home(), 'swarm.key') }
+    const peerId = peerIdFromPrivateKey(await loadOrCreateIdentity(home())).toString()
+    initMesh(home(), { bootstrap: o.bootstrap, mdns: o.mdns, coordinator: peerId })
+    const out = { home: home(), coordinator: peerId }
     if (o.json === true) printJson(out)
-    else console.log(`created a mesh in ${out.home}\ncopy ${out.swarmKey} (mode 600) and mesh.json to each machine's ~/.meshfarm to let it join`)
+    else {
+      console.log(`created a mesh in ${out.home}; this machine (${peerId}) is its coordinator`)
+      console.log("next: 'meshfarm coordinator' here, then 'meshfarm invite --role agent' for each workstation")
+    }
+  })
+
+program.command('invite')
+  .description('print a one-time, expiring invite for a new workstation (needs the admin role)')
+  .addOption(new Option('--role <role>', 'what the new peer may do').choices(['agent', 'submitter', 'admin']).default('agent'))
+  .option('--ttl <duration>', 'how long the invite is valid', '1h')
+  .option('--json', 'machine-readable output')
+  .action(async (o: { role: string, ttl: string, json?: boolean }) => {
+    await withClient(async client => {
+      const r = await client.invite(o.role, parseDuration(o.ttl, '--ttl'))
+      if (o.json === true) printJson(r)
+      else {
+        console.error(`invite for one ${o.role}, valid until ${new Date(r.expiresAt).toISOString()}; on the new machine run: meshfarm join < invite.txt`)
+        console.log(r.invite)
+      }
+    })
+  })
+
+program.command('join')
+  .description('join a mesh with an invite read from FILE or standard input (never from the command line)')
+  .argument('[file]', 'file holding the invite; - or nothing for standard input')
+  .option('--json', 'machine-readable output')
+  .action(async (file: string | undefined, o: { json?: boolean }) => {
+    const text = file != null && file !== '-' ? readFileSync(file, 'utf8') : await readStdin()
+    const role = await joinMesh(home(), decodeInvite(text))
+    if (o.json === true) printJson({ home: home(), role })
+    else console.log(`joined the mesh as ${role}; state in ${home()}`)
+  })
+
+const access = program.command('access').description('the access list: who may do what on this mesh')
+access.command('list')
+  .description('peers and their roles')
+  .option('--json', 'machine-readable output')
+  .action(async (o: { json?: boolean }) => {
+    await withClient(async client => {
+      const peers = await client.accessList()
+      if (o.json === true) printJson(peers)
+      else console.log(table(['peer', 'name', 'roles'], peers.map(p => [p.peerId, p.name ?? '', p.roles.join(' ')])))
+    })
+  })
+access.command('add')
+  .description('give a peer id roles (needs admin)')
+  .argument('<peer>', 'peer id')
+  .requiredOption('--role <role>', 'agent, submitter or admin (repeatable)', collect, [])
+  .option('--name <name>', 'a note on who this is')
+  .action(async (peer: string, o: { role: string[], name?: string }) => {
+    await withClient(async client => {
+      await client.accessAdd(peer, o.role, o.name)
+      console.log(`${peer}: ${o.role.join(', ')}`)
+    })
+  })
+access.command('remove')
+  .description('take a peer off the list and close its connections (needs admin)')
+  .argument('<peer>', 'peer id or agent host name')
+  .action(async (peer: string) => {
+    await withClient(async client => {
+      await client.accessRemove(peer)
+      console.log(`${peer} removed`)
+    })
   })
 
 program.command('coordinator')

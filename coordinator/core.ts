@@ -376,6 +376,15 @@ export class CoordinatorCore {
     this.comm.send(agent.id, { t: 'coord.drain' })
   }
 
+  /** The peer id of a known agent given by id, unique prefix or host name; null when none matches. */
+  peerIdOf (query: string): string | null {
+    try {
+      return this.findAgent(query).id
+    } catch {
+      return null
+    }
+  }
+
   /** Finds an agent by peer id, a unique prefix of it, or its host name. */
   findAgent (query: string): AgentRuntime {
     const exact = this.agents.get(query)

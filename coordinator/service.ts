@@ -8,7 +8,7 @@ import { Channel } from '../shared/codec.ts'
 import {
   DEFAULT_AGENT_LOST_MS, DEFAULT_CRASH_LIMIT, DEFAULT_HEARTBEAT_MS, PROTOCOL_AGENT, PROTOCOL_BLOB, PROTOCOL_CLIENT, PROTOCOL_ROSTER
 } from '../shared/constants.ts'
-import { MeshfarmError, errorMessage } from '../shared/errors.ts'
+import { MeshfarmError, errorMessage, isMeshfarmError } from '../shared/errors.ts'
 import { ensurePrivateDir, homePaths } from '../shared/home.ts'
 import { createMeshNode, HANDLER_OPTIONS, type MeshNode } from '../shared/mesh.ts'
 import type { MeshConfig } from '../shared/mesh-config.ts'
@@ -23,6 +23,11 @@ import { CoordinatorCore, type CoordinatorComm } from './core.ts'
 import { Store } from './store.ts'
 import { SerialWriter } from '../shared/serial-writer.ts'
 import { VERSION } from '../shared/version.ts'
+import { loadOrCreateIdentity } from '../shared/identity.ts'
+import { encodeInvite } from '../shared/invite.ts'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
+import { generateKeyPair, privateKeyToProtobuf } from '@libp2p/crypto/keys'
+import { AccessList, parseRole, type Role } from './access.ts'
 
 export interface CoordinatorOptions {
   mesh: MeshConfig
@@ -60,7 +65,11 @@ export async function startCoordinator (opts: CoordinatorOptions): Promise<Coord
     prefetch: opts.prefetch ?? 1
   }, startedAt)
   log(`coordinator: state loaded in ${Date.now() - startedAt} ms`)
-  const node = await createMeshNode({ mesh: opts.mesh, listen: opts.listen })
+  const identity = await loadOrCreateIdentity(opts.mesh.home)
+  const selfId = peerIdFromPrivateKey(identity).toString()
+  const acl = new AccessList(join(paths.coordinatorDir, 'access.json'), selfId)
+  // The access list is enforced twice: here, on every encrypted connection, and again on every request.
+  const node = await createMeshNode({ mesh: opts.mesh, listen: opts.listen, privateKey: identity, allowPeer: (peer) => acl.admits(peer.toString(), Date.now()) })
   const self = (): { peerId: string, addrs: string[] } => ({ peerId: node.peerId.toString(), addrs: node.getMultiaddrs().map(String) })
 
   // Scheduling passes are coalesced: any number of events in one turn of the loop cause one pass.
@@ -82,6 +91,10 @@ export async function startCoordinator (opts: CoordinatorOptions): Promise<Coord
   await node.handle(PROTOCOL_CLIENT, (stream, connection) => { void clientRequest(stream, connection) }, HANDLER_OPTIONS)
   await node.handle(PROTOCOL_BLOB, (stream, connection) => {
     void serveBlobStream(stream, connection.remotePeer.toString(), blobs, {
+      authorize: (peer, op) => {
+        if (op === 'get') requireMember(peer)
+        else if (!acl.has(peer, 'agent')) acl.require(peer, 'submitter', 'uploading files')
+      },
       onServed: (peer, hash, bytes) => { if (process.env.MESHFARM_LOG === 'debug') log(`blob-sent ${hash} ${peer} ${bytes}`) }
     })
   }, HANDLER_OPTIONS)
@@ -92,6 +105,7 @@ export async function startCoordinator (opts: CoordinatorOptions): Promise<Coord
     const ch = new Channel<AgentMessage, CoordMessage>(stream, { accept: AGENT_MESSAGES })
     const writer = new SerialWriter(ch)
     try {
+      acl.require(agentId, 'agent', 'running tasks')
       const hello = await ch.expect()
       if (hello.t !== 'agent.hello') throw new MeshfarmError('PROTOCOL', 'an agent session starts with agent.hello')
       const previous = sessions.get(agentId)
@@ -161,7 +175,7 @@ export async function startCoordinator (opts: CoordinatorOptions): Promise<Coord
       const req = await ch.expect()
       await handleClient(peer, req, ch)
     } catch (err) {
-      const code = (err as MeshfarmError).code ?? 'REMOTE'
+      const code = isMeshfarmError(err) ? err.code : 'REMOTE'
       try {
         await ch.write({ t: 'reply.error', code, message: errorMessage(err) })
       } catch { /* the client is gone */ }
@@ -170,7 +184,14 @@ export async function startCoordinator (opts: CoordinatorOptions): Promise<Coord
     }
   }
 
+  function requireMember (peer: string): void {
+    if (acl.roles(peer).length === 0) throw new MeshfarmError('FORBIDDEN', `peer ${peer.slice(-8)} is not on this mesh's access list`)
+  }
+
   async function handleClient (peer: string, req: ClientRequest, ch: Channel<ClientRequest, ClientReply>): Promise<void> {
+    // An invite's one-time identity may only redeem itself.
+    if (req.t === 'client.join') return await redeemInvite(peer, req.peerId, req.name, ch)
+    requireMember(peer)
     switch (req.t) {
       case 'client.ping':
         return await ch.write({ t: 'reply.pong', peerId: node.peerId.toString(), version: VERSION, time: Date.now() })
@@ -179,6 +200,7 @@ export async function startCoordinator (opts: CoordinatorOptions): Promise<Coord
         return await ch.write({ t: 'reply.blobs.missing', hashes: hashes.filter(h => !blobs.has(h)) })
       }
       case 'client.submit.begin':
+        acl.require(peer, 'submitter', 'submitting a job')
         return await receiveSubmission(peer, req.job, req.total, ch)
       case 'client.status':
         return await ch.write({ t: 'reply.status', jobs: req.jobId != null ? [core.jobSummary(req.jobId)] : core.jobSummaries() })
@@ -187,7 +209,7 @@ export async function startCoordinator (opts: CoordinatorOptions): Promise<Coord
       case 'client.peers':
         return await ch.write({ t: 'reply.peers', agents: core.peers(Date.now()) })
       case 'client.cancel':
-        return await ch.write({ t: 'reply.cancelled', jobId: req.jobId, tasks: core.cancelJob(req.jobId, peer, true) })
+        return await ch.write({ t: 'reply.cancelled', jobId: req.jobId, tasks: core.cancelJob(req.jobId, peer, acl.has(peer, 'admin')) })
       case 'client.results':
         return await ch.write({ t: 'reply.results', ...core.results(req.jobId, req.after, req.limit) })
       case 'client.job':
@@ -195,11 +217,49 @@ export async function startCoordinator (opts: CoordinatorOptions): Promise<Coord
       case 'client.watch':
         return await watch(req.jobId, ch)
       case 'client.drain':
+        acl.require(peer, 'admin', 'draining an agent')
         core.drain(req.peerId)
         return await ch.write({ t: 'reply.drained', peerId: req.peerId })
+      case 'client.invite':
+        acl.require(peer, 'admin', 'inviting peers')
+        return await ch.write({ t: 'reply.invite', ...await createInvite(parseRole(req.role), req.ttlMs) })
+      case 'client.access.list':
+        return await ch.write({ t: 'reply.access', peers: acl.list() })
+      case 'client.access.add':
+        acl.require(peer, 'admin', 'changing the access list')
+        peerIdFromString(req.peerId)
+        acl.add(req.peerId, req.roles.map(r => parseRole(String(r))), req.name)
+        return await ch.write({ t: 'reply.ok' })
+      case 'client.access.remove': {
+        acl.require(peer, 'admin', 'changing the access list')
+        const target = core.peerIdOf(req.peerId) ?? req.peerId
+        if (!acl.remove(target)) throw new MeshfarmError('NOT_FOUND', `${req.peerId} is not on the access list`)
+        log(`coordinator: ${target.slice(-8)} removed from the access list; closing its connections`)
+        await node.hangUp(peerIdFromString(target)).catch(() => {})
+        return await ch.write({ t: 'reply.ok' })
+      }
       default:
         throw new MeshfarmError('PROTOCOL', `unexpected ${req.t}`)
     }
+  }
+
+  async function createInvite (role: Role, ttlMs: number): Promise<{ invite: string, expiresAt: number }> {
+    const ttl = Math.min(Math.max(isFiniteInt(ttlMs) ? ttlMs : 3_600_000, 1000), 30 * 86_400_000)
+    const key = await generateKeyPair('Ed25519')
+    const now = Date.now()
+    acl.addInvite(peerIdFromPrivateKey(key).toString(), role, ttl, now)
+    const invite = encodeInvite({
+      swarmKey: opts.mesh.swarmKey, coordinator: self(), key: privateKeyToProtobuf(key), role, expiresAt: now + ttl
+    })
+    return { invite, expiresAt: now + ttl }
+  }
+
+  async function redeemInvite (invitePeer: string, newPeer: string, name: string | undefined, ch: Channel<ClientRequest, ClientReply>): Promise<void> {
+    if (!acl.isInvite(invitePeer)) throw new MeshfarmError('FORBIDDEN', 'joining needs an invite')
+    peerIdFromString(newPeer)
+    const role = acl.redeem(invitePeer, newPeer, typeof name === 'string' ? name.slice(0, 100) : undefined, Date.now())
+    log(`coordinator: ${name ?? newPeer.slice(-8)} joined as ${role}`)
+    await ch.write({ t: 'reply.joined', role })
   }
 
   async function receiveSubmission (peer: string, rawHeader: JobHeader, total: number, ch: Channel<ClientRequest, ClientReply>): Promise<void> {

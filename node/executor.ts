@@ -6,13 +6,13 @@
  *  - post phase: outputs (names or globs) are hashed and the finished attempt goes to the outbox.
  * Assignments beyond the free slots wait staged in a local queue, so the next task starts without a round trip.
  */
-import { mkdir, rm, writeFile, stat, glob } from 'node:fs/promises'
+import { mkdir, rm, writeFile, lstat, realpath, glob } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { AgentResources, Assignment, AttemptResult, Failure, FileRef } from '../shared/protocol.ts'
 import { taskId } from '../shared/protocol.ts'
 import { errorMessage } from '../shared/errors.ts'
 import { hashFile } from '../shared/hash.ts'
-import { checkRelativeName, resolveInside } from '../shared/safe-path.ts'
+import { checkRelativeName, isInside, resolveInside } from '../shared/safe-path.ts'
 import type { BlobStore } from '../shared/blob-store.ts'
 import type { Launcher } from './launcher-client.ts'
 
@@ -230,13 +230,17 @@ export class Executor {
   private async collectOutputs (job: Job): Promise<FileRef[]> {
     const seen = new Set<string>()
     const out: FileRef[] = []
+    const realDir = await realpath(job.dir)
     for (const pattern of job.assignment.task.outputs) {
       for await (const rel of glob(pattern, { cwd: job.dir })) {
         const name = String(rel)
         if (seen.has(name) || name === META_DIR || name.startsWith(`${META_DIR}/`)) continue
         const path = join(job.dir, name)
-        const st = await stat(path).catch(() => null)
+        // Only regular files really inside the task folder: a symlink (or a path through a symlinked folder)
+        // could otherwise send back any file the agent can read.
+        const st = await lstat(path).catch(() => null)
         if (st == null || !st.isFile()) continue
+        if (!isInside(realDir, await realpath(path))) continue
         seen.add(name)
         out.push(await fileRef(path, name))
       }

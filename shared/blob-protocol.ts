@@ -8,7 +8,7 @@ import { open } from 'node:fs/promises'
 import { hashFile } from './hash.ts'
 import { Channel } from './codec.ts'
 import { BLOB_CHUNK_BYTES, PROTOCOL_BLOB } from './constants.ts'
-import { MeshfarmError, errorMessage, type ErrorCode } from './errors.ts'
+import { MeshfarmError, errorMessage, isMeshfarmError, type ErrorCode } from './errors.ts'
 import type { MeshNode } from './mesh.ts'
 import type { BlobReply, BlobRequest } from './protocol.ts'
 import { BLOB_REPLIES, BLOB_REQUESTS, isFiniteInt, isHash } from './validate.ts'
@@ -47,7 +47,7 @@ export async function serveBlobStream (stream: Stream, remotePeer: string, store
     await ch.write({ t: 'blob.stored', hash: req.hash })
     await ch.close()
   } catch (err) {
-    const code = (err as MeshfarmError).code ?? 'REMOTE'
+    const code = isMeshfarmError(err) ? err.code : 'REMOTE'
     try {
       await ch.write({ t: 'blob.error', code, message: errorMessage(err) })
       await ch.close()

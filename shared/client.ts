@@ -10,7 +10,7 @@
 import { existsSync, statSync } from 'node:fs'
 import type { PeerId } from '@libp2p/interface'
 import { SUBMIT_CHUNK_TASKS } from './constants.ts'
-import { MeshfarmError } from './errors.ts'
+import { MeshfarmError, isMeshfarmError } from './errors.ts'
 import { resolveHome } from './home.ts'
 import { createMeshNode, type MeshNode } from './mesh.ts'
 import { loadMeshConfig, type MeshConfig } from './mesh-config.ts'
@@ -25,7 +25,7 @@ import { fetchResults, type FetchOptions, type FetchReport } from './fetch.ts'
 export interface ConnectOptions {
   /** State folder (default MESHFARM_HOME or ~/.meshfarm). */
   home?: string
-  /** How long to look for the coordinator. */
+  /** How long to look for the coordinator (default: MESHFARM_DISCOVERY_MS or 10 s). */
   timeoutMs?: number
   /** Overrides the mesh's bootstrap list. */
   bootstrap?: string[]
@@ -43,7 +43,7 @@ export async function connect (opts: ConnectOptions = {}): Promise<MeshClient> {
   if (opts.bootstrap != null) mesh = { ...mesh, bootstrap: opts.bootstrap }
   const node = await createMeshNode({ mesh, listen: [] })
   try {
-    const coordinator = await findCoordinator(node, mesh, opts.timeoutMs ?? 10_000)
+    const coordinator = await findCoordinator(node, mesh, opts.timeoutMs ?? Number(process.env.MESHFARM_DISCOVERY_MS ?? 10_000))
     return new MeshClient(node, mesh, coordinator)
   } catch (err) {
     await node.stop()
@@ -146,6 +146,23 @@ export class MeshClient {
     await request(this.node, this.coordinator, { t: 'client.drain', peerId: peer }, 'reply.drained')
   }
 
+  async invite (role: string, ttlMs: number): Promise<{ invite: string, expiresAt: number }> {
+    const r = await request(this.node, this.coordinator, { t: 'client.invite', role, ttlMs }, 'reply.invite')
+    return { invite: r.invite, expiresAt: r.expiresAt }
+  }
+
+  async accessList (): Promise<Array<{ peerId: string, roles: string[], name?: string }>> {
+    return (await request(this.node, this.coordinator, { t: 'client.access.list' }, 'reply.access')).peers
+  }
+
+  async accessAdd (peerId: string, roles: string[], name?: string): Promise<void> {
+    await request(this.node, this.coordinator, { t: 'client.access.add', peerId, roles, name }, 'reply.ok')
+  }
+
+  async accessRemove (peerId: string): Promise<void> {
+    await request(this.node, this.coordinator, { t: 'client.access.remove', peerId }, 'reply.ok')
+  }
+
   async job (jobId: number): Promise<{ job: JobHeader, summary: JobSummary }> {
     const r = await request(this.node, this.coordinator, { t: 'client.job', jobId }, 'reply.job')
     return { job: r.job, summary: r.summary }
@@ -176,7 +193,7 @@ export class MeshClient {
           if (reply.summary.state !== 'active') return reply.summary
         }
       } catch (err) {
-        if ((err as MeshfarmError).code != null && (err as MeshfarmError).code !== 'PROTOCOL') throw err
+        if (isMeshfarmError(err) && err.code !== 'PROTOCOL') throw err
       } finally {
         await ch.close()
       }

@@ -66,7 +66,9 @@ async function ask (node: MeshNode, target: PeerId | Multiaddr[]): Promise<Coord
 }
 
 /** Confirms that a roster answer really is the coordinator, by asking it. Returns its peer id. */
-async function confirm (node: MeshNode, c: CoordinatorAddress): Promise<PeerId | null> {
+async function confirm (node: MeshNode, c: CoordinatorAddress, pinned?: string): Promise<PeerId | null> {
+  // A mesh that knows its coordinator's identity trusts no other peer's claim to the role.
+  if (pinned != null && c.peerId !== pinned) return null
   const id = peerIdFromString(c.peerId)
   if (id.equals(node.peerId)) return id
   const addrs = c.addrs.map(a => multiaddr(a))
@@ -106,7 +108,7 @@ export async function findCoordinator (node: MeshNode, mesh: MeshConfig, timeout
         try {
           const answer = await candidate()
           if (answer == null) continue
-          const id = await confirm(node, answer)
+          const id = await confirm(node, answer, mesh.coordinator)
           if (id != null) {
             rememberCoordinator(mesh.home, answer)
             return id

@@ -52,7 +52,9 @@ export function isMeshfarmError (err: unknown): err is MeshfarmError {
   return err instanceof Error && err.name === 'MeshfarmError' && typeof (err as MeshfarmError).code === 'string'
 }
 
+/** A one-line description of any thrown value (libp2p sometimes throws errors without a message). */
 export function errorMessage (err: unknown): string {
-  if (err instanceof Error) return err.message
+  if (err instanceof AggregateError && err.errors.length > 0 && (err.message ?? '') === '') return errorMessage(err.errors[0])
+  if (err instanceof Error) return (err.message ?? '') !== '' ? err.message.split('\n')[0] : err.name
   return String(err)
 }

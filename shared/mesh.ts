@@ -11,7 +11,7 @@ import { identify } from '@libp2p/identify'
 import { mdns } from '@libp2p/mdns'
 import { bootstrap } from '@libp2p/bootstrap'
 import { preSharedKey } from '@libp2p/pnet'
-import type { ConnectionGater, PeerDiscovery, ComponentLogger, PeerId } from '@libp2p/interface'
+import type { ConnectionGater, PeerDiscovery, ComponentLogger, PeerId, PrivateKey } from '@libp2p/interface'
 import type { Identify } from '@libp2p/identify'
 import { loadOrCreateIdentity } from './identity.ts'
 import type { MeshConfig } from './mesh-config.ts'
@@ -24,10 +24,12 @@ export interface MeshNodeOptions {
   listen: string[]
   /** Extra gate on encrypted connections (the access list). */
   allowPeer?: (peer: PeerId) => boolean
+  /** Use this identity instead of the state folder's (joining with an invite's one-time key). */
+  privateKey?: PrivateKey
 }
 
 export async function createMeshNode (opts: MeshNodeOptions): Promise<MeshNode> {
-  const privateKey = await loadOrCreateIdentity(opts.mesh.home)
+  const privateKey = opts.privateKey ?? await loadOrCreateIdentity(opts.mesh.home)
   const peerDiscovery: Array<(components: { logger: ComponentLogger } & any) => PeerDiscovery> = []
   if (opts.mesh.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: opts.mesh.bootstrap, timeout: 0 }))
   if (opts.mesh.mdns) peerDiscovery.push(mdns({ serviceTag: 'meshfarm.local', interval: 10_000 }))

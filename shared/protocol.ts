@@ -192,6 +192,11 @@ export type ClientRequest =
   | { t: 'client.job', jobId: number }
   | { t: 'client.watch', jobId: number }
   | { t: 'client.drain', peerId: string }
+  | { t: 'client.invite', role: string, ttlMs: number }
+  | { t: 'client.join', peerId: string, name?: string }
+  | { t: 'client.access.list' }
+  | { t: 'client.access.add', peerId: string, roles: string[], name?: string }
+  | { t: 'client.access.remove', peerId: string }
 
 export type ClientReply =
   | { t: 'reply.pong', peerId: string, version: string, time: number }
@@ -205,6 +210,9 @@ export type ClientReply =
   | { t: 'reply.job', job: JobHeader, summary: JobSummary }
   | { t: 'reply.progress', summary: JobSummary }
   | { t: 'reply.drained', peerId: string }
+  | { t: 'reply.invite', invite: string, expiresAt: number }
+  | { t: 'reply.joined', role: string }
+  | { t: 'reply.access', peers: Array<{ peerId: string, roles: string[], name?: string, addedAt: number }> }
   | { t: 'reply.error', code: string, message: string }
   | { t: 'reply.ok' }
 

@@ -3,7 +3,7 @@ import type { PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { Channel } from './codec.ts'
 import { PROTOCOL_CLIENT } from './constants.ts'
-import { MeshfarmError, type ErrorCode } from './errors.ts'
+import { MeshfarmError, isMeshfarmError, type ErrorCode } from './errors.ts'
 import type { MeshNode } from './mesh.ts'
 import type { ClientReply, ClientRequest } from './protocol.ts'
 import { CLIENT_REPLIES } from './validate.ts'
@@ -47,8 +47,8 @@ export async function withReconnect<T> (fn: () => Promise<T>, maxAwayMs = 120_00
     try {
       return await fn()
     } catch (err) {
-      const code = (err as MeshfarmError).code
-      const transient = code == null || code === 'PROTOCOL'
+      // Network errors (and streams cut mid-answer) are transient; what the coordinator answered is not.
+      const transient = !isMeshfarmError(err) || err.code === 'PROTOCOL'
       if (!transient || Date.now() - since > maxAwayMs) throw err
       await new Promise(resolve => setTimeout(resolve, 1000))
     }

@@ -30,7 +30,7 @@ before(async () => {
   })
   const agentAddr = mesh.agents[0].output().match(/listening on (\/ip4\/127\.0\.0\.\d+\/tcp\/\d+\/p2p\/\w+)/)
   assert.ok(agentAddr, 'agent printed its address')
-  viaAgent = mesh.newHome('third-party', [agentAddr[1]])
+  viaAgent = await mesh.newHome('third-party', { bootstrap: [agentAddr[1]] })
 })
 
 after(async () => {
