@@ -14,6 +14,7 @@ import { preSharedKey } from '@libp2p/pnet'
 import type { ConnectionGater, PeerDiscovery, ComponentLogger, PeerId, PrivateKey } from '@libp2p/interface'
 import type { Identify } from '@libp2p/identify'
 import { loadOrCreateIdentity } from './identity.ts'
+import { fixXsalsa20 } from './xsalsa20-fix.ts'
 import type { MeshConfig } from './mesh-config.ts'
 
 export type MeshNode = Libp2p<{ identify: Identify }>
@@ -29,6 +30,7 @@ export interface MeshNodeOptions {
 }
 
 export async function createMeshNode (opts: MeshNodeOptions): Promise<MeshNode> {
+  fixXsalsa20()
   const privateKey = opts.privateKey ?? await loadOrCreateIdentity(opts.mesh.home)
   const peerDiscovery: Array<(components: { logger: ComponentLogger } & any) => PeerDiscovery> = []
   if (opts.mesh.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: opts.mesh.bootstrap, timeout: 0 }))
