@@ -93,7 +93,7 @@ for (const name of only) {
 }
 if (values.keep !== true) rmSync(dir, { recursive: true, force: true })
 
-const table = new Table({ head: ['measure', 'meshfarm', 'compared with', 'ratio', 'goal', 'met'] })
+const table = new Table({ head: ['measure', 'meshfarm', 'compared with', 'ratio', 'goal', 'met'], style: { head: [], border: [] } })
 for (const r of rows) {
   const spread = r.min != null && r.max != null ? ` (${fmt(r.min)}-${fmt(r.max)})` : ''
   table.push([

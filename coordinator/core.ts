@@ -71,6 +71,19 @@ interface AgentRuntime {
   connected: boolean
   lastSeen: number
   attempts: Set<number>
+  /** Recent task run time on this agent (moving average, ms); null until a task has finished there. */
+  recentTaskMs: number | null
+}
+
+/**
+ * How many tasks per slot an agent holds (running plus queued at the agent). Short tasks need a deeper queue,
+ * or the agent idles while its results and the next assignments cross the network; long tasks keep it shallow,
+ * so the queue stays here where any agent that frees up can take it.
+ */
+function queueDepth (recentTaskMs: number | null, prefetch: number): number {
+  if (recentTaskMs == null || recentTaskMs >= 1000) return 1 + prefetch
+  if (recentTaskMs >= 100) return Math.max(1 + prefetch, 3)
+  return Math.max(1 + prefetch, 8)
 }
 
 function emptyCounts (): Record<TaskState, number> {
@@ -155,7 +168,8 @@ export class CoordinatorCore {
       state: 'up',
       connected: false,
       lastSeen: now,
-      attempts: new Set()
+      attempts: new Set(),
+      recentTaskMs: null
     }
     this.agents.set(id, agent)
     return agent
@@ -285,6 +299,9 @@ export class CoordinatorCore {
         }
         this.finishAttempt(a, r, now)
         acked.push(r.attemptId)
+        const agent = this.agents.get(agentId)
+        const ran = r.endedAt - r.startedAt
+        if (agent != null && Number.isFinite(ran) && ran >= 0) agent.recentTaskMs = agent.recentTaskMs == null ? ran : 0.8 * agent.recentTaskMs + 0.2 * ran
       }
     })
     return { acked, refused }
@@ -437,7 +454,7 @@ export class CoordinatorCore {
 
   private schedView (agent: AgentRuntime): SchedAgent {
     const r = agent.resources
-    const depth = 1 + this.opts.prefetch
+    const depth = queueDepth(agent.recentTaskMs, this.opts.prefetch)
     let cores = r.cores * depth
     let memory = r.memoryMb * depth
     const gpus = new Set(r.gpus.map(g => g.index))

@@ -45,6 +45,9 @@ export interface CoordinatorService {
   stop: () => Promise<void>
 }
 
+/** The shortest time between two commits of agent messages (see runBatch). */
+const COMMIT_INTERVAL_MS = 4
+
 export async function startCoordinator (opts: CoordinatorOptions): Promise<CoordinatorService> {
   const paths = homePaths(opts.mesh.home)
   ensurePrivateDir(paths.coordinatorDir)
@@ -72,20 +75,46 @@ export async function startCoordinator (opts: CoordinatorOptions): Promise<Coord
   const node = await createMeshNode({ mesh: opts.mesh, listen: opts.listen, privateKey: identity, allowPeer: (peer) => acl.admits(peer.toString(), Date.now()) })
   const self = (): { peerId: string, addrs: string[] } => ({ peerId: node.peerId.toString(), addrs: node.getMultiaddrs().map(String) })
 
-  // Scheduling passes are coalesced: any number of events in one turn of the loop cause one pass.
-  let scheduled = false
-  const kick = (): void => {
-    if (scheduled) return
-    scheduled = true
-    setImmediate(() => {
-      scheduled = false
-      try {
+  // Agent messages are handled in batches: whatever arrived in one turn of the loop, and one scheduling pass,
+  // go into one transaction, so a busy mesh pays one commit (one fsync) per batch rather than several per task.
+  // Replies that promise durability (acks) go out only after that commit.
+  const batch: Array<(afterCommit: Array<() => void>) => void> = []
+  let batchQueued = false
+  let lastCommit = 0
+  const runBatch = (): void => {
+    batchQueued = false
+    lastCommit = performance.now()
+    const work = batch.splice(0)
+    const afterCommit: Array<() => void> = []
+    try {
+      store.transaction(() => {
+        for (const handle of work) {
+          // Each message in its own savepoint: one that fails does not undo the others.
+          try {
+            store.transaction(() => { handle(afterCommit) })
+          } catch (err) {
+            log(`coordinator: handling an agent message failed: ${errorMessage(err)}`)
+          }
+        }
         core.schedulePass(Date.now())
-      } catch (err) {
-        log(`coordinator: scheduling failed: ${errorMessage(err)}`)
-      }
-    })
+      })
+    } catch (err) {
+      log(`coordinator: could not commit: ${errorMessage(err)}`)
+      return
+    }
+    for (const reply of afterCommit) reply()
   }
+  const enqueue = (handle?: (afterCommit: Array<() => void>) => void): void => {
+    if (handle != null) batch.push(handle)
+    if (batchQueued) return
+    batchQueued = true
+    // At most one commit every few milliseconds: under load, results gather into larger batches (one fsync
+    // each); when the mesh is quiet, the batch runs at once.
+    const wait = lastCommit + COMMIT_INTERVAL_MS - performance.now()
+    if (wait > 0) setTimeout(runBatch, wait)
+    else setImmediate(runBatch)
+  }
+  const kick = (): void => { enqueue() }
 
   await node.handle(PROTOCOL_AGENT, (stream, connection) => { void agentSession(stream, connection) }, HANDLER_OPTIONS)
   await node.handle(PROTOCOL_CLIENT, (stream, connection) => { void clientRequest(stream, connection) }, HANDLER_OPTIONS)
@@ -132,19 +161,20 @@ export async function startCoordinator (opts: CoordinatorOptions): Promise<Coord
   }
 
   async function onAgentMessage (agentId: string, msg: AgentMessage, writer: SerialWriter<CoordMessage>): Promise<void> {
-    const now = Date.now()
     switch (msg.t) {
       case 'agent.heartbeat':
-        core.onHeartbeat(agentId, numbers(msg.running), now)
+        enqueue(() => { core.onHeartbeat(agentId, numbers(msg.running), Date.now()) })
         break
       case 'agent.started':
-        core.onStarted(agentId, numbers(msg.attemptIds))
+        enqueue(() => { core.onStarted(agentId, numbers(msg.attemptIds)) })
         break
       case 'agent.results': {
+        // Output files first: a result is committed only once its files are in the blob store.
         const results = await storeInlineBlobs(msg.results)
-        const { acked, refused } = core.onResults(agentId, results, Date.now())
-        writer.send({ t: 'coord.ack', attemptIds: acked, refused })
-        kick()
+        enqueue(afterCommit => {
+          const { acked, refused } = core.onResults(agentId, results, Date.now())
+          afterCommit.push(() => { writer.send({ t: 'coord.ack', attemptIds: acked, refused }) })
+        })
         break
       }
       case 'agent.hello':

@@ -104,15 +104,24 @@ export class Store {
     this.nextAttempt = (this.stmts.maxAttempt.get() as { v: number }).v + 1
   }
 
-  /** Runs fn in one transaction: all of its writes land, or none. */
+  private depth = 0
+
+  /**
+   * Runs fn in one transaction: all of its writes land, or none. Calls nest (a savepoint inside the outer
+   * transaction), so a caller can group many handlers into one commit: one fsync for a whole batch.
+   */
   transaction<T> (fn: () => T): T {
-    this.db.exec('BEGIN IMMEDIATE')
+    const savepoint = `s${this.depth}`
+    this.db.exec(this.depth === 0 ? 'BEGIN IMMEDIATE' : `SAVEPOINT ${savepoint}`)
+    this.depth++
     try {
       const out = fn()
-      this.db.exec('COMMIT')
+      this.depth--
+      this.db.exec(this.depth === 0 ? 'COMMIT' : `RELEASE ${savepoint}`)
       return out
     } catch (err) {
-      this.db.exec('ROLLBACK')
+      this.depth--
+      this.db.exec(this.depth === 0 ? 'ROLLBACK' : `ROLLBACK TO ${savepoint}; RELEASE ${savepoint}`)
       throw err
     }
   }

@@ -22,7 +22,7 @@ import { checkTaskSpec, checkFileRef } from '../shared/task-check.ts'
 import type { Assignment } from '../shared/protocol.ts'
 import { Executor } from './executor.ts'
 import { Outbox } from './outbox.ts'
-import { Launcher } from './launcher-client.ts'
+import { LauncherPool } from './launcher-pool.ts'
 import { stat } from 'node:fs/promises'
 
 export type AgentState = 'starting' | 'running' | 'draining' | 'stopped'
@@ -55,7 +55,7 @@ export async function startAgent (opts: AgentOptions): Promise<AgentService> {
   const outbox = new Outbox(workDir)
   const recovered = await outbox.load()
   if (recovered > 0) log(`agent: ${recovered} finished result(s) from before the restart wait for delivery`)
-  const launcher = Launcher.start()
+  const launcher = new LauncherPool(LauncherPool.sizeFor(opts.resources.slots, opts.resources.cores))
   const node = await createMeshNode({ mesh: opts.mesh, listen: opts.listen })
   let state: AgentState = 'starting'
   let coordinator: PeerId | null = null

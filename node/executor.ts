@@ -7,6 +7,7 @@
  * Assignments beyond the free slots wait staged in a local queue, so the next task starts without a round trip.
  */
 import { mkdir, rm, writeFile, lstat, realpath, glob } from 'node:fs/promises'
+import { rmdirSync, unlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import type { AgentResources, Assignment, AttemptResult, Failure, FileRef } from '../shared/protocol.ts'
 import { taskId } from '../shared/protocol.ts'
@@ -14,7 +15,7 @@ import { errorMessage } from '../shared/errors.ts'
 import { hashFile } from '../shared/hash.ts'
 import { checkRelativeName, isInside, resolveInside } from '../shared/safe-path.ts'
 import type { BlobStore } from '../shared/blob-store.ts'
-import type { Launcher } from './launcher-client.ts'
+import type { TaskLauncher } from './launcher-pool.ts'
 
 export const META_DIR = '.meshfarm'
 
@@ -22,7 +23,7 @@ export interface ExecutorDeps {
   workDir: string
   jobsDir: string
   cache: BlobStore
-  launcher: Launcher
+  launcher: TaskLauncher
   resources: AgentResources
   /** Fetches a blob from the coordinator into the cache. */
   fetchToCache: (hash: string) => Promise<void>
@@ -161,11 +162,22 @@ export class Executor {
     this.usedCores += a.cores
     this.usedMemory += a.task.memoryMb
     const meta = join(job.dir, META_DIR)
+    // The slot is free as soon as the process has exited: hashing and keeping the result need no cores, and
+    // with short tasks the next one should not wait for them.
+    let released = false
+    const release = (): void => {
+      if (released) return
+      released = true
+      this.usedSlots--
+      this.usedCores -= a.cores
+      this.usedMemory -= a.task.memoryMb
+      this.startReady()
+    }
     try {
       const { id, done } = this.deps.launcher.run({
         commands: a.task.commands,
         cwd: job.dir,
-        env: this.taskEnv(job),
+        envAdd: this.taskEnv(job),
         stdoutPath: join(meta, 'stdout'),
         stderrPath: join(meta, 'stderr'),
         timeoutMs: a.task.timeoutMs
@@ -174,6 +186,7 @@ export class Executor {
       if (job.cancelled != null) this.deps.launcher.kill(id, 'SIGTERM')
       const r = await done
       job.state = 'finishing'
+      release()
       let failure: Failure | undefined
       if (job.cancelled != null) failure = { kind: 'cancelled', message: job.cancelled, retryable: false }
       else if (r.error != null && r.exitCode == null) failure = { kind: 'spawn', message: r.error, retryable: false }
@@ -190,25 +203,22 @@ export class Executor {
         failure,
         startedAt: r.startedAt,
         endedAt: r.endedAt,
-        stdout: await fileRef(join(meta, 'stdout'), `${META_DIR}/stdout`),
-        stderr: await fileRef(join(meta, 'stderr'), `${META_DIR}/stderr`),
+        stdout: await logRef(join(meta, 'stdout'), `${META_DIR}/stdout`, r.stdoutBytes),
+        stderr: await logRef(join(meta, 'stderr'), `${META_DIR}/stderr`, r.stderrBytes),
         outputs: failure?.kind === 'cancelled' ? [] : await this.collectOutputs(job)
       }
       await this.finish(job, result)
     } catch (err) {
       await this.finish(job, this.failedResult(job, 'failed', { kind: 'internal', message: errorMessage(err), retryable: true }))
     } finally {
-      this.usedSlots--
-      this.usedCores -= a.cores
-      this.usedMemory -= a.task.memoryMb
-      this.startReady()
+      release()
     }
   }
 
+  /** What a task's environment adds to the agent's own (which the launcher holds, less MESHFARM_* variables). */
   private taskEnv (job: Job): Record<string, string> {
     const a = job.assignment
     const env: Record<string, string> = {}
-    for (const [k, v] of Object.entries(process.env)) if (v != null && !k.startsWith('MESHFARM_')) env[k] = v
     env.OMP_NUM_THREADS = String(a.cores)
     // Tasks without GPUs must not wander onto the GPUs given to other tasks.
     if (a.gpuIds.length > 0 || this.deps.resources.gpus.length > 0) env.CUDA_VISIBLE_DEVICES = a.gpuIds.join(',')
@@ -228,6 +238,7 @@ export class Executor {
 
   /** Post phase: every file matching an output name or glob, hashed. Missing plain names are not an error. */
   private async collectOutputs (job: Job): Promise<FileRef[]> {
+    if (job.assignment.task.outputs.length === 0) return []
     const seen = new Set<string>()
     const out: FileRef[] = []
     const realDir = await realpath(job.dir)
@@ -271,11 +282,29 @@ export class Executor {
 
 export const EMPTY_HASH = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
 
+/** A task's stdout or stderr: an empty one (the launcher says so) is known without reading it. */
+async function logRef (path: string, name: string, bytes: number | null | undefined): Promise<FileRef> {
+  return bytes === 0 ? { name, hash: EMPTY_HASH, size: 0 } : await fileRef(path, name)
+}
+
 async function fileRef (path: string, name: string): Promise<FileRef> {
   const { hash, size } = await hashFile(path)
   return { name, hash, size }
 }
 
+/**
+ * Removes a task folder. Most folders hold only meshfarm's own files, whose names are known: a handful of
+ * direct unlinks instead of a recursive walk (which was the agent's largest cost per trivial task). Anything
+ * else in the folder (inputs, outputs, whatever the task left) falls back to the walk.
+ */
 export async function removeTaskDir (dir: string): Promise<void> {
-  await rm(dir, { recursive: true, force: true })
+  try {
+    for (const name of ['stdout', 'stderr', 'result']) {
+      try { unlinkSync(join(dir, META_DIR, name)) } catch (err) { if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err }
+    }
+    rmdirSync(join(dir, META_DIR))
+    rmdirSync(dir)
+  } catch {
+    await rm(dir, { recursive: true, force: true })
+  }
 }

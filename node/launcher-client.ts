@@ -10,7 +10,10 @@ import type { Readable, Writable } from 'node:stream'
 export interface RunRequest {
   commands: string[]
   cwd: string
-  env: Record<string, string>
+  /** The whole environment; or, with `envAdd`, nothing: the launcher's own environment is the base. */
+  env?: Record<string, string>
+  /** Variables laid over the launcher's environment (less its MESHFARM_* variables): a few bytes per task. */
+  envAdd?: Record<string, string>
   stdoutPath: string
   stderrPath: string
   timeoutMs: number
@@ -23,6 +26,9 @@ export interface RunResult {
   error: string | null
   startedAt: number
   endedAt: number
+  /** Sizes of the stdout and stderr files when the task ended (null if unknown). */
+  stdoutBytes?: number | null
+  stderrBytes?: number | null
 }
 
 interface Pending {
@@ -75,6 +81,7 @@ export class Launcher {
       commands: req.commands,
       cwd: req.cwd,
       env: req.env,
+      envAdd: req.envAdd,
       stdout: req.stdoutPath,
       stderr: req.stderrPath,
       timeoutMs: req.timeoutMs,
@@ -176,7 +183,9 @@ export class Launcher {
       timedOut: msg.timedOut === true,
       error: msg.error ?? null,
       startedAt: msg.startedAt ?? p.sentAt,
-      endedAt: msg.endedAt ?? Date.now()
+      endedAt: msg.endedAt ?? Date.now(),
+      stdoutBytes: typeof msg.stdoutBytes === 'number' ? msg.stdoutBytes : null,
+      stderrBytes: typeof msg.stderrBytes === 'number' ? msg.stderrBytes : null
     })
   }
 

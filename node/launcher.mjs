@@ -4,14 +4,15 @@
 // free of imports other than node: builtins; it is the hot path of the task benchmark.
 //
 // Protocol: newline-delimited JSON on stdin (requests) and stdout (replies).
-//   {"op":"run","id":N,"commands":[...],"cwd":"/abs","env":{...},"stdout":"/abs","stderr":"/abs","timeoutMs":0,"notifyStart":false}
+//   {"op":"run","id":N,"commands":[...],"cwd":"/abs","env":{...} or "envAdd":{...},"stdout":"/abs","stderr":"/abs","timeoutMs":0,"notifyStart":false}
 //   {"op":"kill","id":N,"signal":"SIGTERM"}
 // Replies:
 //   {"op":"started","id":N,"pid":P,"startedAt":ms}            only when notifyStart was true
-//   {"op":"exit","id":N,"exitCode":n|null,"signal":s|null,"timedOut":bool,"error":s|null,"startedAt":ms,"endedAt":ms}
+//   {"op":"exit","id":N,"exitCode":n|null,"signal":s|null,"timedOut":bool,"error":s|null,"startedAt":ms,"endedAt":ms,
+//    "stdoutBytes":n|null,"stderrBytes":n|null}
 // When stdin closes (the agent died or closed us), every running task's process group gets SIGKILL.
 import { spawn } from 'node:child_process'
-import { closeSync, existsSync, openSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, fstatSync, openSync, writeSync } from 'node:fs'
 
 // How long a signalled task may take to exit before its group gets SIGKILL (env knob for tests).
 const KILL_GRACE_MS = Number(process.env.MESHFARM_KILL_GRACE_MS) || 5000
@@ -25,6 +26,10 @@ const SHELL_WORDS = new Set([
   'jobs', 'kill', 'local', 'printf', 'pwd', 'read', 'readonly', 'return', 'select', 'set', 'shift', 'source',
   'then', 'time', 'times', 'trap', 'type', 'ulimit', 'umask', 'unalias', 'unset', 'until', 'wait', 'while'
 ])
+
+// The base environment of tasks sent with envAdd: ours, less meshfarm's own settings. Sending only the
+// additions keeps each request a few hundred bytes instead of the whole environment.
+const BASE_ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MESHFARM_')))
 
 /** id -> task state */
 const tasks = new Map()
@@ -101,7 +106,7 @@ function start (msg) {
   } catch (err) {
     return finish(t, null, null, `cannot open output file: ${err.message}`)
   }
-  t.opts = { cwd: msg.cwd, env: msg.env || process.env, stdio: ['ignore', t.fdOut, t.fdErr], detached: true }
+  t.opts = { cwd: msg.cwd, env: msg.env || (msg.envAdd ? { ...BASE_ENV, ...msg.envAdd } : process.env), stdio: ['ignore', t.fdOut, t.fdErr], detached: true }
   if (msg.timeoutMs > 0) t.timer = setTimeout(onTimeout, msg.timeoutMs, t)
   runNext(t)
   if (t.notifyStart && t.child?.pid !== undefined) send({ op: 'started', id: t.id, pid: t.child.pid, startedAt: t.startedAt })
@@ -157,6 +162,9 @@ function onSpawnError (t, child, argv, err) {
 function finish (t, exitCode, signal, error) {
   clearTimeout(t.timer)
   clearTimeout(t.graceTimer)
+  // Output sizes at exit: most tasks write nothing to stderr, and the agent need not open an empty file.
+  t.stdoutBytes = t.fdOut >= 0 ? fstatSync(t.fdOut).size : null
+  t.stderrBytes = t.fdErr >= 0 ? fstatSync(t.fdErr).size : null
   if (t.fdOut >= 0) closeSync(t.fdOut)
   if (t.fdErr >= 0 && t.fdErr !== t.fdOut) closeSync(t.fdErr)
   t.fdOut = t.fdErr = -1
@@ -165,7 +173,7 @@ function finish (t, exitCode, signal, error) {
 }
 
 function reply (t, exitCode, signal, error) {
-  send({ op: 'exit', id: t.id, exitCode, signal, timedOut: t.timedOut, error, startedAt: t.startedAt, endedAt: Date.now() })
+  send({ op: 'exit', id: t.id, exitCode, signal, timedOut: t.timedOut, error, startedAt: t.startedAt, endedAt: Date.now(), stdoutBytes: t.stdoutBytes ?? null, stderrBytes: t.stderrBytes ?? null })
 }
 
 // ---- cancel and timeout ----

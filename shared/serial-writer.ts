@@ -19,11 +19,14 @@ export class SerialWriter<Out extends object> {
   send (msg: Out): void {
     if (this.closed) return
     this.queue.push(encodeMessage(msg))
-    if (!this.pumping) void this.pump()
+    if (this.pumping) return
+    this.pumping = true
+    // Nothing leaves before the caller's synchronous work is over: the coordinator sends acks and assignments
+    // from inside a database transaction, and they must not reach an agent before that transaction commits.
+    queueMicrotask(() => { void this.pump() })
   }
 
   private async pump (): Promise<void> {
-    this.pumping = true
     try {
       while (this.queue.length > 0 && !this.closed) {
         const frames = this.queue
