@@ -13,11 +13,13 @@ import type { AgentResources, Assignment, AttemptResult, Failure, FileRef } from
 import { taskId } from '../shared/protocol.ts'
 import { errorMessage } from '../shared/errors.ts'
 import { hashFile } from '../shared/hash.ts'
+import { runLimited } from '../shared/limit.ts'
 import { checkRelativeName, isInside, resolveInside } from '../shared/safe-path.ts'
 import type { BlobStore } from '../shared/blob-store.ts'
 import type { TaskLauncher } from './launcher-pool.ts'
 
 export const META_DIR = '.meshfarm'
+const INPUT_CONCURRENCY = 16
 
 export interface ExecutorDeps {
   workDir: string
@@ -92,12 +94,13 @@ export class Executor {
         await this.ensureShared(jobDir, f)
         await this.deps.cache.placeAt(f.hash, await resolveInside(job.dir, f.name))
       }
-      for (const f of a.task.inputs) {
+      // Task phase: the task's own inputs, several at once (a task may have thousands of small ones).
+      await runLimited(a.task.inputs, INPUT_CONCURRENCY, async f => {
         const dest = await resolveInside(job.dir, checkRelativeName(f.name, 'input'))
         await mkdir(join(dest, '..'), { recursive: true })
         await this.fetchCached(f.hash)
         await this.deps.cache.placeAt(f.hash, dest)
-      }
+      })
       if (a.gpuIds.length > 0) await writeFile(join(job.dir, 'gpu_ids.txt'), a.gpuIds.join('\n') + '\n')
       if (job.cancelled != null) throw new Error(job.cancelled)
       job.state = 'ready'

@@ -18,9 +18,12 @@ import { findCoordinator } from './discovery.ts'
 import type { AgentSummary, FileRef, JobHeader, JobSummary, TaskRecord, TaskSpec, TaskState } from './protocol.ts'
 import { openClientChannel, raiseIfError, request } from './rpc.ts'
 import { uploadBlob } from './blob-protocol.ts'
+import { runLimited } from './limit.ts'
 import { hashFile } from './hash.ts'
 import { parseJobFile, type ParsedJob, type SpecDefaults, type LocalInput } from './spec.ts'
 import { fetchResults, type FetchOptions, type FetchReport } from './fetch.ts'
+
+const UPLOAD_CONCURRENCY = 16
 
 export interface ConnectOptions {
   /** State folder (default MESHFARM_HOME or ~/.meshfarm). */
@@ -85,10 +88,12 @@ export class MeshClient {
     const need = new Set(missing.hashes)
     const uploads = [...refs.entries()].filter(([, r]) => need.delete(r.hash))
     let uploaded = 0
-    for (const [src, r] of uploads) {
-      onProgress?.({ phase: 'uploading', done: uploaded++, total: uploads.length })
+    onProgress?.({ phase: 'uploading', done: 0, total: uploads.length })
+    // Several at once: a thousand small inputs must not cost a thousand round trips one after another.
+    await runLimited(uploads, UPLOAD_CONCURRENCY, async ([src, r]) => {
       await uploadBlob(this.node, this.coordinator, r.hash, r.size, src)
-    }
+      onProgress?.({ phase: 'uploading', done: ++uploaded, total: uploads.length })
+    })
     const header: JobHeader = {
       name: job.name, label: job.label, layout: job.layout, retries: job.retries, shared: job.shared.map(toRef),
       specText: job.specText, specFile: job.specFile

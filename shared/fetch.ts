@@ -10,6 +10,7 @@ import type { FileRef, TaskRecord } from './protocol.ts'
 import { downloadBlob } from './blob-protocol.ts'
 import { checkRelativeName } from './safe-path.ts'
 import { hashFile } from './hash.ts'
+import { runLimited } from './limit.ts'
 import { request, withReconnect } from './rpc.ts'
 import type { MeshClient } from './client.ts'
 
@@ -108,14 +109,6 @@ async function alreadyComplete (jsonPath: string, record: TaskRecord): Promise<b
   } catch {
     return false
   }
-}
-
-async function runLimited<T> (items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) await fn(items[next++])
-  })
-  await Promise.all(workers)
 }
 
 /** Verifies a fetched folder against its task.json files (used by tests and `fetch --verify`). */

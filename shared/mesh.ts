@@ -10,11 +10,10 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import { mdns } from '@libp2p/mdns'
 import { bootstrap } from '@libp2p/bootstrap'
-import { preSharedKey } from '@libp2p/pnet'
+import { privateNetwork } from './private-network.ts'
 import type { ConnectionGater, PeerDiscovery, ComponentLogger, PeerId, PrivateKey } from '@libp2p/interface'
 import type { Identify } from '@libp2p/identify'
 import { loadOrCreateIdentity } from './identity.ts'
-import { fixXsalsa20 } from './xsalsa20-fix.ts'
 import type { MeshConfig } from './mesh-config.ts'
 
 export type MeshNode = Libp2p<{ identify: Identify }>
@@ -30,7 +29,6 @@ export interface MeshNodeOptions {
 }
 
 export async function createMeshNode (opts: MeshNodeOptions): Promise<MeshNode> {
-  fixXsalsa20()
   const privateKey = opts.privateKey ?? await loadOrCreateIdentity(opts.mesh.home)
   const peerDiscovery: Array<(components: { logger: ComponentLogger } & any) => PeerDiscovery> = []
   if (opts.mesh.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: opts.mesh.bootstrap, timeout: 0 }))
@@ -46,7 +44,7 @@ export async function createMeshNode (opts: MeshNodeOptions): Promise<MeshNode> 
     privateKey,
     addresses: { listen: opts.listen },
     transports: [tcp()],
-    connectionProtector: preSharedKey({ psk: opts.mesh.swarmKey }),
+    connectionProtector: privateNetwork(opts.mesh.swarmKey),
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     peerDiscovery,
