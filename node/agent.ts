@@ -101,7 +101,9 @@ export async function startAgent (opts: AgentOptions): Promise<AgentService> {
   async function flush (): Promise<void> {
     const w = writer
     if (w == null || coordinator == null) return
-    if (startedBuffer.length > 0) w.send({ t: 'agent.started', attemptIds: startedBuffer.splice(0) })
+    // A task that already finished needs no started notice: its result says it all (short tasks: half the messages).
+    const started = startedBuffer.splice(0).filter(id => !outbox.has(id))
+    if (started.length > 0) w.send({ t: 'agent.started', attemptIds: started })
     if (flushing) return
     flushing = true
     try {

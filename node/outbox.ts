@@ -53,6 +53,10 @@ export class Outbox {
     }
   }
 
+  has (attemptId: number): boolean {
+    return this.entries.has(attemptId)
+  }
+
   ids (): number[] {
     return [...this.entries.keys()]
   }

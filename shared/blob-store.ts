@@ -22,8 +22,15 @@ export class BlobStore {
     return join(this.dir, hash.slice(0, 2), hash)
   }
 
+  /** Hashes seen present: meshfarm never deletes a blob, and every result asks about its stdout and stderr. */
+  private readonly known = new Set<string>()
+
   has (hash: string): boolean {
-    return existsSync(this.path(hash))
+    if (this.known.has(hash)) return true
+    if (!existsSync(this.path(hash))) return false
+    if (this.known.size >= 100_000) this.known.clear()
+    this.known.add(hash)
+    return true
   }
 
   size (hash: string): number {
