@@ -22,6 +22,7 @@ import { checkTaskSpec, checkFileRef } from '../shared/task-check.ts'
 import type { Assignment } from '../shared/protocol.ts'
 import { Executor } from './executor.ts'
 import { Outbox } from './outbox.ts'
+import { lockAgentDir } from './agent-lock.ts'
 import { LauncherPool } from './launcher-pool.ts'
 import { stat } from 'node:fs/promises'
 
@@ -51,6 +52,7 @@ export async function startAgent (opts: AgentOptions): Promise<AgentService> {
   const jobsDir = join(paths.agentDir, 'jobs')
   ensurePrivateDir(workDir)
   ensurePrivateDir(jobsDir)
+  const unlock = lockAgentDir(paths.agentDir)
   const cache = new BlobStore(join(paths.agentDir, 'cache'))
   const outbox = new Outbox(workDir)
   const recovered = await outbox.load()
@@ -228,6 +230,7 @@ export async function startAgent (opts: AgentOptions): Promise<AgentService> {
       await launcher.close()
       await node.stop()
       await loop.catch(() => {})
+      unlock()
     }
   }
 }

@@ -164,3 +164,16 @@ test('a corrupt coordinator database is reported in one line, not a crash loop',
     rmSync(dir, { recursive: true, force: true })
   }
 })
+
+test('a second agent on the same state folder is refused in one line, and the first keeps working', async () => {
+  await withMesh([{ ip: '127.0.0.2', hostname: 'solo', slots: 1 }], async (mesh, client, dir) => {
+    const home = join(mesh.dir, 'agent-solo')
+    const r = await runCli(home, ['agent', '--listen', '/ip4/127.0.0.2/tcp/0', '--allow-root'])
+    assert.equal(r.code, 2)
+    const lines = r.stderr.trim().split('\n')
+    assert.equal(lines.length, 1, r.stderr)
+    assert.match(lines[0], /another agent \(pid \d+\) already uses/)
+    const { jobId } = await client.submit(tasklist(dir, 'solo', ['echo still here']))
+    assert.equal((await client.watch(jobId)).counts.done, 1)
+  })
+})
