@@ -345,11 +345,13 @@ export function parseJobFile (path: string, overrides: SpecDefaults = {}): Parse
 
 export function parseJobYaml (text: string, file: string, baseDir: string, overrides: SpecDefaults = {}): ParsedJob {
   const ctx: SpecContext = new SpecContext(file, baseDir)
-  const doc = parseDocument(text, { prettyErrors: false })
+  // prettyErrors computes the line of each error; the message's first line, less its "at line" tail, is the what.
+  const doc = parseDocument(text, { prettyErrors: true })
   if (doc.errors.length > 0) {
     const err = doc.errors[0]
     const line = err.linePos?.[0]?.line
-    throw new MeshfarmError('SPEC_INVALID', `${file}: ${line != null ? `line ${line}` : 'YAML'}: ${err.message.split('\n')[0]}`)
+    const what = err.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '')
+    throw new MeshfarmError('SPEC_INVALID', `${file}: ${line != null ? `line ${line}` : 'YAML'}: ${what}`)
   }
   const raw = doc.toJS() as unknown
   if (!isMap(raw)) ctx.fail('(top)', 'a job file is a map with name, tasks and/or sweep')
