@@ -24,6 +24,7 @@ import { Executor } from './executor.ts'
 import { Outbox } from './outbox.ts'
 import { lockAgentDir } from './agent-lock.ts'
 import { LauncherPool } from './launcher-pool.ts'
+import { nativeLauncher } from './native-launcher.ts'
 import { stat } from 'node:fs/promises'
 
 export type AgentState = 'starting' | 'running' | 'draining' | 'stopped'
@@ -57,7 +58,7 @@ export async function startAgent (opts: AgentOptions): Promise<AgentService> {
   const outbox = new Outbox(workDir)
   const recovered = await outbox.load()
   if (recovered > 0) log(`agent: ${recovered} finished result(s) from before the restart wait for delivery`)
-  const launcher = new LauncherPool(LauncherPool.sizeFor(opts.resources.slots, opts.resources.cores))
+  const launcher = new LauncherPool(LauncherPool.sizeFor(opts.resources.slots, opts.resources.cores), nativeLauncher(join(paths.agentDir, 'bin'), log) ?? undefined)
   const node = await createMeshNode({ mesh: opts.mesh, listen: opts.listen })
   let state: AgentState = 'starting'
   let coordinator: PeerId | null = null

@@ -6,8 +6,7 @@
  *  - post phase: outputs (names or globs) are hashed and the finished attempt goes to the outbox.
  * Assignments beyond the free slots wait staged in a local queue, so the next task starts without a round trip.
  */
-import { mkdir, rm, writeFile, lstat, realpath, glob } from 'node:fs/promises'
-import { rmdirSync, unlinkSync } from 'node:fs'
+import { mkdir, rm, rmdir, unlink, writeFile, lstat, realpath, glob } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { AgentResources, Assignment, AttemptResult, Failure, FileRef } from '../shared/protocol.ts'
 import { taskId } from '../shared/protocol.ts'
@@ -301,12 +300,14 @@ async function fileRef (path: string, name: string): Promise<FileRef> {
  * else in the folder (inputs, outputs, whatever the task left) falls back to the walk.
  */
 export async function removeTaskDir (dir: string): Promise<void> {
+  // Asynchronous on purpose: directory operations can wait on the file system's journal (another process's
+  // fsync), and the agent's event loop must not wait with them.
   try {
-    for (const name of ['stdout', 'stderr', 'result']) {
-      try { unlinkSync(join(dir, META_DIR, name)) } catch (err) { if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err }
-    }
-    rmdirSync(join(dir, META_DIR))
-    rmdirSync(dir)
+    await Promise.all(['stdout', 'stderr', 'result'].map(async name => {
+      await unlink(join(dir, META_DIR, name)).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err })
+    }))
+    await rmdir(join(dir, META_DIR))
+    await rmdir(dir)
   } catch {
     await rm(dir, { recursive: true, force: true })
   }

@@ -41,8 +41,16 @@ type LauncherProcess = ChildProcessByStdio<Writable, Readable, null>
 
 const LAUNCHER_PATH = fileURLToPath(new URL('./launcher.mjs', import.meta.url))
 
+/** How to start the plain-JS launcher; a native one (node/native-launcher.ts) is just a path. */
+export const NODE_LAUNCHER: readonly string[] = [process.execPath, LAUNCHER_PATH]
+
 export class Launcher {
   private proc: LauncherProcess | null = null
+  private readonly command: readonly string[]
+
+  constructor (command: readonly string[] = NODE_LAUNCHER) {
+    this.command = command
+  }
   private readonly pending = new Map<number, Pending>()
   private nextId = 1
   private outBuf: string[] = []
@@ -51,8 +59,8 @@ export class Launcher {
   private closing = false
 
   /** Forks the launcher process. */
-  static start (): Launcher {
-    const l = new Launcher()
+  static start (command: readonly string[] = NODE_LAUNCHER): Launcher {
+    const l = new Launcher(command)
     l.ensureProcess()
     return l
   }
@@ -114,7 +122,7 @@ export class Launcher {
     if (this.proc != null) return
     this.closing = false
     this.partial = ''
-    const proc = spawn(process.execPath, [LAUNCHER_PATH], { stdio: ['pipe', 'pipe', 'inherit'] })
+    const proc = spawn(this.command[0], this.command.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] })
     proc.stdout.setEncoding('utf8')
     proc.stdout.on('data', (chunk: string) => this.onData(chunk))
     proc.stdin.on('error', () => {}) // EPIPE when it dies; 'exit' handles that

@@ -4,7 +4,7 @@
  * the machine has; an agent with several slots spreads its tasks over a few launchers, each task to the least
  * busy one.
  */
-import { Launcher, type RunRequest, type RunResult } from './launcher-client.ts'
+import { Launcher, NODE_LAUNCHER, type RunRequest, type RunResult } from './launcher-client.ts'
 
 export type TaskLauncher = Pick<LauncherPool, 'run' | 'kill' | 'close'>
 
@@ -14,8 +14,8 @@ export class LauncherPool {
   private readonly owners = new Map<number, { launcher: Launcher, id: number }>()
   private nextId = 1
 
-  constructor (size: number) {
-    this.launchers = Array.from({ length: Math.max(1, size) }, () => Launcher.start())
+  constructor (size: number, command: readonly string[] = NODE_LAUNCHER) {
+    this.launchers = Array.from({ length: Math.max(1, size) }, () => Launcher.start(command))
   }
 
   /** Launchers an agent with `slots` slots on `cores` cores uses: one per two slots, at most one per core, at most 4. */
