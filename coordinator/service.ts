@@ -16,14 +16,14 @@ import type { AgentMessage, AttemptResult, ClientReply, ClientRequest, CoordMess
 import { AGENT_MESSAGES, CLIENT_REQUESTS, isFiniteInt } from '../shared/validate.ts'
 import { BlobStore } from '../shared/blob-store.ts'
 import { serveBlobStream } from '../shared/blob-protocol.ts'
-import { serveRoster } from '../shared/discovery.ts'
+import { rememberCoordinator, serveRoster } from '../shared/discovery.ts'
 import { checkFileRef, checkTaskSpec } from '../shared/task-check.ts'
 import { checkRelativeName } from '../shared/safe-path.ts'
 import { CoordinatorCore, type CoordinatorComm } from './core.ts'
 import { Store } from './store.ts'
 import { SerialWriter } from '../shared/serial-writer.ts'
 import { VERSION } from '../shared/version.ts'
-import { loadOrCreateIdentity } from '../shared/identity.ts'
+import { LOCAL_ROLE_KEYS, loadOrCreateIdentity } from '../shared/identity.ts'
 import { encodeInvite } from '../shared/invite.ts'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { generateKeyPair, privateKeyToProtobuf } from '@libp2p/crypto/keys'
@@ -71,6 +71,11 @@ export async function startCoordinator (opts: CoordinatorOptions): Promise<Coord
   const identity = await loadOrCreateIdentity(opts.mesh.home)
   const selfId = peerIdFromPrivateKey(identity).toString()
   const acl = new AccessList(join(paths.coordinatorDir, 'access.json'), selfId)
+  // The CLI and an agent run from this same state folder (the coordinator's machine) use keys of their own.
+  const operator = peerIdFromPrivateKey(await loadOrCreateIdentity(opts.mesh.home, LOCAL_ROLE_KEYS.operator)).toString()
+  const localAgent = peerIdFromPrivateKey(await loadOrCreateIdentity(opts.mesh.home, LOCAL_ROLE_KEYS.agent)).toString()
+  if (!acl.has(operator, 'admin')) acl.add(operator, ['submitter', 'admin'], 'this machine (operator)')
+  if (!acl.has(localAgent, 'agent')) acl.add(localAgent, ['agent'], 'this machine (agent)')
   // The access list is enforced twice: here, on every encrypted connection, and again on every request.
   const node = await createMeshNode({ mesh: opts.mesh, listen: opts.listen, privateKey: identity, allowPeer: (peer) => acl.admits(peer.toString(), Date.now()) })
   const self = (): { peerId: string, addrs: string[] } => ({ peerId: node.peerId.toString(), addrs: node.getMultiaddrs().map(String) })
@@ -352,6 +357,8 @@ export async function startCoordinator (opts: CoordinatorOptions): Promise<Coord
   }, Math.max(100, Math.floor(heartbeatMs / 2)))
 
   log(`coordinator: listening on ${node.getMultiaddrs().map(String).join(' ')}`)
+  // The CLI on this machine finds us here, without mDNS or a bootstrap list.
+  rememberCoordinator(opts.mesh.home, self())
   return {
     node,
     core,

@@ -9,6 +9,7 @@ import { Channel } from '../shared/codec.ts'
 import { PROTOCOL_AGENT, PROTOCOL_ROSTER } from '../shared/constants.ts'
 import { MeshfarmError, errorMessage } from '../shared/errors.ts'
 import { ensurePrivateDir, homePaths } from '../shared/home.ts'
+import { identityFor } from '../shared/identity.ts'
 import { createMeshNode, HANDLER_OPTIONS, type MeshNode } from '../shared/mesh.ts'
 import type { MeshConfig } from '../shared/mesh-config.ts'
 import type { AgentMessage, AgentResources, AttemptResult, CoordMessage } from '../shared/protocol.ts'
@@ -59,7 +60,7 @@ export async function startAgent (opts: AgentOptions): Promise<AgentService> {
   const recovered = await outbox.load()
   if (recovered > 0) log(`agent: ${recovered} finished result(s) from before the restart wait for delivery`)
   const launcher = new LauncherPool(LauncherPool.sizeFor(opts.resources.slots, opts.resources.cores), nativeLauncher(join(paths.agentDir, 'bin'), log) ?? undefined)
-  const node = await createMeshNode({ mesh: opts.mesh, listen: opts.listen })
+  const node = await createMeshNode({ mesh: opts.mesh, listen: opts.listen, privateKey: await identityFor(opts.mesh.home, opts.mesh.coordinator, 'agent') })
   let state: AgentState = 'starting'
   let coordinator: PeerId | null = null
   let known: CoordinatorAddress | null = null

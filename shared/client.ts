@@ -12,6 +12,7 @@ import type { PeerId } from '@libp2p/interface'
 import { SUBMIT_CHUNK_TASKS } from './constants.ts'
 import { MeshfarmError, isMeshfarmError } from './errors.ts'
 import { resolveHome } from './home.ts'
+import { identityFor } from './identity.ts'
 import { createMeshNode, type MeshNode } from './mesh.ts'
 import { loadMeshConfig, type MeshConfig } from './mesh-config.ts'
 import { findCoordinator } from './discovery.ts'
@@ -44,7 +45,7 @@ export async function connect (opts: ConnectOptions = {}): Promise<MeshClient> {
   const home = resolveHome(opts.home)
   let mesh = loadMeshConfig(home)
   if (opts.bootstrap != null) mesh = { ...mesh, bootstrap: opts.bootstrap }
-  const node = await createMeshNode({ mesh, listen: [] })
+  const node = await createMeshNode({ mesh, listen: [], privateKey: await identityFor(home, mesh.coordinator, 'operator') })
   try {
     const coordinator = await findCoordinator(node, mesh, opts.timeoutMs ?? Number(process.env.MESHFARM_DISCOVERY_MS ?? 10_000))
     return new MeshClient(node, mesh, coordinator)
