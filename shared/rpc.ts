@@ -11,8 +11,16 @@ import { CLIENT_REPLIES } from './validate.ts'
 export async function openChannel<In extends { t: string }, Out extends object> (
   node: MeshNode, peer: PeerId | Multiaddr | Multiaddr[], protocol: string, accept: ReadonlySet<string>, signal?: AbortSignal
 ): Promise<Channel<In, Out>> {
-  const stream = await node.dialProtocol(peer, protocol, { signal: signal ?? AbortSignal.timeout(15_000) })
-  return new Channel<In, Out>(stream, { accept })
+  // The time limit covers opening the stream only: libp2p may keep the dial's signal until the protocol is
+  // confirmed by the first reply, and a long submission (a million tasks) must not be cut off by it.
+  const opening = new AbortController()
+  const timer = setTimeout(() => { opening.abort(new MeshfarmError('TIMEOUT', `opening ${protocol} timed out`)) }, 15_000)
+  try {
+    const stream = await node.dialProtocol(peer, protocol, { signal: signal ?? opening.signal })
+    return new Channel<In, Out>(stream, { accept })
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
 /** Turns a reply.error into the same MeshfarmError the coordinator raised. */
