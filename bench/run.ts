@@ -12,7 +12,7 @@ import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import Table from 'cli-table3'
 import { fmt } from './stats.ts'
-import type { Row } from './report.ts'
+import { markdownTable, type Row } from './report.ts'
 import { farmSection, dispatchSection, shortTasksSection } from './farm.ts'
 import { stagingSection } from './staging.ts'
 import { scaleSection, recoverySection } from './scale.ts'
@@ -111,4 +111,6 @@ const elapsedS = (performance.now() - started) / 1000
 console.log(`bench: ${rows.length} measures in ${fmt(elapsedS, 0)} s; raw numbers in ${outFile}`)
 mkdirSync(resolve(outFile, '..'), { recursive: true })
 writeFileSync(outFile, JSON.stringify({ machine, quick, elapsedS, rows, notes, raw }, null, 2) + '\n')
+// The same table in Markdown beside it, as the README shows it.
+writeFileSync(outFile.replace(/\.json$/, '') + '.md', `${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, Linux ${machine.kernel}, Node ${machine.node}, ${machine.date.slice(0, 10)}\n\n${markdownTable(rows)}`)
 process.exit(failed ? 1 : 0)

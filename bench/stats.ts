@@ -34,5 +34,6 @@ export function since (t0: number): number {
 export function fmt (n: number, digits = 2): string {
   if (!Number.isFinite(n)) return String(n)
   if (Math.abs(n) >= 1000) return Math.round(n).toLocaleString('en-US')
+  if (n !== 0 && Math.abs(n) < 0.1) return n.toPrecision(2)
   return n.toFixed(digits)
 }
