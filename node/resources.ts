@@ -172,7 +172,10 @@ function osName (info: { distro: string, release: string, platform: string }): s
 
 /** Reads this machine (systeminformation can be slow, so the reads run concurrently) and applies overrides. */
 export async function detectResources (overrides: ResourceOverrides = {}): Promise<AgentResources> {
-  const [cpu, mem, osInfo, smiGpus] = await Promise.all([si.cpu(), si.mem(), si.osInfo(), readNvidiaSmi()])
+  // MESHFARM_GPU_DETECT=0: no GPU discovery at all; the agent offers only what --gpus declares (a machine whose
+  // driver tools hang, or a test mesh that declares GPUs on a machine that has a different set).
+  const detectGpus = process.env.MESHFARM_GPU_DETECT !== '0'
+  const [cpu, mem, osInfo, smiGpus] = await Promise.all([si.cpu(), si.mem(), si.osInfo(), detectGpus ? readNvidiaSmi() : Promise.resolve([])])
   const gpus = smiGpus ?? await readGraphicsGpus()
   const cores = cpu.cores > 0 ? cpu.cores : os.availableParallelism()
   const detected: AgentResources = {

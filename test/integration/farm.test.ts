@@ -22,7 +22,8 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'meshfarm-farm-'))
   mesh = await startLocalMesh({
     dir,
-    env: { MESHFARM_LOG: 'debug' },
+    // GPUs are declared, not detected: the test then means the same on a machine with real GPUs.
+    env: { MESHFARM_LOG: 'debug', MESHFARM_GPU_DETECT: '0' },
     agents: [
       { ip: '127.0.0.2', hostname: 'gpu-box', slots: 2, gpus: '0,1' },
       { ip: '127.0.0.3', hostname: 'cpu-box', slots: 2 }
