@@ -88,7 +88,7 @@ export async function startAgent (opts: AgentOptions): Promise<AgentService> {
     },
     onStarted: (attemptId) => { startedBuffer.push(attemptId); scheduleFlush() },
     onFinished: (result: AttemptResult, dir: string) => {
-      void outbox.add(result, dir).then(scheduleFlush, err => { log(`agent: cannot keep result of attempt ${result.attemptId}: ${errorMessage(err)}`) })
+      void outbox.add(result, dir, writer != null).then(scheduleFlush, err => { log(`agent: cannot keep result of attempt ${result.attemptId}: ${errorMessage(err)}`) })
     }
   })
 
@@ -226,6 +226,8 @@ export async function startAgent (opts: AgentOptions): Promise<AgentService> {
         scheduleFlush()
         await new Promise(resolve => setTimeout(resolve, 50))
       }
+      // Results not yet confirmed wait on disk for the next start.
+      await outbox.persistAll()
       stopping = true
       state = 'stopped'
       session?.abort(new Error('agent stopping'))

@@ -1,7 +1,12 @@
 /**
- * Finished attempts waiting for the coordinator to confirm them. Each one is written into its task folder
- * (`.meshfarm/result`) before it is sent, so results survive the coordinator's absence and the agent's restart;
- * the folder is removed only after the coordinator acknowledges (or refuses) the result.
+ * Finished attempts waiting for the coordinator to confirm them. A result is written into its task folder
+ * (`.meshfarm/result`) so that it survives the coordinator's absence and the agent's restart; the folder is
+ * removed only after the coordinator acknowledges (or refuses) the result.
+ *
+ * When to write: at once for a task that ran a second or more, or while no coordinator is connected; a short task's
+ * result is written only if its acknowledgement has not come within a second (or the session ends). Short tasks
+ * are most of a task farm's results, and writing each to disk was the agent's largest cost per task; if the agent
+ * dies inside that second, the task runs again, as it would had the agent died a second earlier.
  */
 import { readdir, readFile, writeFile, rename } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -12,7 +17,20 @@ import { META_DIR, removeTaskDir } from './executor.ts'
 
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true })
 
-interface Entry { result: AttemptResult, dir: string, inFlight: boolean }
+/** A task that ran at least this long has its result written at once. */
+const LONG_TASK_MS = 1000
+/** How long a short task's result waits in memory for its acknowledgement. */
+const PERSIST_AFTER_MS = 1000
+
+interface Entry {
+  result: AttemptResult
+  dir: string
+  inFlight: boolean
+  persisted: boolean
+  settled: boolean
+  persisting?: Promise<void>
+  timer?: NodeJS.Timeout
+}
 
 export type Uploader = (ref: FileRef, path: string) => Promise<void>
 
@@ -32,7 +50,7 @@ export class Outbox {
       const dir = join(this.workDir, name)
       try {
         const result = packr.unpack(await readFile(join(dir, META_DIR, 'result'))) as AttemptResult
-        this.entries.set(result.attemptId, { result, dir, inFlight: false })
+        this.entries.set(result.attemptId, { result, dir, inFlight: false, persisted: true, settled: false })
       } catch {
         await removeTaskDir(dir)
       }
@@ -40,17 +58,40 @@ export class Outbox {
     return this.entries.size
   }
 
-  /** Keeps a finished attempt; it counts as pending at once, so a hello sent meanwhile still claims it. */
-  async add (result: AttemptResult, dir: string): Promise<void> {
-    const entry: Entry = { result, dir, inFlight: true }
+  /**
+   * Keeps a finished attempt; it counts as pending at once, so a hello sent meanwhile still claims it. With a
+   * coordinator connected, a short task's result may be sent before it is on disk (see the top of this file).
+   */
+  async add (result: AttemptResult, dir: string, connected: boolean): Promise<void> {
+    const entry: Entry = { result, dir, inFlight: false, persisted: false, settled: false }
     this.entries.set(result.attemptId, entry)
-    const file = join(dir, META_DIR, 'result')
-    try {
-      await writeFile(`${file}.tmp`, packr.pack(result))
-      await rename(`${file}.tmp`, file)
-    } finally {
-      entry.inFlight = false
+    if (!connected || result.endedAt - result.startedAt >= LONG_TASK_MS) {
+      entry.inFlight = true
+      try {
+        await this.persist(entry)
+      } finally {
+        entry.inFlight = false
+      }
+      return
     }
+    entry.timer = setTimeout(() => { void this.persist(entry).catch(() => {}) }, PERSIST_AFTER_MS)
+    entry.timer.unref()
+  }
+
+  private async persist (e: Entry): Promise<void> {
+    if (e.persisted || e.settled) return
+    e.persisting ??= (async () => {
+      const file = join(e.dir, META_DIR, 'result')
+      await writeFile(`${file}.tmp`, packr.pack(e.result))
+      await rename(`${file}.tmp`, file)
+      e.persisted = true
+    })()
+    await e.persisting
+  }
+
+  /** Writes every result still held only in memory (the session ended, or the agent is stopping). */
+  async persistAll (): Promise<void> {
+    await Promise.all([...this.entries.values()].map(async e => { await this.persist(e).catch(() => {}) }))
   }
 
   has (attemptId: number): boolean {
@@ -103,13 +144,17 @@ export class Outbox {
     await Promise.all(ids.map(async id => {
       const e = this.entries.get(id)
       if (e == null) return
+      e.settled = true
+      clearTimeout(e.timer)
+      await e.persisting?.catch(() => {})
       this.entries.delete(id)
       await removeTaskDir(e.dir)
     }))
   }
 
-  /** The session ended before answers came: send those again next time. */
+  /** The session ended before answers came: send those again next time, and keep them on disk meanwhile. */
   requeueInFlight (): void {
     for (const e of this.entries.values()) e.inFlight = false
+    void this.persistAll()
   }
 }
