@@ -87,7 +87,9 @@ export class Executor {
   private async stage (job: Job): Promise<void> {
     const a = job.assignment
     try {
-      await mkdir(join(job.dir, META_DIR), { recursive: true })
+      // Two plain mkdirs: a recursive one first fails on the missing parent, then walks back (one task, one
+      // folder: this runs for every task).
+      for (const d of [job.dir, join(job.dir, META_DIR)]) await mkdir(d).catch(existsAlready)
       const jobDir = join(this.deps.jobsDir, String(a.jobId))
       for (const f of a.shared) {
         await this.ensureShared(jobDir, f)
@@ -284,6 +286,10 @@ export class Executor {
 
 export const EMPTY_HASH = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
 
+function existsAlready (err: NodeJS.ErrnoException): void {
+  if (err.code !== 'EEXIST') throw err
+}
+
 /** A task's stdout or stderr: an empty one (the launcher says so) is known without reading it. */
 async function logRef (path: string, name: string, bytes: number | null | undefined): Promise<FileRef> {
   return bytes === 0 ? { name, hash: EMPTY_HASH, size: 0 } : await fileRef(path, name)
@@ -299,11 +305,11 @@ async function fileRef (path: string, name: string): Promise<FileRef> {
  * direct unlinks instead of a recursive walk (which was the agent's largest cost per trivial task). Anything
  * else in the folder (inputs, outputs, whatever the task left) falls back to the walk.
  */
-export async function removeTaskDir (dir: string): Promise<void> {
+export async function removeTaskDir (dir: string, metaFiles: readonly string[] = ['stdout', 'stderr', 'result']): Promise<void> {
   // Asynchronous on purpose: directory operations can wait on the file system's journal (another process's
   // fsync), and the agent's event loop must not wait with them.
   try {
-    await Promise.all(['stdout', 'stderr', 'result'].map(async name => {
+    await Promise.all(metaFiles.map(async name => {
       await unlink(join(dir, META_DIR, name)).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err })
     }))
     await rmdir(join(dir, META_DIR))

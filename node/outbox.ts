@@ -148,7 +148,7 @@ export class Outbox {
       clearTimeout(e.timer)
       await e.persisting?.catch(() => {})
       this.entries.delete(id)
-      await removeTaskDir(e.dir)
+      await removeTaskDir(e.dir, e.persisted ? ['stdout', 'stderr', 'result'] : ['stdout', 'stderr'])
     }))
   }
 
