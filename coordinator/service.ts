@@ -104,8 +104,10 @@ export async function startCoordinator (opts: CoordinatorOptions): Promise<Coord
         core.schedulePass(Date.now())
       })
     } catch (err) {
-      log(`coordinator: could not commit: ${errorMessage(err)}`)
-      return
+      // Memory now holds changes the database does not (and assignments may be on their way): carrying on would
+      // let the two drift apart. Stop; agents keep their unconfirmed results, and a restart reconciles from disk.
+      console.error(`error: the coordinator database could not commit (${errorMessage(err)}); stopping so that nothing is lost: free disk space and start it again`)
+      process.exit(8)
     }
     for (const reply of afterCommit) reply()
   }

@@ -6,6 +6,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream, existsSync, mkdirSync, statSync, type ReadStream } from 'node:fs'
 import { open, rename, rm, link, copyFile, chmod } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
+import { hostname } from 'node:os'
 import { MeshfarmError } from './errors.ts'
 import { isHash } from './validate.ts'
 
@@ -71,7 +72,7 @@ export class BlobStore {
     } catch (err) {
       await fh.close()
       await rm(tmp, { force: true })
-      throw translateDiskError(err)
+      throw translateDiskError(err, this.dir)
     }
     await fh.close()
     mkdirSync(dirname(target), { recursive: true })
@@ -107,8 +108,9 @@ export class BlobStore {
   }
 }
 
-export function translateDiskError (err: unknown): unknown {
+/** ENOSPC and EDQUOT as one clear line that says where: on a mesh, "disk full" alone does not say whose disk. */
+export function translateDiskError (err: unknown, dir: string): unknown {
   const code = (err as NodeJS.ErrnoException)?.code
-  if (code === 'ENOSPC' || code === 'EDQUOT') return new MeshfarmError('DISK', `disk full: ${(err as Error).message}`)
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new MeshfarmError('DISK', `disk full on ${hostname()} (${dir}): ${code === 'EDQUOT' ? 'quota exceeded' : 'no space left'}; nothing was stored`)
   return err
 }
