@@ -5,7 +5,8 @@
  * This is libp2p's pre-shared-key protector (@libp2p/pnet: a 24-byte random nonce from each side, then each
  * direction encrypted under the PSK) with one change: the cipher is ChaCha20 from node:crypto (OpenSSL)
  * instead of XSalsa20 compiled to WebAssembly, which took about half of a peer's CPU on large transfers. Each
- * direction gets its own key, HKDF-SHA256(swarm key, the sender's nonce), so no two streams share a keystream.
+ * direction gets its own key, HKDF-SHA256(swarm key, the sender's nonce and side), so no two streams share a
+ * keystream.
  * Like pnet, this layer only keeps strangers out: confidentiality and integrity between members come from
  * Noise underneath. The swarm.key file keeps libp2p's format (`/key/swarm/psk/1.0.0/`, `/base16/`, 64 hex).
  */
@@ -30,9 +31,13 @@ export function decodeSwarmKey (file: Uint8Array): Uint8Array {
   return Buffer.from(hex, 'hex')
 }
 
-/** One direction's cipher: its own key from the swarm key and that direction's nonce; counter from zero. */
-function directionCipher (psk: Uint8Array, nonce: Uint8Array): Cipheriv {
-  const key = Buffer.from(hkdfSync('sha256', psk, nonce, 'meshfarm private network v1', KEY_BYTES))
+/**
+ * One direction's cipher: its own key from the swarm key, the sender's nonce and the sender's side (dialer or
+ * listener, so that a peer echoing our nonce back still cannot make both directions share a keystream); the
+ * counter starts from zero.
+ */
+function directionCipher (psk: Uint8Array, nonce: Uint8Array, sender: 'dialer' | 'listener'): Cipheriv {
+  const key = Buffer.from(hkdfSync('sha256', psk, nonce, `meshfarm private network v1 ${sender}`, KEY_BYTES))
   return createCipheriv('chacha20', key, Buffer.alloc(16))
 }
 
@@ -94,7 +99,9 @@ class PrivateNetworkProtector implements ConnectionProtector {
     const bytes = byteStream(connection)
     const [remote] = await Promise.all([bytes.read({ bytes: NONCE_BYTES, ...opts }), bytes.write(localNonce, opts)])
     const remoteNonce = remote.subarray()
-    return new EncryptedConnection(bytes.unwrap(), directionCipher(this.psk, localNonce), directionCipher(this.psk, remoteNonce))
+    const local = connection.direction === 'outbound' ? 'dialer' : 'listener'
+    const remoteSide = local === 'dialer' ? 'listener' : 'dialer'
+    return new EncryptedConnection(bytes.unwrap(), directionCipher(this.psk, localNonce, local), directionCipher(this.psk, remoteNonce, remoteSide))
   }
 }
 
