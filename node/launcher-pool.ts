@@ -1,8 +1,8 @@
 /**
- * Several task launchers behind the interface of one. A launcher's spawn blocks its own event loop until the
- * child has exec'd (about 1.5 ms here), so one launcher tops out near 600 spawns a second however many cores
- * the machine has; an agent with several slots spreads its tasks over a few launchers, each task to the least
- * busy one.
+ * Several task launchers behind the interface of one. The Node launcher's spawn blocks its event loop until the
+ * child has exec'd (fork copies its page tables: about 1.5 ms here), so one tops out near 600 spawns a second
+ * however many cores there are; an agent with many slots spreads its tasks over a few launchers, each task to the
+ * least busy one. (The native launcher spawns several times faster; the pool costs it nothing.)
  */
 import { Launcher, NODE_LAUNCHER, type RunRequest, type RunResult } from './launcher-client.ts'
 

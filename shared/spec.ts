@@ -152,11 +152,16 @@ function relativeName (ctx: SpecContext, v: string, field: string): string {
 
 // ---- placeholders ----
 
+/**
+ * Fills `{name}` placeholders. Only a bare name in braces is one: shell syntax such as `${HOME}`, `{a,b}` or
+ * awk's `'{print $1}'` passes through as written, and `{{`/`}}` give literal braces.
+ */
 function fill (ctx: SpecContext, template: string, params: Params, field: string): string {
-  return template.replace(/\{\{|\}\}|\{([^{}]*)\}/g, (whole, name: string | undefined) => {
+  return template.replace(/\{\{|\}\}|(\$?)\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}/g, (whole, dollar: string | undefined, name: string | undefined) => {
     if (whole === '{{') return '{'
     if (whole === '}}') return '}'
-    const key = (name ?? '').trim()
+    if (dollar === '$') return whole
+    const key = name ?? ''
     if (!(key in params)) ctx.fail(field, `unknown placeholder {${key}}${suggest(key, Object.keys(params))}`)
     return String(params[key])
   })
@@ -286,6 +291,7 @@ function parameterValues (ctx: SpecContext, raw: unknown, field: string): Array<
   if (isMap(raw) && Array.isArray(raw.range)) {
     const [start, stop, step = 1] = raw.range as number[]
     if (![start, stop, step].every(n => typeof n === 'number' && Number.isFinite(n)) || step === 0) ctx.fail(`${field}.range`, 'must be [start, stop, step] numbers with a non-zero step')
+    if ((stop - start) / step > 10_000_000) ctx.fail(`${field}.range`, 'more than 10,000,000 values') // before building them
     const out: number[] = []
     for (let v = start; step > 0 ? v < stop : v > stop; v = +(v + step).toPrecision(12)) {
       out.push(v)
@@ -330,6 +336,8 @@ function readSweep (ctx: SpecContext, raw: unknown, defaults: TaskDefaults, firs
     if (lengths.size > 1) ctx.fail('sweep.parameters', 'zip needs lists of the same length')
   }
   if (raw.task == null) ctx.fail('sweep.task', 'is missing: give the task template')
+  const points = mode === 'zip' ? Object.values(values)[0].length : Object.values(values).reduce((n, v) => n * v.length, 1)
+  if (points > 10_000_000) ctx.fail('sweep.parameters', `the sweep has ${points.toLocaleString('en-US')} points, more than 10,000,000`)
   return expandSweep(values, mode).map((params, i) => readTask(ctx, raw.task, 'sweep.task', first + i, defaults, params))
 }
 
@@ -388,19 +396,22 @@ export function parseTasklist (text: string, file: string, baseDir: string, over
   const ctx: SpecContext = new SpecContext(file, baseDir)
   const defaults = mergeDefaults({}, overrides)
   const commands: string[] = []
+  const lineOf: number[] = [] // the file line each command starts on, for error messages
   let pending = ''
-  for (const line of text.split(/\r?\n/)) {
-    if (pending === '' && (line.trim() === '' || line.trimStart().startsWith('#'))) continue
+  text.split(/\r?\n/).forEach((line, i) => {
+    if (pending === '' && (line.trim() === '' || line.trimStart().startsWith('#'))) return
+    if (pending === '') lineOf.push(i + 1)
     if (line.endsWith('\\')) {
       pending += line.slice(0, -1) + ' '
-      continue
+      return
     }
     commands.push((pending + line).trim())
     pending = ''
-  }
+  })
   if (pending.trim() !== '') commands.push(pending.trim())
+  else if (pending !== '') lineOf.pop()
   if (commands.length === 0) ctx.fail('line 1', 'the tasklist has no commands')
-  const tasks = commands.map((command, index) => readTask(ctx, { command }, `line ${index + 1}`, index, defaults, {}))
+  const tasks = commands.map((command, index) => readTask(ctx, { command }, `line ${lineOf[index]}`, index, defaults, {}))
   return {
     name: overrides.name ?? basename(file, extname(file)),
     layout: overrides.layout ?? 'per-task',

@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { schedule, unschedulableReason, type SchedAgent, type SchedTask, type Placement } from '../../coordinator/scheduler.ts'
+import { fits, schedule, unschedulableReason, type SchedAgent, type SchedTask, type Placement } from '../../coordinator/scheduler.ts'
 
 function agent (id: string, o: Partial<SchedAgent> = {}): SchedAgent {
   return { id, hostname: id, labels: {}, accepting: true, freeSlots: 4, freeCores: 4, freeMemoryMb: 8000, freeGpus: [], ...o }
@@ -105,31 +105,161 @@ test('draining agents and agents without free slots get nothing', () => {
   assert.equal(schedule({ queue: [task(0), task(1)], agents, affinity: new Map() }).placements.length, 0)
 })
 
-test('property: a thousand random meshes and queues are never over-committed', () => {
+test('packing respects cores, memory and slots, whichever runs out first', () => {
+  const one = (o: Partial<SchedAgent>, tasks: SchedTask[]): Placement[] => {
+    const agents = [agent('a', o)]
+    const { placements } = schedule({ queue: tasks, agents, affinity: new Map() })
+    assertSound(agents, tasks, placements)
+    return placements
+  }
+  const many = (n: number, o: Partial<SchedTask> = {}): SchedTask[] => Array.from({ length: n }, (_, i) => task(i, o))
+  assert.equal(one({ freeSlots: 8, freeCores: 8 }, many(5, { cores: 3 })).length, 2, 'cores: 3 + 3 of 8')
+  assert.equal(one({ freeSlots: 2, freeCores: 16 }, many(5)).length, 2, 'slots')
+  assert.equal(one({ freeSlots: 8, freeCores: 8, freeMemoryMb: 4000 }, many(5, { memoryMb: 1500 })).length, 2, 'memory: 1500 + 1500 of 4000')
+  assert.equal(one({ freeSlots: 8, freeCores: 8, freeMemoryMb: 0 }, many(5)).length, 5, 'tasks that reserve no memory need none free')
+  assert.equal(one({ freeSlots: 8, freeCores: 8 }, many(3, { gpus: 1 })).length, 0, 'no GPUs, no GPU tasks')
+  // Exactly filling an agent is fine: 4 + 2 + 2 cores of 8, then nothing more.
+  const exact = one({ freeSlots: 8, freeCores: 8, freeMemoryMb: 3000 }, [task(0, { cores: 4, memoryMb: 1000 }), task(1, { cores: 2, memoryMb: 2000 }), task(2, { cores: 2 }), task(3)])
+  assert.deepEqual(exact.map(p => p.key), [0, 1, 2])
+  assert.deepEqual(exact.map(p => p.memoryMb), [1000, 2000, 0])
+})
+
+test('GPU ids: distinct, from the free list, never shared, not even across passes', () => {
+  const gpuAgent = agent('g', { freeSlots: 8, freeCores: 8, freeGpus: [1, 3, 4, 6] })
+  const tasks = [task(0, { gpus: 2 }), task(1), task(2, { gpus: 1 }), task(3, { gpus: 2 }), task(4, { gpus: 1 })]
+  const first = schedule({ queue: tasks, agents: [gpuAgent], affinity: new Map() })
+  assertSound([gpuAgent], tasks, first.placements)
+  assert.deepEqual(first.placements.find(p => p.key === 1)?.gpuIds, [], 'a CPU task gets no GPU')
+  const used = first.placements.flatMap(p => p.gpuIds)
+  assert.equal(used.length, 4, 'all four GPUs handed out: 2 + 1 + 1')
+  assert.deepEqual([...used].sort(), [1, 3, 4, 6])
+  assert.equal(first.placements.find(p => p.key === 3), undefined, 'no GPUs left for the second two-GPU task')
+  // The coordinator's next view has the used GPUs taken out; a later pass gets only what is left.
+  const later = { ...gpuAgent, freeSlots: 8 - first.placements.length, freeGpus: [3] }
+  const second = schedule({ queue: [task(3, { gpus: 2 }), task(5, { gpus: 1 })], agents: [later], affinity: new Map() })
+  assert.deepEqual(second.placements.map(p => [p.key, p.gpuIds]), [[5, [3]]])
+})
+
+test('labels: every constraint must match, on the one agent', () => {
+  const agents = [agent('x', { labels: { os: 'linux', gpu: 'a100' } }), agent('y', { labels: { os: 'linux', gpu: 'h100' } }), agent('z', { labels: { os: 'mac' } })]
+  const tasks = [
+    task(0, { constraints: { os: 'linux', gpu: 'h100' } }),
+    task(1, { constraints: { os: 'mac', gpu: 'a100' } }),
+    task(2, { constraints: { gpu: 'a100' } }),
+    task(3, { constraints: { os: 'mac' } }),
+    task(4, { constraints: { os: 'linux' } })
+  ]
+  const { placements } = schedule({ queue: tasks, agents, affinity: new Map() })
+  assertSound(agents, tasks, placements)
+  const where = new Map(placements.map(p => [p.key, p.agentId]))
+  assert.equal(where.get(0), 'y')
+  assert.equal(where.has(1), false, 'no agent has both labels')
+  assert.equal(where.get(2), 'x')
+  assert.equal(where.get(3), 'z')
+  assert.ok(['x', 'y'].includes(where.get(4)!))
+})
+
+test('affinity: a vanished host is replaced, a draining or full one is waited for', () => {
+  const agents = [agent('a'), agent('b')]
+  // Bound to an agent no longer on the mesh: the task goes elsewhere and the key is bound anew.
+  const gone = schedule({ queue: [task(0, { affinity: 'k' }), task(1, { affinity: 'k' })], agents, affinity: new Map([['k', 'lost']]) })
+  assert.equal(gone.placements.length, 2)
+  assert.equal(gone.placements[0].agentId, gone.placements[1].agentId)
+  assert.equal(gone.newAffinity.get('k'), gone.placements[0].agentId)
+  // Bound to an agent that is there but not accepting: its tasks wait; other tasks still run.
+  const draining = [agent('a', { accepting: false }), agent('b')]
+  const wait = schedule({ queue: [task(0, { affinity: 'k' }), task(1)], agents: draining, affinity: new Map([['k', 'a']]) })
+  assert.deepEqual(wait.placements.map(p => [p.key, p.agentId]), [[1, 'b']])
+  assert.equal(wait.newAffinity.size, 0)
+  // A bound host with a free slot but not enough cores: the task waits too, rather than moving.
+  const small = schedule({ queue: [task(0, { affinity: 'k', cores: 3 })], agents: [agent('a', { freeCores: 2 }), agent('b')], affinity: new Map([['k', 'a']]) })
+  assert.equal(small.placements.length, 0)
+})
+
+test('affinity binds only when a task is placed; a task that fits nowhere binds nothing', () => {
+  const agents = [agent('a', { freeCores: 2 }), agent('b', { freeCores: 2 })]
+  const { placements, newAffinity } = schedule({ queue: [task(0, { affinity: 'k', cores: 4 }), task(1, { affinity: 'k', cores: 1 }), task(2, { affinity: 'k', cores: 2 })], agents, affinity: new Map() })
+  assert.equal(placements.find(p => p.key === 0), undefined)
+  const host = placements.find(p => p.key === 1)!.agentId
+  assert.equal(newAffinity.get('k'), host)
+  assert.equal(placements.find(p => p.key === 2), undefined, 'task 2 waits for the bound host (1 core left there) instead of moving')
+})
+
+test('maxScan bounds how much of the queue one pass looks at', () => {
+  const agents = [agent('a', { freeSlots: 10, freeCores: 10 })]
+  const tasks = [task(0, { cores: 99 }), task(1, { cores: 98 }), task(2), task(3)]
+  assert.deepEqual(schedule({ queue: tasks, agents, affinity: new Map(), maxScan: 3 }).placements.map(p => p.key), [2])
+  assert.deepEqual(schedule({ queue: tasks, agents, affinity: new Map() }).placements.map(p => p.key), [2, 3])
+})
+
+test('unschedulableReason says why no agent could ever run a task', () => {
+  const mesh: Parameters<typeof unschedulableReason>[1] = [{ id: 'a', labels: { os: 'linux' }, totalCores: 8, totalMemoryMb: 1000, gpuCount: 0 }, { id: 'b', labels: {}, totalCores: 2, totalMemoryMb: 64000, gpuCount: 2 }]
+  assert.match(unschedulableReason(task(0), [])!, /no agents/)
+  assert.match(unschedulableReason(task(0, { gpus: 4 }), mesh)!, /needs 4 GPUs, the largest agent has 2/)
+  assert.match(unschedulableReason(task(0, { cores: 16 }), mesh)!, /needs 16 cores, the largest agent has 8/)
+  assert.match(unschedulableReason(task(0, { memoryMb: 100000 }), mesh)!, /needs 100000 MB/)
+  assert.match(unschedulableReason(task(0, { cores: 8, gpus: 1 }), mesh)!, /no single agent has enough/)
+  assert.match(unschedulableReason(task(0, { cores: 4, constraints: { os: 'linux' }, memoryMb: 2000 }), mesh)!, /needs 2000 MB of memory, the largest agent has 1000/)
+  assert.equal(unschedulableReason(task(0, { cores: 8, memoryMb: 500 }), mesh), null)
+})
+
+test('property: a thousand random meshes and queues: nothing over-committed, constraints and affinity kept, no task left that could run', () => {
   let seed = 12345
-  const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) >>> 0; return seed % n }
+  const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) >>> 0; return (seed >>> 8) % n }
+  const labels: Array<Record<string, string>> = [{}, { zone: 'a' }, { zone: 'b' }, { zone: 'a', gpu: 'yes' }]
+  let placedTotal = 0
   for (let round = 0; round < 1000; round++) {
-    const labels: Array<Record<string, string>> = [{}, { zone: 'a' }, { zone: 'b' }, { zone: 'a', gpu: 'yes' }]
     const agents = Array.from({ length: 1 + rand(6) }, (_, i) => agent(`n${i}`, {
       accepting: rand(8) !== 0,
       freeSlots: rand(6),
       freeCores: rand(9),
       freeMemoryMb: rand(4) * 1000,
-      freeGpus: Array.from({ length: rand(4) }, (_, g) => g * 2),
+      freeGpus: Array.from({ length: rand(4) }, (_, g) => g * 2 + rand(2)),
       labels: labels[rand(labels.length)]
     }))
     const tasks = Array.from({ length: rand(40) }, (_, k) => task(k, {
       cores: 1 + rand(3),
       gpus: rand(5) === 0 ? 1 + rand(2) : 0,
       memoryMb: rand(3) === 0 ? rand(3) * 600 : 0,
-      constraints: rand(4) === 0 ? { zone: rand(2) === 0 ? 'a' : 'b' } : {},
-      affinity: rand(5) === 0 ? `k${rand(3)}` : undefined
+      constraints: rand(4) === 0 ? (rand(3) === 0 ? { zone: 'a', gpu: 'yes' } : { zone: rand(2) === 0 ? 'a' : 'b' }) : {},
+      affinity: rand(4) === 0 ? `k${rand(4)}` : undefined
     }))
-    const { placements, newAffinity } = schedule({ queue: tasks, agents, affinity: new Map() })
+    // Bindings from earlier passes, some to agents no longer on the mesh (n6, n7 never exist here).
+    const affinity = new Map<string, string>()
+    for (let k = 0; k < 4; k++) if (rand(2) === 0) affinity.set(`k${k}`, `n${rand(8)}`)
+    const before = JSON.stringify({ agents, tasks, affinity: [...affinity] })
+    const { placements, newAffinity } = schedule({ queue: tasks, agents, affinity })
+    assert.equal(JSON.stringify({ agents, tasks, affinity: [...affinity] }), before, 'inputs untouched')
     assertSound(agents, tasks, placements)
+    placedTotal += placements.length
+
+    // Affinity: a key is bound anew only when its old host is gone; every placed task is on its key's host.
+    const present = new Set(agents.map(a => a.id))
+    for (const [k, id] of newAffinity) {
+      assert.ok(present.has(id))
+      assert.ok(!present.has(affinity.get(k) ?? ''), `key ${k} re-bound although its host ${String(affinity.get(k))} is present`)
+    }
+    const hostOf = (k: string): string | undefined => newAffinity.get(k) ?? (present.has(affinity.get(k) ?? '') ? affinity.get(k) : undefined)
     for (const p of placements) {
       const key = tasks[p.key].affinity
-      if (key != null) assert.equal(newAffinity.get(key), p.agentId, 'tasks of one key share a host')
+      if (key != null) assert.equal(p.agentId, hostOf(key), `task ${p.key} (key ${key}) away from its host`)
+    }
+
+    // Work-conserving: what is left over could run nowhere it is allowed to (resources only shrink in a pass).
+    const left = new Map(agents.map(a => [a.id, { ...a, freeGpus: a.freeGpus.filter(g => !placements.some(p => p.agentId === a.id && p.gpuIds.includes(g))) }]))
+    for (const p of placements) {
+      const a = left.get(p.agentId)!
+      a.freeSlots--
+      a.freeCores -= p.cores
+      a.freeMemoryMb -= p.memoryMb
+    }
+    const placed = new Set(placements.map(p => p.key))
+    for (const t of tasks) {
+      if (placed.has(t.key)) continue
+      const host = t.affinity != null ? hostOf(t.affinity) : undefined
+      const candidates = host != null ? [left.get(host)!] : [...left.values()]
+      for (const a of candidates) assert.equal(fits(a, t), false, `task ${t.key} left queued although ${a.id} could take it`)
     }
   }
+  assert.ok(placedTotal > 500, `the random cases place plenty of tasks (${placedTotal})`)
 })
