@@ -78,7 +78,7 @@ export async function startLocalMesh (opts: LocalMeshOptions): Promise<LocalMesh
       const p = startMeshfarm(['coordinator', '--listen', `/ip4/${ip}/tcp/${port}`, ...(opts.coordinatorArgs ?? [])], {
         home: coordinatorHome, env: opts.env, logFile: join(opts.dir, 'coordinator.log')
       })
-      await p.waitFor(/coordinator: ready/, 60_000)
+      await readyOrKilled(p, /coordinator: ready/)
       mesh.coordinator = p
       return p
     },
@@ -92,7 +92,7 @@ export async function startLocalMesh (opts: LocalMeshOptions): Promise<LocalMesh
       if (process.getuid?.() === 0) args.push('--allow-root')
       args.push(...(spec.extraArgs ?? []))
       const p = startMeshfarm(args, { home, env: opts.env, logFile: join(opts.dir, `agent-${spec.hostname}.log`) })
-      await p.waitFor(/agent: connected to coordinator/, 60_000)
+      await readyOrKilled(p, /agent: connected to coordinator/)
       agents.push(p)
       return p
     },
@@ -102,6 +102,22 @@ export async function startLocalMesh (opts: LocalMeshOptions): Promise<LocalMesh
     }
   }
   await mesh.startCoordinator()
-  await Promise.all(opts.agents.map(async a => await mesh.startAgent(a)))
+  // One agent that does not come up must not leave the coordinator and the other agents running unowned.
+  const started = await Promise.allSettled(opts.agents.map(async a => await mesh.startAgent(a)))
+  const failed = started.find(r => r.status === 'rejected')
+  if (failed != null) {
+    await mesh.stop()
+    throw failed.reason
+  }
   return mesh
+}
+
+/** Waits for a child's ready line; a child that never says it is killed, not left running with no owner. */
+async function readyOrKilled (p: MeshProcess, pattern: RegExp): Promise<void> {
+  try {
+    await p.waitFor(pattern, 60_000)
+  } catch (err) {
+    await p.stop('SIGKILL')
+    throw err
+  }
 }
