@@ -7,8 +7,8 @@ import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { startLocalMesh, type LocalAgentSpec, type LocalMesh } from '../bin/local-mesh.ts'
 import { TSX_LOADER } from '../bin/processes.ts'
-import { connect, type MeshClient, type SubmitProgress } from '../shared/client.ts'
-import type { ParsedJob, ParsedTask } from '../shared/spec.ts'
+import { connect, type MeshClient, type SubmitProgress } from '../shared/client/client.ts'
+import type { ParsedJob, ParsedTask } from '../shared/client/spec.ts'
 import { since } from './stats.ts'
 
 export interface BenchMesh {

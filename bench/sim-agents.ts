@@ -9,14 +9,14 @@
  */
 import { createHash } from 'node:crypto'
 import { parseArgs } from 'node:util'
-import { PROTOCOL_AGENT } from '../shared/constants.ts'
-import { findCoordinator } from '../shared/discovery.ts'
-import { createMeshNode, type MeshNode } from '../shared/mesh.ts'
-import { loadMeshConfig, type MeshConfig } from '../shared/mesh-config.ts'
-import type { AgentMessage, AttemptResult, CoordMessage, FileRef } from '../shared/protocol.ts'
-import { openChannel } from '../shared/rpc.ts'
-import { SerialWriter } from '../shared/serial-writer.ts'
-import { COORD_MESSAGES } from '../shared/validate.ts'
+import { PROTOCOL_AGENT } from '../shared/protocol/constants.ts'
+import { findCoordinator } from '../shared/net/discovery.ts'
+import { createMeshNode, type MeshNode } from '../shared/net/mesh.ts'
+import { loadMeshConfig, type MeshConfig } from '../shared/local/mesh-config.ts'
+import type { AgentMessage, AttemptResult, CoordMessage, FileRef } from '../shared/protocol/messages.ts'
+import { openChannel } from '../shared/net/rpc.ts'
+import { SerialWriter } from '../shared/net/serial-writer.ts'
+import { COORD_MESSAGES } from '../shared/protocol/schema.ts'
 
 const EMPTY_HASH = createHash('sha256').digest('hex')
 const empty = (name: string): FileRef => ({ name, hash: EMPTY_HASH, size: 0, data: new Uint8Array(0) })

@@ -7,9 +7,9 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { startLocalMesh, type LocalMesh } from './local-mesh.ts'
-import { connect } from '../shared/client.ts'
+import { connect } from '../shared/client/client.ts'
 import { Progress, summaryLine, table } from './output.ts'
-import type { TaskRecord } from '../shared/protocol.ts'
+import type { TaskRecord } from '../shared/protocol/messages.ts'
 
 export function writeDemoSweep (dir: string, tasks: number): string {
   mkdirSync(join(dir, 'inputs'), { recursive: true })

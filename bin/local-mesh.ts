@@ -5,10 +5,10 @@
  */
 import { mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { initMesh, writeMesh } from '../shared/mesh-config.ts'
-import { loadOrCreateIdentity } from '../shared/identity.ts'
+import { initMesh, writeMesh } from '../shared/local/mesh-config.ts'
+import { loadOrCreateIdentity } from '../shared/local/identity.ts'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { homePaths } from '../shared/home.ts'
+import { homePaths } from '../shared/local/home.ts'
 import { freePort, startMeshfarm, type MeshProcess } from './processes.ts'
 import { AccessList, type Role } from '../coordinator/access.ts'
 

@@ -1,28 +1,28 @@
 /**
- * The meshfarm command line. Each subcommand parses its flags, calls the API (shared/client.ts) or starts a
+ * The meshfarm command line. Each subcommand parses its flags, calls the API (shared/client/client.ts) or starts a
  * service, and hands the result to the output layer. A user mistake is one `error:` line and an exit code:
  * 0 ok, 1 some task failed, 2 bad input, 3 no mesh/coordinator, 4 protocol, 5 not found, 6 forbidden,
  * 7 unsafe file, 8 disk.
  */
 import { Command, Option } from 'commander'
 import { resolve, join, basename } from 'node:path'
-import { isMeshfarmError, errorMessage, MeshfarmError } from '../shared/errors.ts'
-import { resolveHome } from '../shared/home.ts'
-import { initMesh, loadMeshConfig } from '../shared/mesh-config.ts'
-import { connect, type MeshClient } from '../shared/client.ts'
+import { isMeshfarmError, errorMessage, MeshfarmError } from '../shared/util/errors.ts'
+import { resolveHome } from '../shared/local/home.ts'
+import { initMesh, loadMeshConfig } from '../shared/local/mesh-config.ts'
+import { connect, type MeshClient } from '../shared/client/client.ts'
 import { startCoordinator } from '../coordinator/service.ts'
 import { startAgent } from '../node/agent.ts'
 import { detectResources, parseGpuList, parseLabels, parseMemoryFlag } from '../node/resources.ts'
-import { parseDuration, parseMemory, type SpecDefaults } from '../shared/spec.ts'
+import { parseDuration, parseMemory, type SpecDefaults } from '../shared/client/spec.ts'
 import { jobsTable, peersTable, printJson, Progress, summaryLine, table, tasksTable } from './output.ts'
 import { readFileSync } from 'node:fs'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { loadOrCreateIdentity } from '../shared/identity.ts'
-import { decodeInvite } from '../shared/invite.ts'
-import { joinMesh } from '../shared/join.ts'
+import { loadOrCreateIdentity } from '../shared/local/identity.ts'
+import { decodeInvite } from '../shared/local/invite.ts'
+import { joinMesh } from '../shared/local/join.ts'
 import { runDemo } from './demo.ts'
-import { VERSION } from '../shared/version.ts'
-import type { JobSummary } from '../shared/protocol.ts'
+import { VERSION } from '../shared/util/version.ts'
+import type { JobSummary } from '../shared/protocol/messages.ts'
 
 const program = new Command()
 program
@@ -246,7 +246,7 @@ program.command('submit')
   .addOption(new Option('--layout <layout>', 'results layout').choices(['per-task', 'flat']))
   .option('--json', 'machine-readable output')
   .action(async (file: string, o: Record<string, any>) => {
-    const { parseJobFile } = await import('../shared/spec.ts')
+    const { parseJobFile } = await import('../shared/client/spec.ts')
     const job = parseJobFile(file, overridesFrom(o))
     await withClient(async client => {
       const { jobId, total } = await client.submit(job)

@@ -1,7 +1,7 @@
 /** The CLI's output layer: tables, progress bars and --json, so commands only compute what to show. */
 import Table from 'cli-table3'
 import cliProgress from 'cli-progress'
-import type { AgentSummary, JobSummary, TaskRecord } from '../shared/protocol.ts'
+import type { AgentSummary, JobSummary, TaskRecord } from '../shared/protocol/messages.ts'
 
 export function printJson (value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n')

@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { createWriteStream } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { createServer } from 'node:net'
-import { MeshfarmError } from '../shared/errors.ts'
+import { MeshfarmError } from '../shared/util/errors.ts'
 
 export const CLI_ENTRY = fileURLToPath(new URL('./meshfarm.ts', import.meta.url))
 export const TSX_LOADER = fileURLToPath(new URL('../node_modules/tsx/dist/loader.mjs', import.meta.url))

@@ -7,8 +7,8 @@
  * one-time identity listed with the role `joiner` until it expires or is used: it may only redeem itself.
  */
 import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
-import { MeshfarmError } from '../shared/errors.ts'
-import { assertPrivateFile } from '../shared/home.ts'
+import { MeshfarmError } from '../shared/util/errors.ts'
+import { assertPrivateFile } from '../shared/local/home.ts'
 
 export type Role = 'agent' | 'submitter' | 'admin'
 export const ROLES: readonly Role[] = ['agent', 'submitter', 'admin']

@@ -9,9 +9,9 @@
 import type {
   AgentResources, AgentSummary, Assignment, AttemptResult, CoordMessage, Failure, JobHeader, JobState, JobSummary,
   TaskRecord, TaskSpec, TaskState
-} from '../shared/protocol.ts'
-import { TERMINAL_STATES, taskId } from '../shared/protocol.ts'
-import { MeshfarmError } from '../shared/errors.ts'
+} from '../shared/protocol/messages.ts'
+import { TERMINAL_STATES, taskId } from '../shared/protocol/messages.ts'
+import { MeshfarmError } from '../shared/util/errors.ts'
 import { schedule, type SchedAgent, type SchedTask } from './scheduler.ts'
 import { constraintKey, parseConstraintKey, type Store, type StoredAttempt } from './store.ts'
 

@@ -5,8 +5,8 @@
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite'
 import { Packr } from 'msgpackr'
-import type { JobHeader, JobState, TaskRecord, TaskSpec, TaskState } from '../shared/protocol.ts'
-import { MeshfarmError } from '../shared/errors.ts'
+import type { JobHeader, JobState, TaskRecord, TaskSpec, TaskState } from '../shared/protocol/messages.ts'
+import { MeshfarmError } from '../shared/util/errors.ts'
 
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: 'number' })
 

@@ -5,7 +5,7 @@
  */
 import { openSync, readFileSync, unlinkSync, writeSync, closeSync } from 'node:fs'
 import { join } from 'node:path'
-import { MeshfarmError } from '../shared/errors.ts'
+import { MeshfarmError } from '../shared/util/errors.ts'
 
 export function lockAgentDir (agentDir: string): () => void {
   const path = join(agentDir, 'agent.pid')

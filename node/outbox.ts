@@ -11,8 +11,8 @@
 import { readdir, readFile, writeFile, rename } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Packr } from 'msgpackr'
-import type { AttemptResult, FileRef } from '../shared/protocol.ts'
-import { INLINE_BLOB_BYTES } from '../shared/constants.ts'
+import type { AttemptResult, FileRef } from '../shared/protocol/messages.ts'
+import { INLINE_BLOB_BYTES } from '../shared/protocol/constants.ts'
 import { META_DIR, removeTaskDir } from './executor.ts'
 
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true })

@@ -5,8 +5,8 @@
 import { execFile } from 'node:child_process'
 import os from 'node:os'
 import si from 'systeminformation'
-import { MeshfarmError } from '../shared/errors.ts'
-import type { AgentResources, GpuInfo } from '../shared/protocol.ts'
+import { MeshfarmError } from '../shared/util/errors.ts'
+import type { AgentResources, GpuInfo } from '../shared/protocol/messages.ts'
 
 export interface ResourceOverrides {
   cores?: number

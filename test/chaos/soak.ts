@@ -22,11 +22,11 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { startLocalMesh, type LocalAgentSpec, type LocalMesh } from '../../bin/local-mesh.ts'
 import type { MeshProcess } from '../../bin/processes.ts'
-import { connect, type MeshClient } from '../../shared/client.ts'
-import { parseJobYaml } from '../../shared/spec.ts'
-import { request, withReconnect } from '../../shared/rpc.ts'
-import { errorMessage } from '../../shared/errors.ts'
-import type { JobSummary, TaskRecord } from '../../shared/protocol.ts'
+import { connect, type MeshClient } from '../../shared/client/client.ts'
+import { parseJobYaml } from '../../shared/client/spec.ts'
+import { request, withReconnect } from '../../shared/net/rpc.ts'
+import { errorMessage } from '../../shared/util/errors.ts'
+import type { JobSummary, TaskRecord } from '../../shared/protocol/messages.ts'
 
 // ---- options ----
 

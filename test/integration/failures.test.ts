@@ -8,9 +8,9 @@ import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, existsSync
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startLocalMesh, type LocalMesh, type LocalAgentSpec } from '../../bin/local-mesh.ts'
-import { connect, type MeshClient } from '../../shared/client.ts'
-import { parseTasklist, parseJobYaml } from '../../shared/spec.ts'
-import type { TaskRecord } from '../../shared/protocol.ts'
+import { connect, type MeshClient } from '../../shared/client/client.ts'
+import { parseTasklist, parseJobYaml } from '../../shared/client/spec.ts'
+import type { TaskRecord } from '../../shared/protocol/messages.ts'
 import { runCli, until } from '../helpers/cli.ts'
 
 const FAST = ['--agent-lost', '3s', '--heartbeat', '500ms', '--crash-limit', '2']

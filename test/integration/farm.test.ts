@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { startLocalMesh, type LocalMesh } from '../../bin/local-mesh.ts'
-import { hashFile } from '../../shared/hash.ts'
-import type { JobSummary, TaskRecord, AgentSummary } from '../../shared/protocol.ts'
+import { hashFile } from '../../shared/files/hash.ts'
+import type { JobSummary, TaskRecord, AgentSummary } from '../../shared/protocol/messages.ts'
 import { runCli, runCliJson, until } from '../helpers/cli.ts'
 
 let mesh: LocalMesh

@@ -9,8 +9,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startLocalMesh } from '../../bin/local-mesh.ts'
-import { connect } from '../../shared/client.ts'
-import { parseJobYaml } from '../../shared/spec.ts'
+import { connect } from '../../shared/client/client.ts'
+import { parseJobYaml } from '../../shared/client/spec.ts'
 
 const smi = spawnSync('nvidia-smi', ['--query-gpu=index,name', '--format=csv,noheader'], { encoding: 'utf8' })
 const gpus = smi.status === 0 ? smi.stdout.trim().split('\n').filter(Boolean) : []

@@ -5,10 +5,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { streamPair } from '@libp2p/utils'
-import { Channel, decodeMessage, encodeMessage } from '../../shared/codec.ts'
-import { CLIENT_REQUESTS } from '../../shared/validate.ts'
-import { checkTaskSpec } from '../../shared/task-check.ts'
-import { isMeshfarmError } from '../../shared/errors.ts'
+import { Channel, decodeMessage, encodeMessage } from '../../shared/protocol/codec.ts'
+import { CLIENT_REQUESTS } from '../../shared/protocol/schema.ts'
+import { checkTaskSpec } from '../../shared/protocol/task-check.ts'
+import { isMeshfarmError } from '../../shared/util/errors.ts'
 
 /** A small seeded PRNG (mulberry32) so failures reproduce. */
 function prng (seed: number): () => number {

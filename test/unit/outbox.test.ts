@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Outbox } from '../../node/outbox.ts'
 import { EMPTY_HASH, META_DIR } from '../../node/executor.ts'
-import type { AttemptResult } from '../../shared/protocol.ts'
+import type { AttemptResult } from '../../shared/protocol/messages.ts'
 
 function setup (): { work: string, folder: (id: number) => string, result: (id: number, ranMs: number) => AttemptResult, done: () => void } {
   const work = mkdtempSync(join(tmpdir(), 'meshfarm-outbox-'))

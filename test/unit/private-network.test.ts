@@ -5,10 +5,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { byteStream } from '@libp2p/utils'
-import { decodeSwarmKey } from '../../shared/private-network.ts'
-import { initMesh, loadMeshConfig, writeMesh } from '../../shared/mesh-config.ts'
-import { homePaths } from '../../shared/home.ts'
-import { createMeshNode } from '../../shared/mesh.ts'
+import { decodeSwarmKey } from '../../shared/net/private-network.ts'
+import { initMesh, loadMeshConfig, writeMesh } from '../../shared/local/mesh-config.ts'
+import { homePaths } from '../../shared/local/home.ts'
+import { createMeshNode } from '../../shared/net/mesh.ts'
 
 test('a swarm key file that is not a libp2p PSK is refused in one line', () => {
   assert.throws(() => decodeSwarmKey(Buffer.from('hello\n')), /swarm.key is not a libp2p pre-shared key/)

@@ -1,8 +1,8 @@
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { applyOverrides, detectResources, parseGpuList, parseLabels, parseMemoryFlag, parseNvidiaSmi } from '../../node/resources.ts'
-import { isMeshfarmError } from '../../shared/errors.ts'
-import type { AgentResources } from '../../shared/protocol.ts'
+import { isMeshfarmError } from '../../shared/util/errors.ts'
+import type { AgentResources } from '../../shared/protocol/messages.ts'
 
 /** Asserts a one-line BAD_ARGUMENT whose message matches. */
 function badArg (fn: () => unknown, match?: RegExp): void {

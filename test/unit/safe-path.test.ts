@@ -3,9 +3,9 @@ import assert from 'node:assert/strict'
 import { mkdtemp, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { checkRelativeName, isInside, resolveInside, writeFileAtomic } from '../../shared/safe-path.ts'
-import { hashBytes, hashFile } from '../../shared/hash.ts'
-import { isMeshfarmError } from '../../shared/errors.ts'
+import { checkRelativeName, isInside, resolveInside, writeFileAtomic } from '../../shared/files/safe-path.ts'
+import { hashBytes, hashFile } from '../../shared/files/hash.ts'
+import { isMeshfarmError } from '../../shared/util/errors.ts'
 
 function isCode (code: string) {
   return (err: unknown): boolean => isMeshfarmError(err) && err.code === code

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { expandSweep, parseJobFile, type ParsedJob } from '../../shared/spec.ts'
-import { isMeshfarmError } from '../../shared/errors.ts'
+import { expandSweep, parseJobFile, type ParsedJob } from '../../shared/client/spec.ts'
+import { isMeshfarmError } from '../../shared/util/errors.ts'
 
 /** A job folder with the given files; returns the parsed job file (the first entry). */
 function withFiles (files: Record<string, string>, fn: (dir: string) => void): void {

@@ -6,12 +6,12 @@
  */
 import { copyFile, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { FileRef, TaskRecord } from './protocol.ts'
-import { downloadBlob } from './blob-protocol.ts'
-import { checkRelativeName } from './safe-path.ts'
-import { hashFile } from './hash.ts'
-import { runLimited } from './limit.ts'
-import { request, withReconnect } from './rpc.ts'
+import type { FileRef, TaskRecord } from '../protocol/messages.ts'
+import { downloadBlob } from '../net/blob-protocol.ts'
+import { checkRelativeName } from '../files/safe-path.ts'
+import { hashFile } from '../files/hash.ts'
+import { runLimited } from '../util/limit.ts'
+import { request, withReconnect } from '../net/rpc.ts'
 import type { MeshClient } from './client.ts'
 
 export interface FetchOptions {

@@ -3,7 +3,7 @@
  * value; anything that does not match the message's schema is refused with one PROTOCOL error, before any
  * handler sees it. Checks are shallow on purpose: handlers check the nested values they use.
  */
-import { MeshfarmError } from './errors.ts'
+import { MeshfarmError } from '../util/errors.ts'
 
 type FieldType = 'string' | 'number' | 'boolean' | 'array' | 'object' | 'bytes' | 'any'
 /** A trailing '?' marks an optional field. */

@@ -7,8 +7,8 @@ import { createReadStream, existsSync, mkdirSync, statSync, type ReadStream } fr
 import { open, rename, rm, link, copyFile, chmod } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { hostname } from 'node:os'
-import { MeshfarmError } from './errors.ts'
-import { isHash } from './validate.ts'
+import { MeshfarmError } from '../util/errors.ts'
+import { isHash } from '../protocol/schema.ts'
 
 export class BlobStore {
   readonly dir: string

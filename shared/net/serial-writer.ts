@@ -3,8 +3,8 @@
  * while the writer waits for the stream to drain between frames. Messages queued while the stream is busy are
  * batched into one write.
  */
-import type { Channel } from './codec.ts'
-import { encodeMessage } from './codec.ts'
+import type { Channel } from '../protocol/codec.ts'
+import { encodeMessage } from '../protocol/codec.ts'
 
 export class SerialWriter<Out extends object> {
   private readonly ch: Channel<any, Out>

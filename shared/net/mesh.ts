@@ -13,8 +13,8 @@ import { bootstrap } from '@libp2p/bootstrap'
 import { privateNetwork } from './private-network.ts'
 import type { ConnectionGater, PeerDiscovery, ComponentLogger, PeerId, PrivateKey } from '@libp2p/interface'
 import type { Identify } from '@libp2p/identify'
-import { loadOrCreateIdentity } from './identity.ts'
-import type { MeshConfig } from './mesh-config.ts'
+import { loadOrCreateIdentity } from '../local/identity.ts'
+import type { MeshConfig } from '../local/mesh-config.ts'
 
 export type MeshNode = Libp2p<{ identify: Identify }>
 

@@ -7,7 +7,7 @@ import { randomBytes, createHash } from 'node:crypto'
 import { constants as fsc, type Stats } from 'node:fs'
 import { lstat, mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises'
 import path from 'node:path'
-import { MeshfarmError } from './errors.ts'
+import { MeshfarmError } from '../util/errors.ts'
 
 const MAX_SEGMENT_BYTES = 255
 const MAX_TOTAL_BYTES = 4096

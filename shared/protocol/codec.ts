@@ -7,8 +7,8 @@ import { Packr } from 'msgpackr'
 import { Uint8ArrayList } from 'uint8arraylist'
 import type { Stream } from '@libp2p/interface'
 import { MAX_FRAME_BYTES } from './constants.ts'
-import { MeshfarmError } from './errors.ts'
-import { validateMessage } from './validate.ts'
+import { MeshfarmError } from '../util/errors.ts'
+import { validateMessage } from './schema.ts'
 
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: 'number' })
 

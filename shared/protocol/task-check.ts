@@ -2,10 +2,10 @@
  * Checks a task or file reference that arrived over the network before anyone acts on it. The submitter's own
  * parser (spec.ts) already validated the job; these checks are for peers that skip it.
  */
-import type { FileRef, TaskSpec } from './protocol.ts'
-import { MeshfarmError } from './errors.ts'
-import { checkRelativeName } from './safe-path.ts'
-import { isFiniteInt, isHash } from './validate.ts'
+import type { FileRef, TaskSpec } from './messages.ts'
+import { MeshfarmError } from '../util/errors.ts'
+import { checkRelativeName } from '../files/safe-path.ts'
+import { isFiniteInt, isHash } from './schema.ts'
 
 function fail (where: string, what: string): never {
   throw new MeshfarmError('PROTOCOL', `${where}: ${what}`)

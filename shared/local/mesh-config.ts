@@ -5,7 +5,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { generateKey } from '@libp2p/pnet'
 import { assertPrivateFile, ensurePrivateDir, homePaths } from './home.ts'
-import { MeshfarmError } from './errors.ts'
+import { MeshfarmError } from '../util/errors.ts'
 
 export interface MeshConfig {
   home: string

@@ -5,7 +5,7 @@
 import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { mkdirSync, statSync } from 'node:fs'
-import { MeshfarmError } from './errors.ts'
+import { MeshfarmError } from '../util/errors.ts'
 
 export interface HomePaths {
   root: string

@@ -7,12 +7,12 @@ import { hostname } from 'node:os'
 import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { MeshfarmError, errorMessage, isMeshfarmError } from './errors.ts'
+import { MeshfarmError, errorMessage, isMeshfarmError } from '../util/errors.ts'
 import { loadOrCreateIdentity } from './identity.ts'
 import { meshExists, writeMesh, loadMeshConfig } from './mesh-config.ts'
-import { createMeshNode } from './mesh.ts'
+import { createMeshNode } from '../net/mesh.ts'
 import type { Invite } from './invite.ts'
-import { request } from './rpc.ts'
+import { request } from '../net/rpc.ts'
 
 export async function joinMesh (home: string, invite: Invite, now = Date.now()): Promise<string> {
   if (invite.expiresAt <= now) throw new MeshfarmError('FORBIDDEN', 'this invite has expired: ask for a new one')

@@ -4,7 +4,7 @@
  * invite, once, before it expires.
  */
 import { Packr } from 'msgpackr'
-import { MeshfarmError } from './errors.ts'
+import { MeshfarmError } from '../util/errors.ts'
 
 const PREFIX = 'meshfarm-invite:'
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true })

@@ -1,12 +1,12 @@
 /** Opening typed channels to peers, and one-shot client requests to the coordinator. */
 import type { PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { Channel } from './codec.ts'
-import { PROTOCOL_CLIENT } from './constants.ts'
-import { MeshfarmError, isMeshfarmError, type ErrorCode } from './errors.ts'
+import { Channel } from '../protocol/codec.ts'
+import { PROTOCOL_CLIENT } from '../protocol/constants.ts'
+import { MeshfarmError, isMeshfarmError, type ErrorCode } from '../util/errors.ts'
 import type { MeshNode } from './mesh.ts'
-import type { ClientReply, ClientRequest } from './protocol.ts'
-import { CLIENT_REPLIES } from './validate.ts'
+import type { ClientReply, ClientRequest } from '../protocol/messages.ts'
+import { CLIENT_REPLIES } from '../protocol/schema.ts'
 
 export async function openChannel<In extends { t: string }, Out extends object> (
   node: MeshNode, peer: PeerId | Multiaddr | Multiaddr[], protocol: string, accept: ReadonlySet<string>, signal?: AbortSignal

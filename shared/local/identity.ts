@@ -5,7 +5,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { join } from 'node:path'
 import { assertPrivateFile, ensurePrivateDir, homePaths } from './home.ts'
-import { MeshfarmError } from './errors.ts'
+import { MeshfarmError } from '../util/errors.ts'
 
 export async function loadOrCreateIdentity (home: string, file?: string): Promise<PrivateKey> {
   const path = file != null ? join(home, file) : homePaths(home).identity

@@ -25,8 +25,8 @@
 import { existsSync, readFileSync, statSync, globSync } from 'node:fs'
 import { basename, dirname, extname, isAbsolute, resolve } from 'node:path'
 import { parseDocument } from 'yaml'
-import type { ResultLayout, TaskSpec } from './protocol.ts'
-import { MeshfarmError } from './errors.ts'
+import type { ResultLayout, TaskSpec } from '../protocol/messages.ts'
+import { MeshfarmError } from '../util/errors.ts'
 
 export interface LocalInput { src: string, name: string }
 export interface ParsedTask extends Omit<TaskSpec, 'inputs'> { inputs: LocalInput[] }

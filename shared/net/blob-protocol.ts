@@ -5,14 +5,14 @@
  */
 import type { PeerId, Stream } from '@libp2p/interface'
 import { open } from 'node:fs/promises'
-import { hashFile } from './hash.ts'
-import { Channel } from './codec.ts'
-import { BLOB_CHUNK_BYTES, PROTOCOL_BLOB } from './constants.ts'
-import { MeshfarmError, errorMessage, isMeshfarmError, type ErrorCode } from './errors.ts'
+import { hashFile } from '../files/hash.ts'
+import { Channel } from '../protocol/codec.ts'
+import { BLOB_CHUNK_BYTES, PROTOCOL_BLOB } from '../protocol/constants.ts'
+import { MeshfarmError, errorMessage, isMeshfarmError, type ErrorCode } from '../util/errors.ts'
 import type { MeshNode } from './mesh.ts'
-import type { BlobReply, BlobRequest } from './protocol.ts'
-import { BLOB_REPLIES, BLOB_REQUESTS, isFiniteInt, isHash } from './validate.ts'
-import type { BlobStore } from './blob-store.ts'
+import type { BlobReply, BlobRequest } from '../protocol/messages.ts'
+import { BLOB_REPLIES, BLOB_REQUESTS, isFiniteInt, isHash } from '../protocol/schema.ts'
+import type { BlobStore } from '../files/blob-store.ts'
 import { openChannel } from './rpc.ts'
 
 export interface BlobServeHooks {
