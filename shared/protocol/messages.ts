@@ -54,16 +54,37 @@ export interface JobHeader {
   specFile: string
 }
 
-export type TaskState = 'queued' | 'staging' | 'running' | 'done' | 'failed' | 'cancelled'
+/** Task states; the transitions between them are coordinator/task-states.ts's table. */
+export type TaskState = 'queued' | 'held' | 'staging' | 'running' | 'suspended' | 'done' | 'failed' | 'cancelled'
 export const TERMINAL_STATES: ReadonlySet<TaskState> = new Set(['done', 'failed', 'cancelled'])
 
 export type JobState = 'active' | 'done' | 'failed' | 'cancelled'
 
 /** Why an attempt did not succeed, as data. */
 export interface Failure {
-  kind: 'exit' | 'signal' | 'timeout' | 'staging' | 'spawn' | 'agent-lost' | 'cancelled' | 'crash-limit' | 'internal'
+  kind: FailureKind
   message: string
   retryable: boolean
+  /** The words of the system that ended it, kept as they were (a Slurm state such as NODE_FAIL, say). */
+  detail?: string
+}
+
+export type FailureKind =
+  | 'exit' | 'signal' | 'timeout' | 'memory' | 'staging' | 'spawn' | 'output' | 'agent-lost' | 'cancelled'
+  | 'crash-limit' | 'node-fail' | 'preempted' | 'batch' | 'internal'
+
+/** Where an attempt ran when it ran through a batch system (recorded in task.json). */
+export interface BackendInfo {
+  system: string
+  jobId?: string
+  arrayIndex?: number
+  node?: string
+}
+
+/** A stretch of time an attempt spent frozen because the machine's owner came back. */
+export interface Suspension {
+  from: number
+  to: number | null
 }
 
 /** What an agent reports when an attempt ends. */
@@ -80,6 +101,11 @@ export interface AttemptResult {
   stdout: FileRef
   stderr: FileRef
   outputs: FileRef[]
+  /** Declared output names (not globs) that the task never wrote. */
+  missingOutputs?: string[]
+  peakMemoryBytes?: number
+  suspensions?: Suspension[]
+  backend?: BackendInfo
 }
 
 /** A committed result as the coordinator keeps it and a client fetches it: the body of task.json. */
@@ -104,6 +130,14 @@ export interface TaskRecord {
   stdout?: FileRef
   stderr?: FileRef
   outputs: FileRef[]
+  /** Who submitted the job: the member's name on the access list, or the end of its peer id. */
+  owner?: string
+  missingOutputs?: string[]
+  peakMemoryBytes?: number
+  suspensions?: Suspension[]
+  /** Times the task was handed back without counting against it (owner returned, allocation ended). */
+  vacates?: number
+  backend?: BackendInfo
 }
 
 export interface AgentResources {
@@ -116,6 +150,24 @@ export interface AgentResources {
   gpus: GpuInfo[]
   labels: Record<string, string>
   runsAsRoot: boolean
+  /** The longest task time limit this agent can still honour (an allocation ending, say); absent: no limit. */
+  maxTaskMs?: number
+  /** Which task isolation is in force: 'slot-users', 'namespace', 'bubblewrap' or 'none'. */
+  isolation?: string
+}
+
+/** What the agent tells the coordinator about its owner and its backend, shown in peers and why. */
+export interface AgentStatus {
+  /** Desktop harvesting: is the machine lent now, and why (plain words). */
+  harvest?: {
+    lending: boolean
+    ownerPresent: boolean | null
+    idleSinceMs?: number | null
+    lendingUntil?: number | null
+    reason: string
+  }
+  /** Lines about the backend (a Slurm bridge's allocations and decisions), newest first. */
+  notes?: string[]
 }
 
 export interface GpuInfo {
@@ -138,10 +190,22 @@ export interface Assignment {
 // ---- agent <-> coordinator (PROTOCOL_AGENT, one long-lived stream per agent) ----
 
 export type AgentMessage =
-  | { t: 'agent.hello', resources: AgentResources, running: number[], pending: number[], draining: boolean }
+  | { t: 'agent.hello', resources: AgentResources, running: number[], pending: number[], draining: boolean, status?: AgentStatus }
   | { t: 'agent.heartbeat', running: number[] }
   | { t: 'agent.started', attemptIds: number[] }
   | { t: 'agent.results', results: AttemptResult[] }
+  /** Resources changed (a bridge's capacity, a desktop lent or reclaimed) or the status did. */
+  | { t: 'agent.update', resources?: AgentResources, status?: AgentStatus }
+  /** Attempts frozen (owner came back) or thawed; they keep their place on this agent. */
+  | { t: 'agent.suspended', attemptIds: number[] }
+  | { t: 'agent.continued', attemptIds: number[] }
+  /**
+   * Attempts stopped and handed back without counting against the task: `vacate` when the agent reclaims its
+   * machine or its allocation ends, `preempt` when a batch system took the task back.
+   */
+  | { t: 'agent.vacated', attemptIds: number[], kind: 'vacate' | 'preempt', reason: string }
+  /** Answer to coord.logs: a piece of a running or finished attempt's stdout or stderr. */
+  | { t: 'agent.logs', requestId: number, data: Uint8Array, offset: number, eof: boolean, error?: string }
 
 export type CoordMessage =
   | { t: 'coord.welcome', heartbeatMs: number }
@@ -149,6 +213,8 @@ export type CoordMessage =
   | { t: 'coord.cancel', attemptIds: number[], reason: string }
   | { t: 'coord.ack', attemptIds: number[], refused: number[] }
   | { t: 'coord.drain' }
+  /** Asks for up to maxBytes of an attempt's stdout or stderr from offset (logs, logs -f). */
+  | { t: 'coord.logs', requestId: number, attemptId: number, stream: 'stdout' | 'stderr', offset: number, maxBytes: number }
 
 // ---- client <-> coordinator (PROTOCOL_CLIENT, one stream per request) ----
 
