@@ -213,6 +213,8 @@ export type CoordMessage =
   | { t: 'coord.cancel', attemptIds: number[], reason: string }
   | { t: 'coord.ack', attemptIds: number[], refused: number[] }
   | { t: 'coord.drain' }
+  /** The peers an agent may accept connections from besides the coordinator (the access list's members). */
+  | { t: 'coord.members', peerIds: string[] }
   /** Asks for up to maxBytes of an attempt's stdout or stderr from offset (logs, logs -f). */
   | { t: 'coord.logs', requestId: number, attemptId: number, stream: 'stdout' | 'stderr', offset: number, maxBytes: number }
 
