@@ -2,6 +2,7 @@
 import Table from 'cli-table3'
 import cliProgress from 'cli-progress'
 import type { AgentSummary, JobSummary, TaskRecord } from '../shared/protocol/messages.ts'
+import type { MeshEvent } from '../shared/protocol/events.ts'
 
 export function printJson (value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n')
@@ -20,8 +21,9 @@ function age (ms: number): string {
 }
 
 export function jobsTable (jobs: JobSummary[]): string {
-  return table(['job', 'name', 'state', 'done', 'failed', 'running', 'queued', 'cancelled', 'total', 'owner'], jobs.map(j => [
-    j.jobId, j.name, j.state, j.counts.done, j.counts.failed, j.counts.running + j.counts.staging, j.counts.queued, j.counts.cancelled, j.total, j.owner.slice(-8)
+  return table(['job', 'name', 'owner', 'state', 'done', 'failed', 'running', 'queued', 'held', 'cancelled', 'total'], jobs.map(j => [
+    j.jobId, j.name, j.ownerName ?? j.owner.slice(-8), j.state, j.counts.done, j.counts.failed, j.counts.running + j.counts.staging + j.counts.suspended,
+    j.counts.queued, j.counts.held, j.counts.cancelled, j.total
   ]))
 }
 
@@ -32,15 +34,44 @@ export function tasksTable (tasks: TaskRecord[]): string {
 }
 
 export function peersTable (agents: AgentSummary[]): string {
-  return table(['peer', 'host', 'state', 'slots', 'running', 'cores', 'memory', 'gpus', 'labels', 'seen', 'root'], agents.map(a => [
-    a.peerId.slice(-12), a.hostname, a.state, a.slots, a.running, a.cores, `${(a.memoryMb / 1024).toFixed(1)}G`,
-    a.gpus.map(g => g.index).join(',') || '-', Object.entries(a.labels).map(([k, v]) => `${k}=${v}`).join(' '), age(a.lastSeen), a.runsAsRoot ? 'ROOT' : ''
+  return table(['peer', 'host', 'state', 'slots', 'running', 'cores', 'memory', 'gpus', 'labels', 'seen', 'isolation', 'notes'], agents.map(a => [
+    a.peerId.slice(-12), a.hostname, a.state, a.slots, a.running + (a.suspended != null && a.suspended > 0 ? ` (+${a.suspended} suspended)` : ''), a.cores,
+    `${(a.memoryMb / 1024).toFixed(1)}G`, a.gpus.map(g => g.index).join(',') || '-', Object.entries(a.labels).map(([k, v]) => `${k}=${v}`).join(' '),
+    age(a.lastSeen), `${a.isolation ?? '?'}${a.runsAsRoot ? ' (root)' : ''}`, agentNotes(a)
   ]))
+}
+
+function agentNotes (a: AgentSummary): string {
+  const notes: string[] = []
+  if (a.backend != null && a.backend !== 'local') notes.push(a.backend)
+  const h = a.status?.harvest
+  if (h != null) notes.push(h.lending ? `lent: ${h.reason}` : `not lent: ${h.reason}`)
+  notes.push(...(a.status?.notes ?? []).slice(0, 2))
+  return notes.join('; ').slice(0, 120)
+}
+
+export function whyTable (reasons: Array<{ index?: number, name?: string, state: string, reason: string }>): string {
+  return table(['task', 'state', 'why'], reasons.map(r => [r.index != null ? String(r.index) : '', r.state, r.reason]))
+}
+
+/** One event as a line: time, what, where. */
+export function eventLine (e: MeshEvent): string {
+  const time = new Date(e.time).toISOString().slice(11, 19)
+  const task = e.jobId != null ? (e.index != null ? ` ${e.jobId}.${e.index}` : ` job ${e.jobId}`) : ''
+  const where = e.host != null ? ` on ${e.host}` : ''
+  const d = e.data ?? {}
+  const detail = [
+    d.exitCode != null ? `exit ${String(d.exitCode)}` : '',
+    d.message != null ? String(d.message) : d.why != null ? String(d.why) : d.reason != null ? String(d.reason) : '',
+    d.state != null ? String(d.state) : '',
+    typeof d.durationMs === 'number' ? `${(d.durationMs / 1000).toFixed(2)} s` : ''
+  ].filter(x => x !== '').join(', ')
+  return `${time} #${e.seq} ${e.type}${task}${where}${detail !== '' ? ` (${detail})` : ''}`
 }
 
 export function summaryLine (s: JobSummary): string {
   const c = s.counts
-  return `job ${s.jobId} ${s.name}: ${s.state}, ${c.done} done, ${c.failed} failed, ${c.cancelled} cancelled of ${s.total}`
+  return `job ${s.jobId} ${s.name} (${s.ownerName ?? s.owner.slice(-8)}): ${s.state}, ${c.done} done, ${c.failed} failed, ${c.cancelled} cancelled of ${s.total}`
 }
 
 /** A progress bar on a terminal; plain lines when stdout is not one (logs, CI). */

@@ -23,6 +23,8 @@ export interface InviteEntry {
   role: Role
   expiresAt: number
   createdAt: number
+  /** The member's name, when the admin gave one (`invite --name`); else the name the joiner gives. */
+  name?: string
 }
 
 interface AccessFile {
@@ -119,9 +121,9 @@ export class AccessList {
     return had
   }
 
-  addInvite (invitePeer: string, role: Role, ttlMs: number, now: number): void {
+  addInvite (invitePeer: string, role: Role, ttlMs: number, now: number, name?: string): void {
     this.reload()
-    this.data.invites[invitePeer] = { role, expiresAt: now + ttlMs, createdAt: now }
+    this.data.invites[invitePeer] = { role, expiresAt: now + ttlMs, createdAt: now, ...(name != null ? { name } : {}) }
     this.save()
   }
 
@@ -135,9 +137,27 @@ export class AccessList {
       this.save()
       throw new MeshfarmError('FORBIDDEN', 'this invite has expired: ask for a new one')
     }
-    this.data.peers[newPeer] = { roles: [invite.role], name, addedAt: now }
+    // An invite creates a member; it never changes one (redeeming with an admin's id must not demote it).
+    if (newPeer === this.self || this.data.peers[newPeer] != null) {
+      this.save()
+      throw new MeshfarmError('FORBIDDEN', `peer ${newPeer.slice(-8)} is already a member of this mesh: an invite only adds new members`)
+    }
+    this.data.peers[newPeer] = { roles: [invite.role], name: invite.name ?? name, addedAt: now }
     this.save()
     return invite.role
+  }
+
+  /** Peer ids of the mesh's members (not invites): whom agents accept connections from. */
+  memberIds (): string[] {
+    this.reload()
+    return [this.self, ...Object.keys(this.data.peers)]
+  }
+
+  /** A member's name, if it has one. */
+  nameOf (peer: string): string | undefined {
+    if (peer === this.self) return 'coordinator'
+    this.reload()
+    return this.data.peers[peer]?.name
   }
 
   list (): Array<{ peerId: string } & PeerEntry> {

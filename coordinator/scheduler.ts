@@ -19,6 +19,8 @@ export interface SchedAgent {
   freeMemoryMb: number
   /** Ids of GPUs not in use, ascending. */
   freeGpus: number[]
+  /** The longest task time limit the agent can honour (an allocation that ends); absent: no limit. */
+  maxTaskMs?: number
 }
 
 export interface SchedTask {
@@ -28,6 +30,8 @@ export interface SchedTask {
   memoryMb: number
   constraints: Record<string, string>
   affinity?: string
+  /** The task's time limit (0 or absent: none). */
+  timeoutMs?: number
 }
 
 export interface Placement { key: number, agentId: string, cores: number, gpuIds: number[], memoryMb: number }
@@ -46,6 +50,7 @@ export function fits (agent: SchedAgent, task: SchedTask): boolean {
   if (agent.freeCores < task.cores) return false
   if (task.memoryMb > 0 && agent.freeMemoryMb < task.memoryMb) return false
   if (agent.freeGpus.length < task.gpus) return false
+  if (agent.maxTaskMs != null && (task.timeoutMs ?? 0) > agent.maxTaskMs) return false
   for (const [k, v] of Object.entries(task.constraints)) if (agent.labels[k] !== v) return false
   return true
 }
@@ -58,7 +63,7 @@ function better (a: SchedAgent, b: SchedAgent, task: SchedTask): boolean {
 
 function shapeKey (t: SchedTask): string {
   const c = Object.keys(t.constraints).sort().map(k => `${k}=${t.constraints[k]}`).join(',')
-  return `${t.cores}/${t.gpus}/${t.memoryMb}/${c}`
+  return `${t.cores}/${t.gpus}/${t.memoryMb}/${t.timeoutMs ?? 0}/${c}`
 }
 
 export function schedule (input: ScheduleInput): ScheduleOutput {
@@ -102,7 +107,7 @@ export function schedule (input: ScheduleInput): ScheduleOutput {
 }
 
 /** A one-line reason when no agent could ever run the task, whatever is free; null when some agent could. */
-export function unschedulableReason (task: SchedTask, agents: Array<{ id: string, labels: Record<string, string>, totalCores: number, totalMemoryMb: number, gpuCount: number }>): string | null {
+export function unschedulableReason (task: SchedTask, agents: Array<{ id: string, labels: Record<string, string>, totalCores: number, totalMemoryMb: number, gpuCount: number, maxTaskMs?: number }>): string | null {
   if (agents.length === 0) return 'no agents on the mesh'
   const labelled = agents.filter(a => Object.entries(task.constraints).every(([k, v]) => a.labels[k] === v))
   if (labelled.length === 0) {
@@ -110,11 +115,19 @@ export function unschedulableReason (task: SchedTask, agents: Array<{ id: string
     return `needs label ${want}, no agent has it`
   }
   const maxGpus = Math.max(...labelled.map(a => a.gpuCount))
-  if (task.gpus > maxGpus) return `needs ${task.gpus} GPUs, the largest agent has ${maxGpus}`
+  if (task.gpus > maxGpus) return `needs ${task.gpus} GPUs; the largest agent has ${maxGpus}`
   const maxCores = Math.max(...labelled.map(a => a.totalCores))
-  if (task.cores > maxCores) return `needs ${task.cores} cores, the largest agent has ${maxCores}`
+  if (task.cores > maxCores) return `needs ${task.cores} cores; the largest agent has ${maxCores}`
   const maxMem = Math.max(...labelled.map(a => a.totalMemoryMb))
-  if (task.memoryMb > maxMem) return `needs ${task.memoryMb} MB of memory, the largest agent has ${maxMem}`
-  const all = labelled.some(a => a.gpuCount >= task.gpus && a.totalCores >= task.cores && a.totalMemoryMb >= task.memoryMb)
+  if (task.memoryMb > maxMem) return `needs ${task.memoryMb} MB of memory; the largest agent has ${maxMem}`
+  const timeout = task.timeoutMs ?? 0
+  const inTime = labelled.filter(a => a.maxTaskMs == null || timeout <= a.maxTaskMs)
+  if (inTime.length === 0) return `needs up to ${formatMs(timeout)}, the longest any agent offers is ${formatMs(Math.max(...labelled.map(a => a.maxTaskMs ?? 0)))}`
+  const all = inTime.some(a => a.gpuCount >= task.gpus && a.totalCores >= task.cores && a.totalMemoryMb >= task.memoryMb)
   return all ? null : 'no single agent has enough cores, memory and GPUs together'
+}
+
+function formatMs (ms: number): string {
+  const s = Math.round(ms / 1000)
+  return `${Math.floor(s / 3600)}:${String(Math.floor(s / 60) % 60).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}`
 }

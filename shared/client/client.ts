@@ -23,6 +23,8 @@ import { runLimited } from '../util/limit.ts'
 import { hashFile } from '../files/hash.ts'
 import { parseJobFile, type ParsedJob, type SpecDefaults, type LocalInput } from './spec.ts'
 import { fetchResults, type FetchOptions, type FetchReport } from './fetch.ts'
+import { followEvents, followLogs } from './streams.ts'
+import type { MeshEvent } from '../protocol/events.ts'
 
 const UPLOAD_CONCURRENCY = 16
 
@@ -77,7 +79,7 @@ export class MeshClient {
   }
 
   /** Hashes the job's files, uploads those the coordinator lacks, then submits; resolves once the job is durable. */
-  async submit (job: ParsedJob, onProgress?: (p: SubmitProgress) => void): Promise<{ jobId: number, total: number }> {
+  async submit (job: ParsedJob, onProgress?: (p: SubmitProgress) => void, opts: { priority?: number, allowUnplaceable?: boolean } = {}): Promise<{ jobId: number, total: number }> {
     const names = new Set<string>()
     for (const t of job.tasks) {
       if (names.has(t.name)) throw new MeshfarmError('SPEC_INVALID', `${job.specFile}: tasks[${t.index}].name: '${t.name}' is used by two tasks`)
@@ -97,7 +99,9 @@ export class MeshClient {
     })
     const header: JobHeader = {
       name: job.name, label: job.label, layout: job.layout, retries: job.retries, shared: job.shared.map(toRef),
-      specText: job.specText, specFile: job.specFile
+      specText: job.specText, specFile: job.specFile,
+      ...(opts.priority != null ? { priority: opts.priority } : {}),
+      ...(opts.allowUnplaceable === true ? { allowUnplaceable: true } : {})
     }
     const tasks: TaskSpec[] = job.tasks.map(t => ({ ...t, inputs: t.inputs.map(toRef) }))
     const ch = await openClientChannel(this.node, this.coordinator)
@@ -206,6 +210,34 @@ export class MeshClient {
       // The stream broke (the coordinator restarted): look again.
       await new Promise(resolve => setTimeout(resolve, 500))
     }
+  }
+
+  /**
+   * Follows the event stream after `after` (0: from the oldest kept), one job's or all, calling onEvents with
+   * each batch in order. Rides out coordinator restarts, resuming after the last event seen: nothing is missed
+   * or repeated. With follow false, resolves once the history is read; else runs until `signal` aborts.
+   */
+  async events (opts: { after?: number, jobId?: number, follow?: boolean, signal?: AbortSignal }, onEvents: (events: MeshEvent[]) => void | Promise<void>): Promise<number> {
+    return await followEvents(this, opts, onEvents)
+  }
+
+  /** A task's stdout or stderr from `offset`; with follow, until the task has ended. Returns the offset reached. */
+  async logs (jobId: number, index: number, opts: { stream?: 'stdout' | 'stderr', offset?: number, follow?: boolean }, onData: (data: Uint8Array) => void): Promise<number> {
+    return await followLogs(this, jobId, index, opts, onData)
+  }
+
+  async why (jobId: number, index?: number): Promise<Array<{ index?: number, name?: string, state: string, reason: string }>> {
+    return (await request(this.node, this.coordinator, { t: 'client.why', jobId, index }, 'reply.why')).reasons
+  }
+
+  /** Holds (release false) or releases a job or one of its tasks; returns how many tasks it concerned. */
+  async hold (jobId: number, index: number | undefined, release: boolean): Promise<number> {
+    return (await request(this.node, this.coordinator, { t: 'client.hold', jobId, index, release }, 'reply.held')).tasks
+  }
+
+  async dashboard (): Promise<{ url: string, code: string, expiresAt: number }> {
+    const r = await request(this.node, this.coordinator, { t: 'client.dashboard' }, 'reply.dashboard')
+    return { url: r.url, code: r.code, expiresAt: r.expiresAt }
   }
 
   async fetch (jobId: number, dest: string, opts: FetchOptions = {}): Promise<FetchReport> {

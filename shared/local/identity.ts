@@ -23,6 +23,12 @@ export async function loadOrCreateIdentity (home: string, file?: string): Promis
   return key
 }
 
+/** Writes a new identity key (refuses to overwrite one). */
+export function writeIdentity (home: string, protobuf: Uint8Array): void {
+  ensurePrivateDir(home)
+  writeFileSync(homePaths(home).identity, protobuf, { mode: 0o600, flag: 'wx' })
+}
+
 /**
  * On the coordinator's own machine, its state folder serves the CLI and an agent too; they cannot use the
  * coordinator's identity (a peer cannot dial itself), so each role has its own key in the same private folder,

@@ -16,6 +16,8 @@ export interface Invite {
   key: Uint8Array
   role: string
   expiresAt: number
+  /** Whether the mesh looks for peers on the LAN (mDNS); a joined workstation keeps the mesh's setting. */
+  mdns: boolean
 }
 
 export function encodeInvite (invite: Invite): string {
@@ -28,7 +30,14 @@ export function decodeInvite (text: string): Invite {
   try {
     const raw = packr.unpack(Buffer.from(trimmed.slice(PREFIX.length), 'base64url')) as Invite & { v: number }
     if (raw.v !== 1 || !(raw.swarmKey instanceof Uint8Array) || !(raw.key instanceof Uint8Array) || typeof raw.coordinator?.peerId !== 'string') throw new Error('fields missing')
-    return { swarmKey: raw.swarmKey, coordinator: { peerId: raw.coordinator.peerId, addrs: (raw.coordinator.addrs ?? []).map(String) }, key: raw.key, role: String(raw.role), expiresAt: Number(raw.expiresAt) }
+    return {
+      swarmKey: raw.swarmKey,
+      coordinator: { peerId: raw.coordinator.peerId, addrs: (raw.coordinator.addrs ?? []).map(String) },
+      key: raw.key,
+      role: String(raw.role),
+      expiresAt: Number(raw.expiresAt),
+      mdns: raw.mdns !== false
+    }
   } catch (err) {
     throw new MeshfarmError('BAD_ARGUMENT', `the invite is damaged (${(err as Error).message}); copy it again in one piece`)
   }

@@ -32,7 +32,7 @@ export function meshExists (home: string): boolean {
 export function loadMeshConfig (home: string, env: NodeJS.ProcessEnv = process.env): MeshConfig {
   const paths = homePaths(home)
   if (!existsSync(paths.swarmKey)) {
-    throw new MeshfarmError('NO_MESH', `no mesh in ${home}: run 'meshfarm init' to create one, or 'meshfarm join INVITE' to join one`)
+    throw new MeshfarmError('NO_MESH', `no mesh in ${home}: run 'meshfarm init' to create one, or 'meshfarm join invite.txt' with an invite from the mesh's admin`)
   }
   assertPrivateFile(paths.swarmKey)
   if (existsSync(paths.identity)) assertPrivateFile(paths.identity)

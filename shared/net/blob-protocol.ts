@@ -15,6 +15,9 @@ import { BLOB_REPLIES, BLOB_REQUESTS, isFiniteInt, isHash } from '../protocol/sc
 import type { BlobStore } from '../files/blob-store.ts'
 import { openChannel } from './rpc.ts'
 
+/** Control frames of the blob protocol are a few hundred bytes: nothing larger is read. */
+const BLOB_FRAME_BYTES = 4096
+
 export interface BlobServeHooks {
   /** May the remote peer read/write blobs? Throw a MeshfarmError to refuse. */
   authorize?: (peer: string, op: 'get' | 'put') => void
@@ -23,7 +26,7 @@ export interface BlobServeHooks {
 
 /** Serves blob.get and blob.put from a store. */
 export async function serveBlobStream (stream: Stream, remotePeer: string, store: BlobStore, hooks: BlobServeHooks = {}): Promise<void> {
-  const ch = new Channel<BlobRequest, BlobReply>(stream, { accept: BLOB_REQUESTS })
+  const ch = new Channel<BlobRequest, BlobReply>(stream, { accept: BLOB_REQUESTS, maxFrameBytes: BLOB_FRAME_BYTES })
   try {
     const req = await ch.expect()
     hooks.authorize?.(remotePeer, req.t === 'blob.get' ? 'get' : 'put')

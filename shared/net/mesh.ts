@@ -59,3 +59,17 @@ export async function createMeshNode (opts: MeshNodeOptions): Promise<MeshNode> 
 
 /** Options for protocol handlers: generous stream limits, since one client may run many transfers at once. */
 export const HANDLER_OPTIONS = { maxInboundStreams: 1024, maxOutboundStreams: 1024 }
+
+/**
+ * Streams one connection may hold open per protocol. Each stream's first frame is small unless its peer may
+ * submit, and must arrive in time, so a hostile member can make a peer hold at most a bounded amount.
+ */
+export const STREAM_LIMITS = {
+  /** One session per agent (two while a new one replaces the old). */
+  agent: { maxInboundStreams: 2, maxOutboundStreams: 2 },
+  /** A client's requests: a submission, a watch, a fetch's pages, logs. */
+  client: { maxInboundStreams: 32, maxOutboundStreams: 32 },
+  /** Concurrent uploads and downloads (a submission uploads 16 at once, a fetch downloads 8). */
+  blob: { maxInboundStreams: 64, maxOutboundStreams: 64 },
+  roster: { maxInboundStreams: 8, maxOutboundStreams: 8 }
+} as const

@@ -9,16 +9,28 @@ import { encodeMessage } from '../protocol/codec.ts'
 export class SerialWriter<Out extends object> {
   private readonly ch: Channel<any, Out>
   private queue: Uint8Array[] = []
+  private queuedBytes = 0
   private pumping = false
   private closed = false
+  private readonly maxQueuedBytes: number
 
-  constructor (ch: Channel<any, Out>) {
+  /** A peer that does not read gets at most `maxQueuedBytes` queued for it; then its stream is closed. */
+  constructor (ch: Channel<any, Out>, maxQueuedBytes = 64 * 1024 * 1024) {
     this.ch = ch
+    this.maxQueuedBytes = maxQueuedBytes
   }
 
   send (msg: Out): void {
     if (this.closed) return
-    this.queue.push(encodeMessage(msg))
+    const frame = encodeMessage(msg)
+    this.queuedBytes += frame.byteLength
+    if (this.queuedBytes > this.maxQueuedBytes) {
+      this.closed = true
+      this.queue = []
+      this.ch.abort(new Error(`the peer is not reading: more than ${this.maxQueuedBytes} bytes queued for it`))
+      return
+    }
+    this.queue.push(frame)
     if (this.pumping) return
     this.pumping = true
     // Nothing leaves before the caller's synchronous work is over: the coordinator sends acks and assignments
@@ -31,6 +43,7 @@ export class SerialWriter<Out extends object> {
       while (this.queue.length > 0 && !this.closed) {
         const frames = this.queue
         this.queue = []
+        this.queuedBytes -= frames.reduce((n, f) => n + f.byteLength, 0)
         await this.ch.writeRaw(frames.length === 1 ? frames[0] : Buffer.concat(frames))
       }
     } catch (err) {

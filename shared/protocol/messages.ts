@@ -27,7 +27,11 @@ const Stream = T.Union([T.Literal('stdout'), T.Literal('stderr')])
 // ---- agent <-> coordinator (PROTOCOL_AGENT, one long-lived stream per agent) ----
 
 export const AGENT_MESSAGES = {
-  'agent.hello': msg('agent.hello', { resources: AgentResources, running: IdList, pending: IdList, draining: T.Boolean(), status: T.Optional(AgentStatus) }),
+  /**
+   * running: attempts it runs or holds; pending: finished, result not yet confirmed; crashed: attempts that were
+   * running when this agent last stopped without warning (it restarted: they died with it).
+   */
+  'agent.hello': msg('agent.hello', { resources: AgentResources, running: IdList, pending: IdList, draining: T.Boolean(), status: T.Optional(AgentStatus), crashed: T.Optional(IdList) }),
   'agent.heartbeat': msg('agent.heartbeat', { running: IdList }),
   'agent.started': msg('agent.started', { attemptIds: IdList }),
   /** Each result is checked on its own (see schema.ts): one malformed result must not hold up the others. */
@@ -76,7 +80,7 @@ export const CLIENT_REQUESTS = {
   'client.results': msg('client.results', { jobId: JobId, ...Page }),
   'client.job': msg('client.job', { jobId: JobId }),
   'client.watch': msg('client.watch', { jobId: JobId }),
-  /** Follows the event stream from after `after` (0: from the start); live until the client closes. */
+  /** Follows the event stream after `after` (0: from the oldest kept; beyond the newest: from now); live until closed. */
   'client.events': msg('client.events', { after: Millis, jobId: T.Optional(JobId), follow: T.Boolean() }),
   'client.logs': msg('client.logs', { jobId: JobId, index: Count, stream: Stream, offset: Millis, follow: T.Boolean() }),
   'client.why': msg('client.why', { jobId: JobId, index: T.Optional(Count) }),
@@ -106,7 +110,8 @@ export const CLIENT_REPLIES = {
   'reply.results': msg('reply.results', { records: Records, next: Millis, more: T.Boolean(), jobState: T.Unsafe<JobState>(T.String()) }),
   'reply.job': msg('reply.job', { job: T.Unsafe<JobHeader>(T.Object({ name: T.String() })), summary: Summary }),
   'reply.progress': msg('reply.progress', { summary: Summary }),
-  'reply.events': msg('reply.events', { events: T.Array(T.Unsafe<MeshEvent>(T.Object({ seq: Millis, time: Millis, type: T.String() })), { maxItems: 10_000 }) }),
+  /** `from`: the sequence number the stream continues after (the first reply says where "now" was). */
+  'reply.events': msg('reply.events', { from: T.Optional(Millis), events: T.Array(T.Unsafe<MeshEvent>(T.Object({ seq: Millis, time: Millis, type: T.String() })), { maxItems: 10_000 }) }),
   'reply.logs': msg('reply.logs', { data: T.Uint8Array(), offset: Millis, eof: T.Boolean(), state: T.Unsafe<import('./data.ts').TaskState>(T.String()) }),
   'reply.why': msg('reply.why', { reasons: T.Array(T.Object({ index: T.Optional(Count), name: T.Optional(T.String()), state: T.String(), reason: T.String() })) }),
   'reply.held': msg('reply.held', { jobId: Id, tasks: Count }),

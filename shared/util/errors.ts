@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'DISK'
   | 'TIMEOUT'
   | 'REMOTE'
+  | 'INTERNAL'
 
 const EXIT_CODES: Record<ErrorCode, number> = {
   SPEC_INVALID: 2,
@@ -32,7 +33,8 @@ const EXIT_CODES: Record<ErrorCode, number> = {
   UNSAFE_PATH: 7,
   HASH_MISMATCH: 7,
   INSECURE_FILE: 7,
-  DISK: 8
+  DISK: 8,
+  INTERNAL: 9
 }
 
 export class MeshfarmError extends Error {

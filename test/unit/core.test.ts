@@ -10,13 +10,15 @@ import { join } from 'node:path'
 import { CoordinatorCore, type CoordinatorComm } from '../../coordinator/core.ts'
 import { Store } from '../../coordinator/store.ts'
 import type { AgentResources, Assignment, AttemptResult, CoordMessage, JobHeader, TaskSpec } from '../../shared/protocol/messages.ts'
+import type { MeshEvent } from '../../shared/protocol/events.ts'
 
 const EMPTY = { name: '.meshfarm/stdout', hash: 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', size: 0 }
 
 class Recorder implements CoordinatorComm {
   sent: Array<{ to: string, msg: CoordMessage }> = []
+  events: MeshEvent[] = []
   send = (to: string, msg: CoordMessage): void => { this.sent.push({ to, msg }) }
-  jobChanged = (): void => {}
+  event = (e: MeshEvent): void => { this.events.push(e) }
   assignments (to?: string): Assignment[] {
     const out = this.sent.filter(s => s.msg.t === 'coord.assign' && (to == null || s.to === to))
       .flatMap(s => (s.msg as Extract<CoordMessage, { t: 'coord.assign' }>).assignments)
@@ -92,40 +94,61 @@ test('tasks spread over agents, one per slot, and each commits once', () => {
   assert.equal(core.results(jobId, 0, 100).records.length, 6)
 })
 
-test('a late result from an attempt given to someone else is refused', () => {
-  const { core, comm } = setup()
+test('an agent cut off past the timeout: its result still counts if the task has not started elsewhere', () => {
+  const { core, comm, store } = setup()
   core.onAgentHello('A', resources('a', 1), [], [], false, [], 0)
   const jobId = core.submit('owner', header(), tasks(1), 0)
   core.schedulePass(0)
   const [a] = comm.take()
-  // A goes silent past the timeout: the task is requeued and given to B.
+  core.onStarted('A', [a.attemptId], 0)
+  // A goes silent past the timeout: the task goes back to the queue, and to B, which has not started it yet.
   assert.deepEqual(core.tick(5000), ['A'])
   core.onAgentHello('B', resources('b', 1), [], [], false, [], 5000)
   core.schedulePass(5000)
   const [b] = comm.take()
   assert.notEqual(a.attemptId, b.attemptId)
-  // A wakes up and reports: refused, and told to stop the stale attempt.
+  // A's link heals and its result arrives first: accepted, and B's copy is stopped.
+  assert.deepEqual(core.onResults('A', [result(a)], 6000).acked, [a.attemptId])
+  assert.ok(comm.sent.some(s => s.to === 'B' && s.msg.t === 'coord.cancel' && (s.msg as { attemptIds: number[] }).attemptIds.includes(b.attemptId)))
+  // B's late result is refused; the task was committed once, with A's result, and no crash counted.
+  assert.deepEqual(core.onResults('B', [result(b)], 6000).refused, [b.attemptId])
+  const [rec] = core.results(jobId, 0, 10).records
+  assert.equal(rec.host, 'a')
+  assert.deepEqual(store.commitCounts(jobId), [1])
+  assert.equal(core.jobSummary(jobId).state, 'done')
+})
+
+test('once the task runs elsewhere, the lost agent\'s late result is refused and its attempt stopped', () => {
+  const { core, comm, store } = setup()
+  core.onAgentHello('A', resources('a', 1), [], [], false, [], 0)
+  const jobId = core.submit('owner', header(), tasks(1), 0)
+  core.schedulePass(0)
+  const [a] = comm.take()
+  core.tick(5000)
+  core.onAgentHello('B', resources('b', 1), [], [], false, [], 5000)
+  core.schedulePass(5000)
+  const [b] = comm.take()
+  core.onStarted('B', [b.attemptId], 5000)
   const late = core.onResults('A', [result(a)], 6000)
   assert.deepEqual(late.refused, [a.attemptId])
   core.onHeartbeat('A', [a.attemptId], 6000)
   assert.ok(comm.sent.some(s => s.to === 'A' && s.msg.t === 'coord.cancel'))
   core.onResults('B', [result(b)], 6000)
-  const s = core.jobSummary(jobId)
-  assert.equal(s.counts.done, 1)
-  assert.equal(s.state, 'done')
   const [rec] = core.results(jobId, 0, 10).records
   assert.equal(rec.host, 'b')
   assert.equal(rec.attempts, 2)
+  assert.deepEqual(store.commitCounts(jobId), [1])
 })
 
-test('a task that loses every agent it touches fails at the crash limit', () => {
+test('a task that loses every agent it touches while running fails at the crash limit', () => {
   const { core, comm } = setup({ crashLimit: 2 })
   const jobId = core.submit('owner', header(), tasks(1), 0)
   let now = 0
   for (let i = 0; i < 2; i++) {
     core.onAgentHello(`A${i}`, resources('a', 1), [], [], false, [], now)
     core.schedulePass(now)
-    assert.equal(comm.take().length, 1)
+    const [a] = comm.take()
+    core.onStarted(`A${i}`, [a.attemptId], now)
     now += 5000
     core.tick(now)
   }
@@ -133,6 +156,20 @@ test('a task that loses every agent it touches fails at the crash limit', () => 
   assert.equal(s.counts.failed, 1)
   const [rec] = core.results(jobId, 0, 10).records
   assert.equal(rec.failure?.kind, 'crash-limit')
+})
+
+test('attempts that never started do not count as crashes when their agents go', () => {
+  const { core, comm } = setup({ crashLimit: 2 })
+  const jobId = core.submit('owner', header(), tasks(1), 0)
+  let now = 0
+  for (let i = 0; i < 4; i++) {
+    core.onAgentHello(`A${i}`, resources('a', 1), [], [], false, [], now)
+    core.schedulePass(now)
+    assert.equal(comm.take().length, 1)
+    now += 5000
+    core.tick(now)
+  }
+  assert.equal(core.jobSummary(jobId).counts.queued, 1)
 })
 
 test('non-zero exits are retried only when the job asks', () => {
@@ -157,8 +194,8 @@ test('cancel drops queued tasks, stops running ones and needs the owner or admin
   const jobId = core.submit('owner', header(), tasks(3), 0)
   core.schedulePass(0)
   const [running] = comm.take()
-  assert.throws(() => core.cancelJob(jobId, 'someone-else', false), /admin/)
-  assert.equal(core.cancelJob(jobId, 'owner', false), 3)
+  assert.throws(() => core.cancelJob(jobId, 'someone-else', false, 0), /admin/)
+  assert.equal(core.cancelJob(jobId, 'owner', false, 0), 3)
   const stop = comm.sent.find(s => s.msg.t === 'coord.cancel')
   assert.deepEqual((stop?.msg as { attemptIds: number[] }).attemptIds, [running.attemptId])
   assert.equal(core.jobSummary(jobId).state, 'cancelled')
@@ -203,12 +240,20 @@ test('GPU tasks only land where GPUs are free, with distinct ids', () => {
   const { core, comm } = setup()
   core.onAgentHello('G', resources('g', 4, 2), [], [], false, [], 0)
   core.onAgentHello('C', resources('c', 4, 0), [], [], false, [], 0)
-  core.submit('owner', header(), tasks(3, { gpus: 1 }), 0)
+  const jobId = core.submit('owner', header(), tasks(3, { gpus: 1 }), 0)
   core.schedulePass(0)
   const placed = comm.take()
   assert.equal(placed.length, 2, 'only two GPUs exist')
   assert.deepEqual(placed.map(p => p.gpuIds[0]).sort(), [0, 1])
-  assert.equal(comm.sent.length, 0)
+  assert.ok(placed.every(p => comm.sent.length === 0 && p.gpuIds.length === 1))
+  // While both GPUs are busy, the third task waits, though the CPU agent has room.
+  assert.equal(core.schedulePass(0), 0)
+  assert.equal(core.jobSummary(jobId).counts.queued, 1)
+  // The task on GPU 1 finishes: the third gets exactly that GPU.
+  const onOne = placed.find(p => p.gpuIds[0] === 1)!
+  core.onResults('G', [result(onOne)], 0)
+  assert.equal(core.schedulePass(0), 1)
+  assert.deepEqual(comm.take().map(p => p.gpuIds), [[1]])
 })
 
 test('a requeued task is placed once, even with room for it twice', () => {
@@ -224,4 +269,19 @@ test('a requeued task is placed once, even with room for it twice', () => {
   core.schedulePass(5000)
   assert.equal(comm.take().length, 1)
   assert.equal(core.tasks(jobId, 0, 1).tasks[0].attempts, 2)
+})
+
+test('an agent that restarts reports the attempts that died with it: those count as crashes, the others do not', () => {
+  const { core, comm } = setup({ crashLimit: 3 })
+  core.onAgentHello('A', resources('a', 2), [], [], false, [], 0)
+  const jobId = core.submit('owner', header(), tasks(2), 0)
+  core.schedulePass(0)
+  const [ran, staged] = comm.take()
+  // A dies and comes back: its record says the first task was running; the second never started.
+  core.onAgentHello('A', resources('a', 2), [], [], false, [], 10, undefined, [ran.attemptId])
+  const s = core.jobSummary(jobId)
+  assert.equal(s.counts.queued, 2)
+  const crashes = core.state.jobs.get(jobId)!.tasks!
+  assert.equal(crashes.counts(ran.index).crashes, 1)
+  assert.equal(crashes.counts(staged.index).crashes, 0)
 })

@@ -195,11 +195,11 @@ test('maxScan bounds how much of the queue one pass looks at', () => {
 test('unschedulableReason says why no agent could ever run a task', () => {
   const mesh: Parameters<typeof unschedulableReason>[1] = [{ id: 'a', labels: { os: 'linux' }, totalCores: 8, totalMemoryMb: 1000, gpuCount: 0 }, { id: 'b', labels: {}, totalCores: 2, totalMemoryMb: 64000, gpuCount: 2 }]
   assert.match(unschedulableReason(task(0), [])!, /no agents/)
-  assert.match(unschedulableReason(task(0, { gpus: 4 }), mesh)!, /needs 4 GPUs, the largest agent has 2/)
-  assert.match(unschedulableReason(task(0, { cores: 16 }), mesh)!, /needs 16 cores, the largest agent has 8/)
+  assert.match(unschedulableReason(task(0, { gpus: 4 }), mesh)!, /needs 4 GPUs; the largest agent has 2/)
+  assert.match(unschedulableReason(task(0, { cores: 16 }), mesh)!, /needs 16 cores; the largest agent has 8/)
   assert.match(unschedulableReason(task(0, { memoryMb: 100000 }), mesh)!, /needs 100000 MB/)
   assert.match(unschedulableReason(task(0, { cores: 8, gpus: 1 }), mesh)!, /no single agent has enough/)
-  assert.match(unschedulableReason(task(0, { cores: 4, constraints: { os: 'linux' }, memoryMb: 2000 }), mesh)!, /needs 2000 MB of memory, the largest agent has 1000/)
+  assert.match(unschedulableReason(task(0, { cores: 4, constraints: { os: 'linux' }, memoryMb: 2000 }), mesh)!, /needs 2000 MB of memory; the largest agent has 1000/)
   assert.equal(unschedulableReason(task(0, { cores: 8, memoryMb: 500 }), mesh), null)
 })
 

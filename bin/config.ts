@@ -1,0 +1,118 @@
+/**
+ * Configuration, compiled once per process: flags > environment > files > defaults become one frozen,
+ * validated object (durations in ms, sizes in bytes or MB as named). A bad value is one line naming the flag or
+ * variable it came from, and exit code 2, before anything starts. Everything downstream takes these objects,
+ * never `process.env` or raw flag strings.
+ */
+import { MeshfarmError } from '../shared/util/errors.ts'
+import { parseDuration, parseSizeMb, parseWholeNumber } from '../shared/util/units.ts'
+import type { SpecDefaults } from '../shared/client/spec.ts'
+import type { ResultLayout } from '../shared/protocol/data.ts'
+
+/** Every default, in one place. */
+export const DEFAULTS = Object.freeze({
+  coordinatorListen: ['/ip4/0.0.0.0/tcp/7341'],
+  agentListen: ['/ip4/0.0.0.0/tcp/0'],
+  heartbeatMs: 2000,
+  agentLostMs: 15_000,
+  crashLimit: 3,
+  prefetch: 1,
+  inviteTtlMs: 3_600_000,
+  discoveryMs: 10_000
+})
+
+export type Env = Readonly<Record<string, string | undefined>>
+
+export interface CoordinatorFlags { listen: string[], agentLost?: string, heartbeat?: string, crashLimit?: string, prefetch?: string }
+
+export interface CoordinatorSettings {
+  readonly listen: readonly string[]
+  readonly heartbeatMs: number
+  readonly agentLostMs: number
+  readonly crashLimit: number
+  readonly prefetch: number
+  readonly debug: boolean
+}
+
+export function compileCoordinator (f: CoordinatorFlags, env: Env): CoordinatorSettings {
+  const heartbeatMs = f.heartbeat != null ? parseDuration(f.heartbeat, '--heartbeat') : DEFAULTS.heartbeatMs
+  const agentLostMs = f.agentLost != null ? parseDuration(f.agentLost, '--agent-lost') : DEFAULTS.agentLostMs
+  if (heartbeatMs < 100) throw bad('--heartbeat: must be at least 100ms')
+  if (agentLostMs <= heartbeatMs) throw bad(`--agent-lost: must be longer than the heartbeat (${heartbeatMs} ms), got ${agentLostMs} ms`)
+  return Object.freeze({
+    listen: Object.freeze(f.listen.length > 0 ? checkAddrs(f.listen, '--listen') : [...DEFAULTS.coordinatorListen]),
+    heartbeatMs,
+    agentLostMs,
+    crashLimit: f.crashLimit != null ? parseWholeNumber(f.crashLimit, '--crash-limit', 1, 100) : DEFAULTS.crashLimit,
+    prefetch: f.prefetch != null ? parseWholeNumber(f.prefetch, '--prefetch', 0, 64) : DEFAULTS.prefetch,
+    debug: env.MESHFARM_LOG === 'debug'
+  })
+}
+
+export interface SubmitFlags {
+  cores?: string
+  gpus?: string
+  memory?: string
+  timeout?: string
+  retries?: string
+  name?: string
+  layout?: string
+  priority?: string
+  allowUnplaceable?: boolean
+}
+
+/** What `submit` asks of the job as a whole, beside its file. */
+export interface JobOptions { priority?: number, allowUnplaceable?: boolean }
+
+/** Flags of `submit` that override the job file, checked like the file's own fields. */
+export function compileSubmitOverrides (f: SubmitFlags): { spec: Readonly<SpecDefaults>, job: Readonly<JobOptions> } {
+  const d: SpecDefaults = {}
+  const job: JobOptions = {}
+  if (f.cores != null) d.cores = parseWholeNumber(f.cores, '--cores', 1, 4096)
+  if (f.gpus != null) d.gpus = parseWholeNumber(f.gpus, '--gpus', 0, 64)
+  if (f.memory != null) d.memoryMb = parseSizeMb(f.memory, '--memory')
+  if (f.timeout != null) d.timeoutMs = parseDuration(f.timeout, '--timeout')
+  if (f.retries != null) d.retries = parseWholeNumber(f.retries, '--retries', 0, 100)
+  if (f.name != null) {
+    if (f.name.trim() === '' || f.name.length > 200 || f.name.includes('/')) throw bad(`--name: must be a name of 1 to 200 characters without '/', got ${JSON.stringify(f.name)}`)
+    d.name = f.name
+  }
+  if (f.layout != null) d.layout = checkLayout(f.layout)
+  if (f.priority != null) job.priority = parseWholeNumber(f.priority, '--priority', -1000, 1000)
+  if (f.allowUnplaceable === true) job.allowUnplaceable = true
+  return { spec: Object.freeze(d), job: Object.freeze(job) }
+}
+
+function checkLayout (v: string): ResultLayout {
+  if (v === 'per-task' || v === 'flat' || v === 'ictasks') return v
+  throw bad(`--layout: must be per-task, flat or ictasks, got ${JSON.stringify(v)}`)
+}
+
+/** The client's settings: how long to look for the coordinator. */
+export function compileClient (env: Env): { readonly discoveryMs: number } {
+  const raw = env.MESHFARM_DISCOVERY_MS
+  return Object.freeze({ discoveryMs: raw != null ? parseWholeNumber(raw, 'MESHFARM_DISCOVERY_MS', 100, 3_600_000) : DEFAULTS.discoveryMs })
+}
+
+/** A job id argument. */
+export function jobIdArg (v: string): number {
+  return parseWholeNumber(v, 'JOB', 1, Number.MAX_SAFE_INTEGER)
+}
+
+/** A task index argument (the number after the job id, or JOB.INDEX as status prints it). */
+export function taskArg (job: string, task?: string): { jobId: number, index?: number } {
+  const dotted = /^(\d+)\.(\d+)$/.exec(job)
+  if (dotted != null && task == null) return { jobId: jobIdArg(dotted[1]), index: parseWholeNumber(dotted[2], 'TASK', 0, 2 ** 31 - 1) }
+  return { jobId: jobIdArg(job), ...(task != null ? { index: parseWholeNumber(task, 'TASK', 0, 2 ** 31 - 1) } : {}) }
+}
+
+export function checkAddrs (addrs: string[], flag: string): string[] {
+  for (const a of addrs) {
+    if (!/^\/(ip4|ip6|dns4|dns6|dns)\/[^/]+\/tcp\/\d{1,5}(\/.*)?$/.test(a)) throw bad(`${flag}: not a multiaddr like /ip4/0.0.0.0/tcp/7341, got ${JSON.stringify(a)}`)
+  }
+  return addrs
+}
+
+function bad (message: string): MeshfarmError {
+  return new MeshfarmError('BAD_ARGUMENT', message)
+}

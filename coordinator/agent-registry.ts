@@ -1,0 +1,109 @@
+/**
+ * The agents the coordinator knows: what each offers, whether its session is up, when it was last heard from,
+ * which attempts it holds, and what it says about its owner and its backend. Pure bookkeeping: no I/O, no clock
+ * (callers pass `now`).
+ */
+import type { AgentResources, AgentStatus } from '../shared/protocol/data.ts'
+import { MeshfarmError } from '../shared/util/errors.ts'
+import type { SchedAgent } from './scheduler.ts'
+
+export interface AgentRuntime {
+  id: string
+  resources: AgentResources
+  addrs: string[]
+  /** up: takes tasks; draining: finishes what it has; lost: silent past the timeout; left: drained and gone. */
+  state: 'up' | 'draining' | 'lost' | 'left'
+  connected: boolean
+  lastSeen: number
+  attempts: Set<number>
+  status?: AgentStatus
+  /** Recent task run time on this agent (moving average, ms); null until a task has finished there. */
+  recentTaskMs: number | null
+}
+
+const NO_RESOURCES: AgentResources = { hostname: '?', os: '', cores: 1, physicalCores: 0, memoryMb: 0, slots: 1, gpus: [], labels: {}, runsAsRoot: false }
+
+/**
+ * How many tasks per slot an agent holds (running plus queued at the agent). Short tasks need a deeper queue,
+ * or the agent idles while its results and the next assignments cross the network; long tasks keep it shallow,
+ * so the queue stays here where any agent that frees up can take it.
+ */
+export function queueDepth (recentTaskMs: number | null, prefetch: number): number {
+  if (recentTaskMs == null || recentTaskMs >= 1000) return 1 + prefetch
+  if (recentTaskMs >= 100) return Math.max(1 + prefetch, 3)
+  return Math.max(1 + prefetch, 8)
+}
+
+export class AgentRegistry {
+  private readonly agents = new Map<string, AgentRuntime>()
+
+  get (id: string): AgentRuntime | undefined {
+    return this.agents.get(id)
+  }
+
+  all (): IterableIterator<AgentRuntime> {
+    return this.agents.values()
+  }
+
+  /** The agent with this id, created as a placeholder (not connected, no resources yet) when unknown. */
+  ensure (id: string, host: string, now: number): AgentRuntime {
+    let agent = this.agents.get(id)
+    if (agent == null) {
+      agent = { id, resources: { ...NO_RESOURCES, hostname: host }, addrs: [], state: 'up', connected: false, lastSeen: now, attempts: new Set(), recentTaskMs: null }
+      this.agents.set(id, agent)
+    }
+    return agent
+  }
+
+  /** Agents connected and taking tasks. */
+  * accepting (): Generator<AgentRuntime> {
+    for (const a of this.agents.values()) if (a.connected && a.state === 'up') yield a
+  }
+
+  /** Agents silent for longer than `lostMs` and not yet declared lost. */
+  silent (now: number, lostMs: number): AgentRuntime[] {
+    return [...this.agents.values()].filter(a => (a.state === 'up' || a.state === 'draining') && now - a.lastSeen > lostMs)
+  }
+
+  /** Finds an agent by peer id, a unique prefix of it, or its host name. */
+  find (query: string): AgentRuntime {
+    const exact = this.agents.get(query)
+    if (exact != null) return exact
+    const matches = [...this.agents.values()].filter(a => a.id.startsWith(query) || a.resources.hostname === query)
+    if (matches.length === 1) return matches[0]
+    if (matches.length === 0) throw new MeshfarmError('NOT_FOUND', `no agent ${query} on this mesh`)
+    throw new MeshfarmError('BAD_ARGUMENT', `${query} matches ${matches.length} agents: give more of the peer id`)
+  }
+
+  /** Forgets agents that left or were lost and hold nothing, so the registry does not grow without bound. */
+  forgetGone (): void {
+    for (const [id, a] of this.agents) if ((a.state === 'left' || a.state === 'lost') && a.attempts.size === 0 && !a.connected) this.agents.delete(id)
+  }
+}
+
+/** What the scheduler sees of an agent: its free capacity, given what its attempts hold. */
+export function schedView (agent: AgentRuntime, held: Iterable<{ cores: number, memoryMb: number, gpuIds: number[] }>, prefetch: number): SchedAgent {
+  const r = agent.resources
+  const depth = queueDepth(agent.recentTaskMs, prefetch)
+  let cores = r.cores * depth
+  let memory = r.memoryMb * depth
+  let count = 0
+  const gpus = new Set(r.gpus.map(g => g.index))
+  for (const a of held) {
+    count++
+    cores -= a.cores
+    memory -= a.memoryMb
+    for (const g of a.gpuIds) gpus.delete(g)
+  }
+  return {
+    id: agent.id,
+    hostname: r.hostname,
+    labels: r.labels,
+    accepting: true,
+    freeSlots: r.slots * depth - count,
+    freeCores: cores,
+    freeMemoryMb: memory,
+    freeGpus: [...gpus].sort((x, y) => x - y),
+    maxTaskMs: r.maxTaskMs
+  }
+}

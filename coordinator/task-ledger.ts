@@ -1,0 +1,325 @@
+/**
+ * Every change to a task's state, its counters and its attempts, in one place: each goes through the
+ * transition table (task-states.ts), is written to the store and announced on the event stream. The core's
+ * handlers (core.ts) decide WHICH change a message means; this module says what that change does.
+ *
+ * What counts against a task: `retry` uses one of the job's retries (the task exited non-zero, timed out, ran
+ * out of memory); a crash is an attempt that died with its agent WHILE RUNNING (the agent came back without it,
+ * or never came back before the task started elsewhere); vacates and preemptions never count, and neither do
+ * staging problems, coordinator restarts, drains or agent stops.
+ */
+import type { AttemptResult, Failure, TaskRecord, TaskState } from '../shared/protocol/data.ts'
+import { TERMINAL_STATES, taskId } from '../shared/protocol/data.ts'
+import type { MeshEvent } from '../shared/protocol/events.ts'
+import { MeshfarmError } from '../shared/util/errors.ts'
+import type { Store } from './store.ts'
+import type { JobRuntime } from './job-table.ts'
+import { transition, IN_FLIGHT, type TaskEvent } from './task-states.ts'
+import { attemptsOf, displayName, removeAttempt, type Attempt, type CoreOptions, type CoreState } from './core-state.ts'
+import type { CoordinatorComm } from './core.ts'
+
+type Requeue = Extract<TaskEvent, 'retry' | 'vacate' | 'preempt' | 'lose'>
+
+export class TaskLedger {
+  private readonly store: Store
+  private readonly comm: CoordinatorComm
+  private readonly opts: CoreOptions
+  private readonly state: () => CoreState
+
+  constructor (store: Store, comm: CoordinatorComm, opts: CoreOptions, state: () => CoreState) {
+    this.store = store
+    this.comm = comm
+    this.opts = opts
+    this.state = state
+  }
+
+  private get s (): CoreState { return this.state() }
+
+  emit (e: Omit<MeshEvent, 'seq'>): void {
+    this.comm.event(this.store.appendEvent(e))
+  }
+
+  name (peerId: string): string {
+    return displayName(this.opts, peerId)
+  }
+
+  // ---- the one way a task's state changes ----
+
+  /** Applies `event` to a non-terminal task and writes its new state with its counters. */
+  private apply (job: JobRuntime, index: number, event: TaskEvent): TaskState {
+    const t = job.tasks!
+    const from = t.state(index)
+    const to = transition(from, event)
+    job.counts[from]--
+    job.counts[to]++
+    t.setState(index, to)
+    if (!TERMINAL_STATES.has(to)) this.store.setTaskState(job.id, index, to, t.counts(index))
+    return to
+  }
+
+  /** Back to the front of the queue; a task already waiting there (its agent was lost) just keeps its counters. */
+  requeue (job: JobRuntime, index: number, event: Requeue, why: string, now: number): void {
+    const t = job.tasks!
+    if (!IN_FLIGHT.has(t.state(index))) {
+      this.store.setTaskState(job.id, index, t.state(index), t.counts(index))
+      return
+    }
+    this.apply(job, index, event)
+    t.enqueue(index, 'front')
+    this.emit({ time: now, type: event === 'vacate' || event === 'preempt' ? 'task.vacated' : 'task.requeued', jobId: job.id, index, data: { why, kind: event } })
+  }
+
+  placed (job: JobRuntime, index: number): void {
+    job.tasks!.bump(index, 'attempts')
+    this.apply(job, index, 'place')
+  }
+
+  started (a: Attempt, now: number): void {
+    const job = this.activeJob(a)
+    a.running = true
+    this.store.setAttemptFlags(a.id, true, a.orphan)
+    if (job == null) return
+    if (job.tasks!.state(a.index) === 'staging') this.apply(job, a.index, 'start')
+    this.emit({ time: now, type: 'task.started', jobId: a.jobId, index: a.index, agent: a.agent, host: a.host })
+    this.fenceOthers(a, now)
+  }
+
+  suspendOrContinue (a: Attempt, event: 'suspend' | 'continue', now: number): void {
+    const job = this.activeJob(a)
+    if (job == null) return
+    const state = job.tasks!.state(a.index)
+    if ((event === 'suspend' && state !== 'running') || (event === 'continue' && state !== 'suspended')) return
+    this.apply(job, a.index, event)
+    this.emit({ time: now, type: event === 'suspend' ? 'task.suspended' : 'task.continued', jobId: a.jobId, index: a.index, agent: a.agent, host: a.host })
+  }
+
+  vacated (a: Attempt, kind: 'vacate' | 'preempt', reason: string, now: number): void {
+    this.endAttempt(a)
+    const job = this.activeJob(a)
+    if (job == null || this.othersActive(a)) return
+    job.tasks!.bump(a.index, 'vacates')
+    this.requeue(job, a.index, kind, reason, now)
+  }
+
+  /** An attempt's result: commit it, retry the task, or fail it. */
+  finished (a: Attempt, r: AttemptResult, now: number): void {
+    this.endAttempt(a)
+    const job = this.activeJob(a)
+    if (job == null) return
+    const t = job.tasks!
+    const i = a.index
+    if (r.state === 'done') {
+      this.commit(job, i, 'done', now, a, r)
+      return
+    }
+    // Another attempt of this task is out (this one belonged to an agent thought lost): that one decides.
+    if (this.othersActive(a)) return
+    const failure: Failure = r.failure ?? { kind: 'internal', message: 'attempt ended without a result', retryable: false }
+    if (r.state === 'cancelled' || failure.kind === 'cancelled') {
+      // The agent stopped the task by itself (it was stopping); not the task's fault.
+      t.bump(i, 'vacates')
+      this.requeue(job, i, 'vacate', failure.message, now)
+      return
+    }
+    if (failure.kind === 'preempted') {
+      t.bump(i, 'vacates')
+      this.requeue(job, i, 'preempt', failure.message, now)
+      return
+    }
+    if (failure.kind === 'staging') {
+      if (t.bump(i, 'stagingFails') >= this.opts.crashLimit) this.commit(job, i, 'failed', now, a, r, { ...failure, message: `inputs could not be staged ${t.counts(i).stagingFails} times (last: ${failure.message})` })
+      else this.requeue(job, i, 'retry', failure.message, now)
+      return
+    }
+    if (failure.kind === 'node-fail' || failure.kind === 'agent-lost') {
+      this.crashed(job, i, failure.message, now, a, r)
+      return
+    }
+    if (failure.retryable && t.counts(i).retriesUsed < job.header.retries) {
+      t.bump(i, 'retriesUsed')
+      this.requeue(job, i, 'retry', failure.message, now)
+      return
+    }
+    this.commit(job, i, 'failed', now, a, r, failure)
+  }
+
+  /** A crash of a running attempt: counted, and the task fails at the crash limit, else goes back to the queue. */
+  private crashed (job: JobRuntime, i: number, why: string, now: number, a?: Attempt, r?: AttemptResult): void {
+    const crashes = job.tasks!.bump(i, 'crashes')
+    if (crashes >= this.opts.crashLimit) {
+      this.commit(job, i, 'failed', now, a, r, { kind: 'crash-limit', message: `gave up after ${crashes} attempts died with their agent (last: ${why})`, retryable: false })
+    } else {
+      this.requeue(job, i, 'lose', why, now)
+    }
+  }
+
+  // ---- attempts of agents that went away ----
+
+  /** The agent went silent: its attempt stays valid until the task starts elsewhere; the task is queued again. */
+  orphan (a: Attempt, why: string, now: number): void {
+    a.orphan = true
+    this.store.setAttemptFlags(a.id, a.running, true)
+    const job = this.activeJob(a)
+    if (job == null || this.othersActive(a) || !IN_FLIGHT.has(job.tasks!.state(a.index))) return
+    // A running attempt may have died with its agent: if one more crash would reach the limit, give up now
+    // rather than start the task on yet another agent.
+    if (a.running && job.tasks!.counts(a.index).crashes + 1 >= this.opts.crashLimit) {
+      this.endAttempt(a)
+      this.crashed(job, a.index, why, now, a)
+      return
+    }
+    this.requeue(job, a.index, 'lose', why, now)
+  }
+
+  /** An orphan's agent came back still holding it: the task is its own again; unstarted copies elsewhere go. */
+  reclaim (a: Attempt, running: boolean, now: number): void {
+    a.orphan = false
+    if (running) a.running = true
+    this.store.setAttemptFlags(a.id, a.running, false)
+    const job = this.activeJob(a)
+    if (job == null) return
+    for (const other of attemptsOf(this.s, a.jobId, a.index)) if (other.id !== a.id) this.cancelAttempt(other, 'the task\'s first agent came back with it')
+    if (job.tasks!.state(a.index) === 'queued') this.apply(job, a.index, 'reclaim')
+    this.emit({ time: now, type: 'task.started', jobId: a.jobId, index: a.index, agent: a.agent, host: a.host, data: { reclaimed: true } })
+  }
+
+  /** The agent came back without this attempt (it restarted): gone for good; a crash if it was running. */
+  attemptGone (a: Attempt, why: string, now: number): void {
+    this.endAttempt(a)
+    const job = this.activeJob(a)
+    if (job == null) return
+    if (a.running) {
+      this.crashed(job, a.index, why, now)
+      return
+    }
+    if (!this.othersActive(a)) this.requeue(job, a.index, 'lose', why, now)
+  }
+
+  /** The task runs now on `a`: other attempts of it are stale. One whose agent is still lost died with it. */
+  private fenceOthers (a: Attempt, now: number): void {
+    for (const other of attemptsOf(this.s, a.jobId, a.index)) {
+      if (other.id === a.id) continue
+      const job = this.activeJob(other)
+      const agent = this.s.agents.get(other.agent)
+      this.cancelAttempt(other, 'the task started on another agent')
+      if (job != null && other.running && agent?.connected !== true) {
+        job.tasks!.bump(other.index, 'crashes')
+        this.store.setTaskState(job.id, other.index, job.tasks!.state(other.index), job.tasks!.counts(other.index))
+      }
+    }
+    void now
+  }
+
+  private cancelAttempt (a: Attempt, reason: string): void {
+    this.endAttempt(a)
+    if (this.s.agents.get(a.agent)?.connected === true) this.comm.send(a.agent, { t: 'coord.cancel', attemptIds: [a.id], reason })
+  }
+
+  /** Whether another attempt of a's task is out on an agent that is still with us (not an orphan). */
+  private othersActive (a: Attempt): boolean {
+    return attemptsOf(this.s, a.jobId, a.index).some(o => o.id !== a.id && !o.orphan)
+  }
+
+  private endAttempt (a: Attempt): void {
+    if (!this.s.attempts.has(a.id)) return
+    removeAttempt(this.s, a)
+    this.store.endAttempt(a.id)
+  }
+
+  /** The attempt's job, if it is still active and the task not yet ended. */
+  private activeJob (a: Attempt): JobRuntime | null {
+    const job = this.s.jobs.get(a.jobId)
+    if (job?.tasks == null || TERMINAL_STATES.has(job.tasks.state(a.index))) return null
+    return job
+  }
+
+  // ---- ends ----
+
+  commit (job: JobRuntime, index: number, state: 'done' | 'failed' | 'cancelled', now: number, a?: Attempt, r?: AttemptResult, failure?: Failure): void {
+    const t = job.tasks!
+    const spec = this.store.taskSpec(job.id, index)
+    const counters = t.counts(index)
+    const record: TaskRecord = {
+      jobId: job.id,
+      index,
+      id: taskId(job.id, index),
+      name: spec.name,
+      commands: spec.commands,
+      params: spec.params,
+      state,
+      host: a?.host ?? null,
+      peerId: a?.agent ?? null,
+      resources: { cores: a?.cores ?? spec.cores, gpus: a?.gpuIds ?? [], memoryMb: a?.memoryMb ?? spec.memoryMb },
+      start: r != null ? new Date(r.startedAt).toISOString() : null,
+      end: r != null ? new Date(r.endedAt).toISOString() : null,
+      durationMs: r != null ? r.endedAt - r.startedAt : null,
+      exitCode: r?.exitCode ?? null,
+      signal: r?.signal ?? null,
+      attempts: counters.attempts,
+      failure: failure ?? r?.failure,
+      stdout: r?.stdout != null ? stripData(r.stdout) : undefined,
+      stderr: r?.stderr != null ? stripData(r.stderr) : undefined,
+      outputs: (r?.outputs ?? []).map(stripData),
+      owner: this.name(job.owner),
+      ...(r?.missingOutputs != null && r.missingOutputs.length > 0 ? { missingOutputs: r.missingOutputs } : {}),
+      ...(r?.peakMemoryBytes != null ? { peakMemoryBytes: r.peakMemoryBytes } : {}),
+      ...(r?.suspensions != null && r.suspensions.length > 0 ? { suspensions: r.suspensions } : {}),
+      ...(counters.vacates > 0 ? { vacates: counters.vacates } : {}),
+      ...(r?.backend != null ? { backend: r.backend } : {})
+    }
+    this.apply(job, index, state === 'done' ? 'finish' : state === 'failed' ? 'fail' : 'cancel')
+    this.store.commitTask(record, counters)
+    for (const other of attemptsOf(this.s, job.id, index)) this.cancelAttempt(other, state === 'cancelled' ? 'job cancelled' : 'the task ended')
+    const type = state === 'done' ? 'task.finished' : state === 'failed' ? 'task.failed' : 'task.cancelled'
+    this.emit({
+      time: now, type, jobId: job.id, index, agent: a?.agent, host: a?.host,
+      data: { exitCode: record.exitCode, ...(record.failure != null ? { kind: record.failure.kind, message: record.failure.message.slice(0, 200) } : {}), durationMs: record.durationMs }
+    })
+    this.maybeFinishJob(job, now)
+  }
+
+  private maybeFinishJob (job: JobRuntime, now: number): void {
+    const c = job.counts
+    if (c.queued + c.held + c.staging + c.running + c.suspended > 0) return
+    job.state = job.cancelRequested ? 'cancelled' : c.failed > 0 ? 'failed' : 'done'
+    this.store.setJobState(job.id, job.state)
+    delete job.tasks
+    this.emit({ time: now, type: 'job.done', jobId: job.id, data: { state: job.state, done: c.done, failed: c.failed, cancelled: c.cancelled } })
+  }
+
+  cancelJob (job: JobRuntime, now: number): number {
+    if (job.tasks == null) return 0
+    job.cancelRequested = true
+    let count = 0
+    const cancelled: Failure = { kind: 'cancelled', message: 'cancelled by the user', retryable: false }
+    for (let i = 0; i < job.total && job.tasks != null; i++) {
+      if (TERMINAL_STATES.has(job.tasks.state(i))) continue
+      count++
+      this.commit(job, i, 'cancelled', now, undefined, undefined, cancelled)
+    }
+    return count
+  }
+
+  hold (job: JobRuntime, index: number | undefined, release: boolean, now: number): number {
+    const t = job.tasks
+    if (t == null) throw new MeshfarmError('BAD_ARGUMENT', `job ${job.id} has ended: nothing to ${release ? 'release' : 'hold'}`)
+    if (index == null) {
+      job.held = !release
+      this.store.setJobHeld(job.id, job.held)
+      this.emit({ time: now, type: release ? 'job.released' : 'job.held', jobId: job.id })
+      return job.counts.queued + job.counts.held
+    }
+    if (index >= job.total) throw new MeshfarmError('NOT_FOUND', `job ${job.id} has no task ${index}`)
+    const state = t.state(index)
+    if (release ? state !== 'held' : state !== 'queued') return 0
+    this.apply(job, index, release ? 'release' : 'hold')
+    if (release) t.enqueue(index, 'front')
+    this.emit({ time: now, type: release ? 'job.released' : 'job.held', jobId: job.id, index })
+    return 1
+  }
+}
+
+function stripData<T extends { data?: Uint8Array }> (ref: T): Omit<T, 'data'> {
+  const { data: _data, ...rest } = ref
+  return rest
+}

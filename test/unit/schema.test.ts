@@ -1,0 +1,157 @@
+/**
+ * One schema per message: every message type of every protocol has a valid example here (the test fails when a
+ * type is added without one), is accepted as is, and is refused with one line naming the message and the field
+ * when a nested field is wrong, before any handler could see it.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import {
+  AGENT_MESSAGES, BLOB_REPLIES, BLOB_REQUESTS, CLIENT_REPLIES, CLIENT_REQUESTS, COORD_MESSAGES, ROSTER_MESSAGES,
+  checkAttemptResult, checkTaskSpec, type MessageSet
+} from '../../shared/protocol/schema.ts'
+import { isMeshfarmError } from '../../shared/util/errors.ts'
+
+const HASH = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
+const PEER = '12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo'
+const FILE = { name: 'out.txt', hash: HASH, size: 0 }
+const RESOURCES = { hostname: 'a', os: 'linux', cores: 2, physicalCores: 2, memoryMb: 1000, slots: 2, gpus: [{ index: 0, model: 'x', memoryMb: 10 }], labels: { site: 'lab' }, runsAsRoot: false }
+const TASK = { index: 0, name: 't', commands: ['true'], env: {}, inputs: [FILE], outputs: ['out.txt'], timeoutMs: 0, constraints: {}, cores: 1, gpus: 0, memoryMb: 0 }
+const HEADER = { name: 'j', layout: 'per-task', shared: [], retries: 0, specText: '', specFile: 'j.yaml' }
+const RESULT = { attemptId: 1, jobId: 1, index: 0, state: 'done', exitCode: 0, signal: null, startedAt: 1, endedAt: 2, stdout: FILE, stderr: FILE, outputs: [] }
+
+/** Each message: a valid example, and a path to a nested field with a wrong value. */
+const EXAMPLES: Record<string, { ok: Record<string, unknown>, bad: [path: string, value: unknown] }> = {
+  'agent.hello': { ok: { resources: RESOURCES, running: [1], pending: [], draining: false }, bad: ['resources.slots', 1e12] },
+  'agent.heartbeat': { ok: { running: [1, 2] }, bad: ['running.0', -1] },
+  'agent.started': { ok: { attemptIds: [1] }, bad: ['attemptIds.0', 'one'] },
+  'agent.results': { ok: { results: [RESULT] }, bad: ['results', 'many'] },
+  'agent.update': { ok: { resources: RESOURCES, status: { harvest: { lending: false, ownerPresent: true, reason: 'owner back' }, notes: ['x'] } }, bad: ['resources.gpus.0.index', 'zero'] },
+  'agent.suspended': { ok: { attemptIds: [1] }, bad: ['attemptIds', {}] },
+  'agent.continued': { ok: { attemptIds: [1] }, bad: ['attemptIds.0', 1.5] },
+  'agent.vacated': { ok: { attemptIds: [1], kind: 'vacate', reason: 'owner back' }, bad: ['kind', 'evict'] },
+  'agent.logs': { ok: { requestId: 1, data: new Uint8Array(3), offset: 0, eof: false }, bad: ['data', 'text'] },
+  'coord.welcome': { ok: { heartbeatMs: 2000 }, bad: ['heartbeatMs', 0] },
+  'coord.assign': { ok: { assignments: [{ attemptId: 1, jobId: 1, index: 0, task: TASK, shared: [], gpuIds: [], cores: 1 }] }, bad: ['assignments.0.task.cores', 0] },
+  'coord.cancel': { ok: { attemptIds: [1], reason: 'stop' }, bad: ['reason', 7] },
+  'coord.ack': { ok: { attemptIds: [1], refused: [] }, bad: ['refused', null] },
+  'coord.drain': { ok: {}, bad: ['extra', 1] },
+  'coord.members': { ok: { peerIds: [PEER] }, bad: ['peerIds.0', '../../etc/passwd'] },
+  'coord.logs': { ok: { requestId: 1, attemptId: 1, stream: 'stdout', offset: 0, maxBytes: 100 }, bad: ['stream', 'stdin'] },
+  'client.ping': { ok: {}, bad: ['x', 1] },
+  'client.blobs.missing': { ok: { hashes: [HASH] }, bad: ['hashes.0', 'abc'] },
+  'client.submit.begin': { ok: { job: HEADER, total: 1 }, bad: ['job.layout', 'sideways'] },
+  'client.submit.tasks': { ok: { tasks: [TASK] }, bad: ['tasks', 'all'] },
+  'client.submit.end': { ok: {}, bad: ['x', true] },
+  'client.status': { ok: { jobId: 1 }, bad: ['jobId', 0] },
+  'client.tasks': { ok: { jobId: 1, after: 0, limit: 10, states: ['queued'] }, bad: ['states.0', 'sleeping'] },
+  'client.peers': { ok: {}, bad: ['x', 1] },
+  'client.cancel': { ok: { jobId: 1 }, bad: ['jobId', 'one'] },
+  'client.results': { ok: { jobId: 1, after: 0, limit: 10 }, bad: ['limit', 0] },
+  'client.job': { ok: { jobId: 1 }, bad: ['jobId', -3] },
+  'client.watch': { ok: { jobId: 1 }, bad: ['jobId', null] },
+  'client.events': { ok: { after: 0, follow: true }, bad: ['follow', 'yes'] },
+  'client.logs': { ok: { jobId: 1, index: 0, stream: 'stderr', offset: 0, follow: false }, bad: ['index', -1] },
+  'client.why': { ok: { jobId: 1 }, bad: ['index', 'first'] },
+  'client.hold': { ok: { jobId: 1, release: false }, bad: ['release', 0] },
+  'client.drain': { ok: { peerId: 'host-a' }, bad: ['peerId', 'x'.repeat(300)] },
+  'client.invite': { ok: { role: 'agent', ttlMs: 60000, name: 'lab-07' }, bad: ['role', 'root'] },
+  'client.join': { ok: { peerId: PEER, name: 'ws' }, bad: ['peerId', 'not a peer id'] },
+  'client.access.list': { ok: {}, bad: ['x', 1] },
+  'client.access.add': { ok: { peerId: PEER, roles: ['submitter'] }, bad: ['roles.0', 'owner'] },
+  'client.access.remove': { ok: { peerId: PEER }, bad: ['peerId', 5] },
+  'client.dashboard': { ok: {}, bad: ['x', 1] },
+  'reply.pong': { ok: { peerId: PEER, version: '1', time: 1 }, bad: ['time', 'now'] },
+  'reply.blobs.missing': { ok: { hashes: [HASH] }, bad: ['hashes.0', 'x'] },
+  'reply.submitted': { ok: { jobId: 1, total: 1 }, bad: ['total', -1] },
+  'reply.status': { ok: { jobs: [{ jobId: 1, name: 'j', state: 'active', total: 1 }] }, bad: ['jobs.0.total', 'n'] },
+  'reply.tasks': { ok: { tasks: [{ jobId: 1, index: 0, state: 'done' }], next: null }, bad: ['tasks.0.state', 'odd'] },
+  'reply.peers': { ok: { agents: [{ peerId: PEER, hostname: 'a' }] }, bad: ['agents.0.hostname', 1] },
+  'reply.cancelled': { ok: { jobId: 1, tasks: 0 }, bad: ['tasks', 'all'] },
+  'reply.results': { ok: { records: [], next: 0, more: false, jobState: 'done' }, bad: ['more', 1] },
+  'reply.job': { ok: { job: { name: 'j' }, summary: { jobId: 1, name: 'j', state: 'done', total: 1 } }, bad: ['summary.jobId', 'x'] },
+  'reply.progress': { ok: { summary: { jobId: 1, name: 'j', state: 'done', total: 1 } }, bad: ['summary', 3] },
+  'reply.events': { ok: { from: 0, events: [{ seq: 1, time: 1, type: 'task.started' }] }, bad: ['events.0.seq', -1] },
+  'reply.logs': { ok: { data: new Uint8Array(1), offset: 0, eof: true, state: 'running' }, bad: ['eof', 'no'] },
+  'reply.why': { ok: { reasons: [{ state: 'queued', reason: 'held' }] }, bad: ['reasons.0.reason', 3] },
+  'reply.held': { ok: { jobId: 1, tasks: 2 }, bad: ['tasks', '2'] },
+  'reply.drained': { ok: { peerId: PEER }, bad: ['peerId', 1] },
+  'reply.invite': { ok: { invite: 'meshfarm-invite:x', expiresAt: 1 }, bad: ['expiresAt', 'soon'] },
+  'reply.joined': { ok: { role: 'agent' }, bad: ['role', 1] },
+  'reply.access': { ok: { peers: [{ peerId: PEER, roles: ['admin'], addedAt: 0 }] }, bad: ['peers.0.roles', 'admin'] },
+  'reply.dashboard': { ok: { url: 'http://127.0.0.1:1/', code: 'abc', expiresAt: 1 }, bad: ['code', 1] },
+  'reply.error': { ok: { code: 'NOT_FOUND', message: 'no job 3' }, bad: ['message', null] },
+  'reply.ok': { ok: {}, bad: ['x', 1] },
+  'blob.get': { ok: { hash: HASH, offset: 0 }, bad: ['hash', '../x'] },
+  'blob.put': { ok: { hash: HASH, size: 1 }, bad: ['size', -1] },
+  'blob.header': { ok: { size: 1, offset: 0 }, bad: ['offset', 'start'] },
+  'blob.stored': { ok: { hash: HASH }, bad: ['hash', 1] },
+  'blob.error': { ok: { code: 'NOT_FOUND', message: 'no' }, bad: ['code', 404] },
+  'roster.query': { ok: {}, bad: ['x', 1] },
+  'roster.answer': { ok: { coordinator: { peerId: PEER, addrs: ['/ip4/127.0.0.1/tcp/1'] } }, bad: ['coordinator.addrs.0', 7] }
+}
+
+const SETS: Array<[string, MessageSet]> = [
+  ['agent', AGENT_MESSAGES], ['coord', COORD_MESSAGES], ['client', CLIENT_REQUESTS], ['reply', CLIENT_REPLIES],
+  ['blob requests', BLOB_REQUESTS], ['blob replies', BLOB_REPLIES], ['roster', ROSTER_MESSAGES]
+]
+
+function withField (obj: Record<string, unknown>, path: string, value: unknown): Record<string, unknown> {
+  const copy = structuredClone(obj)
+  const keys = path.split('.')
+  let at: any = copy
+  for (const k of keys.slice(0, -1)) at = at[k]
+  at[keys[keys.length - 1]] = value
+  return copy
+}
+
+test('every message type has an example here', () => {
+  for (const [, set] of SETS) for (const type of set.types) assert.ok(EXAMPLES[type] != null, `no example for ${type}`)
+})
+
+test('every message type accepts its valid example and refuses a bad nested field, naming it in one line', () => {
+  for (const [, set] of SETS) {
+    for (const type of set.types) {
+      const { ok, bad } = EXAMPLES[type]
+      const good = { t: type, ...ok }
+      assert.deepEqual(set.check(good), good, `${type} accepted`)
+      const wrong = withField(good, bad[0], bad[1])
+      assert.throws(() => set.check(wrong), (err: unknown) => {
+        assert.ok(isMeshfarmError(err) && err.code === 'PROTOCOL', `${type}: a PROTOCOL error`)
+        assert.ok(err.message.startsWith(`${type}: `), `${type}: names the message (${err.message})`)
+        const top = bad[0].split('.')[0]
+        assert.ok(err.message.includes(top), `${type}: names the field ${bad[0]} (${err.message})`)
+        assert.ok(!err.message.includes('\n'), 'one line')
+        return true
+      })
+    }
+  }
+})
+
+test('a message of another protocol is refused by type, not by a field', () => {
+  assert.throws(() => AGENT_MESSAGES.check({ t: 'client.ping' }), /unexpected message type "client.ping"/)
+  assert.throws(() => CLIENT_REQUESTS.check({ t: 'agent.hello' }), /unexpected message type/)
+})
+
+test('results are checked one by one: a malformed body fails its task by name, unreadable ids are dropped', () => {
+  assert.deepEqual(checkAttemptResult(RESULT), { ok: RESULT })
+  const badName = checkAttemptResult({ ...RESULT, outputs: [{ ...FILE, name: 'a\\b' }] })
+  assert.ok(badName != null && 'refused' in badName)
+  assert.equal(badName.refused.attemptId, 1)
+  assert.match(badName.refused.why, /backslash/)
+  const tab = checkAttemptResult({ ...RESULT, outputs: [{ ...FILE, name: 'a\tb' }] })
+  assert.ok(tab != null && 'refused' in tab && /control character/.test(tab.refused.why))
+  const noTimes = checkAttemptResult({ ...RESULT, startedAt: undefined })
+  assert.ok(noTimes != null && 'refused' in noTimes && /startedAt/.test(noTimes.refused.why))
+  assert.equal(checkAttemptResult({ ...RESULT, attemptId: 'x' }), null)
+  assert.equal(checkAttemptResult(null), null)
+})
+
+test('tasks are checked at their place, with names that stay inside the task folder', () => {
+  assert.equal(checkTaskSpec(TASK, 0).name, 't')
+  assert.throws(() => checkTaskSpec(TASK, 1), /task 1: index 0 out of order/)
+  assert.throws(() => checkTaskSpec({ ...TASK, outputs: ['../x'] }, 0), /'\.\.' segment/)
+  assert.throws(() => checkTaskSpec({ ...TASK, inputs: [{ ...FILE, name: '/etc/passwd' }] }, 0), /absolute path/)
+  assert.throws(() => checkTaskSpec({ ...TASK, commands: ['a\u0000b'] }, 0), /NUL/)
+  assert.throws(() => checkTaskSpec({ ...TASK, cores: 1e12 }, 0), /task 0: cores/)
+  assert.throws(() => checkTaskSpec({ ...TASK, inputs: [{ ...FILE, size: 3, data: new Uint8Array(1) }] }, 0), /inline data of 1 bytes for a file of 3/)
+})
