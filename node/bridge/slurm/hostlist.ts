@@ -94,13 +94,15 @@ export function parseSlurmDuration (text: string): number | null {
   return (((days * 24 + h) * 60 + min) * 60 + s) * 1000
 }
 
-/** ms -> `D-HH:MM:SS` for --time, rounded up to whole seconds (Slurm rounds a limit of 0 to "no limit"). */
+/**
+ * ms -> `D-HH:MM:00` for --time. Slurm keeps time limits in whole minutes (it turns `0:05` into one minute), so
+ * the limit is rounded up to the next minute here, where it shows.
+ */
 export function formatSlurmDuration (ms: number): string {
   if (!Number.isFinite(ms) || ms <= 0) throw new Error(`time limit must be positive, got ${ms} ms`)
-  const total = Math.ceil(ms / 1000)
-  const days = Math.floor(total / 86400)
+  const minutes = Math.ceil(ms / 60_000)
   const p = (n: number): string => String(n).padStart(2, '0')
-  return `${days}-${p(Math.floor(total / 3600) % 24)}:${p(Math.floor(total / 60) % 60)}:${p(total % 60)}`
+  return `${Math.floor(minutes / 1440)}-${p(Math.floor(minutes / 60) % 24)}:${p(minutes % 60)}:00`
 }
 
 /** Short human form for a task's limit in reasons: 3600000 -> `1h`, 90000 -> `90s`, null -> `unlimited`. */
