@@ -11,7 +11,7 @@ SEP=$'\x1f'
 FMT="%i${SEP}%A${SEP}%T${SEP}%r${SEP}%N${SEP}%j${SEP}%k"
 mkdir -p "$OUT"
 cd "$W"
-sb () { sbatch --parsable -o "$W/%x_%A_%a.out" "$@"; }
+sb () { sbatch --parsable --no-requeue -o "$W/%x_%A_%a.out" "$@"; }
 done_=$(sb -J 'mf:cap:j1:0' --comment='mf:cap:j1:0' --array=0-2 --wrap 'exit 0')
 failed=$(sb -J 'plain job' --comment='a comment with spaces Reason=not-a-field' --wrap 'exit 3')
 timeout=$(sb -J 'mf:cap:j2:0' -p short --time=0:05 --wrap 'sleep 300')
@@ -35,8 +35,8 @@ until [ "$(squeue -h -j "$nf" -t all -o %T)" = NODE_FAIL ]; do sleep 1; done
 scontrol show job -o "$nf" > "$OUT/scontrol-job-node-fail.txt"
 squeue --me -h -r -t all -o "$FMT" > "$W/q2"
 sinfo -h -N -p debug -o "%N${SEP}%c${SEP}%m${SEP}%G${SEP}%T" > "$OUT/sinfo-nodes-down.txt"
-scontrol update nodename="$NODE" state=resume
-sleep 1
+scontrol update nodename="$NODE" state=resume 2>/dev/null || true # ReturnToService=2 may have brought it back
+until sinfo -h -N -o %T | grep -qE '^(idle|mixed|allocated)$'; do sleep 1; done
 cat "$W/q1" "$W/q2" | awk -F"$SEP" '!seen[$1]++' > "$OUT/squeue.txt"
 scontrol show config > "$OUT/scontrol-config.txt"
 scontrol show partition -o > "$OUT/scontrol-partitions.txt"

@@ -5,7 +5,11 @@
 #
 # Settings: proctrack/linuxproc and task/none (no cgroups in this VM), SlurmUser=root, cons_tres with
 # CR_Core_Memory, partitions `debug` (default, no time limit) and `short` (MaxTime=2 minutes, for limit tests).
-# MaxArraySize=101 (highest index 100) so the chunking test splits arrays without thousands of jobs.
+# MaxArraySize=21 (highest index 20; MESHFARM_TEST_SLURM_MAX_ARRAY_SIZE changes it, e.g. 1001 for a benchmark of
+# 1,000-task arrays) so the chunking test splits an array of 45 tasks in three without waiting for hundreds:
+# this node starts about two trivial jobs a second. SchedulerParameters start jobs as soon as they are
+# submitted or a CPU frees (batch_sched_delay=0, sched_min_interval=0), max_array_tasks=1000 shows in the config.
+# KillWait=5: a job past its time limit or cancelled gets SIGKILL 5 s after SIGTERM (default 30).
 # MinJobAge stays at its default (300 s): the tests read terminal states from squeue well within it.
 # EnforcePartLimits=ALL (as many sites set it) makes sbatch refuse at submission what a partition can never run;
 # partition `lab` allows only the accounts in ALLOWED_ACCOUNTS, so a bad --account there is a real, permanent
@@ -15,6 +19,7 @@ STATE=${MESHFARM_TEST_SLURM_STATE:-/var/lib/meshfarm-test-slurm}
 CONF=/etc/slurm/slurm.conf
 MARK='# written by meshfarm test/slurm/setup.sh'
 ALLOWED_ACCOUNTS=lab
+MAX_ARRAY_SIZE=${MESHFARM_TEST_SLURM_MAX_ARRAY_SIZE:-21}
 
 fail () { echo "slurm setup: $*"; exit 1; }
 
@@ -80,7 +85,7 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=256
-MaxArraySize=101
+MaxArraySize=$MAX_ARRAY_SIZE
 EnforcePartLimits=ALL
 ReturnToService=2
 SchedulerType=sched/backfill

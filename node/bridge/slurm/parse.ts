@@ -8,7 +8,10 @@ import { parseSlurmDuration } from './hostlist.ts'
 
 /** Unit separator: never in a job name, comment or reason Slurm prints, so free text needs no quoting. */
 export const SEP = '\x1f'
-/** id, array id, state, reason, nodes, then the free-text name and comment last. */
+/**
+ * id, %A, state, reason, nodes, then the free-text name and comment last. %A is read but not trusted: for an array
+ * element that has started, 22.05 prints the element's own job id there, not the array's (see the fixture).
+ */
 export const QUEUE_FORMAT = ['%i', '%A', '%T', '%r', '%N', '%j', '%k'].join(SEP)
 /** Arguments for the one squeue call per poll: this user's jobs, array elements one per line, finished ones too. */
 export const QUEUE_ARGS = ['--me', '-h', '-r', '-t', 'all', '-o', QUEUE_FORMAT]
@@ -28,7 +31,7 @@ export function parseQueue (text: string): Map<string, QueueEntry> {
     if (line.trim() === '') continue
     const f = line.split(SEP)
     if (f.length < 7) throw new Error(`squeue: expected 7 fields, got ${f.length}: ${quote(line)}`)
-    const [jobId, arrayJobId, state, reason, nodes, name] = f
+    const [jobId, , state, reason, nodes, name] = f
     // A pending array not yet split prints as 123_[4-9%2] even with -r on some versions: one entry per index.
     const pending = /^(\d+)_\[([^\]]+)\]$/.exec(jobId)
     const comment = f.slice(6).join(SEP)
@@ -39,9 +42,10 @@ export function parseQueue (text: string): Map<string, QueueEntry> {
       }
       continue
     }
-    const { arrayIndex } = splitJobId(jobId.trim())
+    // %A is not the array's id for an element that has started (it prints the element's own job id): use %i.
+    const { arrayJobId, arrayIndex } = splitJobId(jobId.trim())
     if (!/^[A-Z_]+$/.test(state)) throw new Error(`squeue: bad state ${JSON.stringify(state)}: ${quote(line)}`)
-    out.set(jobId, { jobId, arrayJobId: arrayJobId === '' ? jobId : arrayJobId, arrayIndex, state, reason, nodes: nodes === '(null)' ? '' : nodes, name, comment })
+    out.set(jobId, { jobId, arrayJobId, arrayIndex, state, reason, nodes: nodes === '(null)' ? '' : nodes, name, comment })
   }
   return out
 }
@@ -61,7 +65,8 @@ export function expandArrayRange (text: string): number[] {
 
 /**
  * Keys whose values are free text and may hold spaces and even ` Word=` (a comment, a command line, a path).
- * After one of these, a ` Word=` starts a new field only when Word is a key scontrol prints (KNOWN_KEYS).
+ * After one of these, a ` Word=` starts a new field only when Word is a key scontrol prints (KNOWN_KEYS) and the
+ * record has not had yet.
  */
 const FREE_TEXT = new Set(['JobName', 'Comment', 'Reason', 'Command', 'WorkDir', 'StdErr', 'StdIn', 'StdOut', 'AdminComment', 'SystemComment', 'Features', 'Dependency', 'OS', 'Power'])
 const KNOWN_KEYS = new Set(('JobId ArrayJobId ArrayTaskId ArrayTaskThrottle JobName UserId GroupId MCS_label Priority Nice Account QOS ' +
@@ -83,7 +88,8 @@ export function parseKeyValueLine (line: string): Record<string, string> {
   for (let m = re.exec(line); m != null; m = re.exec(line)) {
     const keyAt = m.index + m[0].length - m[1].length - 1
     const prev = starts[starts.length - 1]
-    if (prev != null && FREE_TEXT.has(prev.key) && !KNOWN_KEYS.has(m[1])) continue
+    // Keys are unique in a record: after free text, only a known key not seen yet starts a field.
+    if (prev != null && FREE_TEXT.has(prev.key) && (!KNOWN_KEYS.has(m[1]) || starts.some(x => x.key === m![1]))) continue
     starts.push({ key: m[1], keyAt, valueAt: m.index + m[0].length })
   }
   if (starts.length === 0) throw new Error(`scontrol: no Key=value fields in ${quote(line)}`)
