@@ -41,7 +41,7 @@ export function countingSlurm (): { batch: BatchSystem, calls: Map<string, numbe
 }
 
 /** Polls with one squeue per round until `done` holds for the queue, at most `timeoutMs`. */
-export async function pollQueue (batch: BatchSystem, done: (q: Map<string, QueueEntry>) => boolean, o: { intervalMs?: number, timeoutMs?: number } = {}): Promise<Map<string, QueueEntry>> {
+export async function waitForQueue (batch: BatchSystem, done: (q: Map<string, QueueEntry>) => boolean, o: { intervalMs?: number, timeoutMs?: number } = {}): Promise<Map<string, QueueEntry>> {
   const until = Date.now() + (o.timeoutMs ?? 120_000)
   for (;;) {
     const q = await batch.queue()

@@ -1,12 +1,12 @@
 /**
  * The chunk's folder on the cluster's file system and the one path that submits it: files first, then the
- * intent (fsynced), then sbatch, then the id. Also what a restarted bridge reads there: status files, and whether
- * an orphaned sbatch of a crashed bridge is still at work on the chunk.
+ * intent (fsynced), then sbatch, then the id. Also what a restarted bridge reads there (status files, output
+ * names, an orphaned sbatch of a crashed bridge still at work on a chunk) and `recover`, which acts on it.
  */
 import { mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { BatchSystem, SlurmResult } from './batch-system.ts'
-import type { ChunkProbe, IntentLog } from './intent-log.ts'
+import { reconcile, type ChunkProbe, type IntentLog, type ReconcileAction } from './intent-log.ts'
 import { buildArrayScript, buildManifest, chunkLabel, parseWrapperStatus, type ChunkSpec, type WrapperStatus } from './script.ts'
 
 /** Writes manifest.tsv and job.sh, makes status/ and out/; returns the script. Idempotent. */
@@ -58,26 +58,49 @@ export function outputFiles (chunkDir: string, arrayJobId: string, index: number
   return { stdout: join(chunkDir, 'out', `${arrayJobId}_${index}.out`), stderr: join(chunkDir, 'out', `${arrayJobId}_${index}.err`) }
 }
 
-/**
- * For a chunk with an intent but no id: an sbatch still running in its folder (found through /proc, on this
- * machine), and the array id its output files carry if it ran.
- */
-export function probeChunk (chunkDir: string): ChunkProbe {
-  let submitterRunning = false
+/** Chunk folders in which an sbatch is running now (a crashed bridge's orphan), found through /proc on this machine. */
+export function sbatchRunningIn (): Set<string> {
+  const dirs = new Set<string>()
   let pids: string[] = []
   try { pids = readdirSync('/proc').filter(p => /^\d+$/.test(p)) } catch {}
   for (const pid of pids) {
     try {
-      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== 'sbatch') continue
-      if (readlinkSync(`/proc/${pid}/cwd`) === chunkDir) { submitterRunning = true; break }
+      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'sbatch') dirs.add(readlinkSync(`/proc/${pid}/cwd`))
     } catch {} // gone meanwhile, or not ours to read
   }
-  let tracedJobId: string | null = null
+  return dirs
+}
+
+/** The array id the chunk's output files carry (`out/<id>_<index>.out`) if it ran; null if it never did. */
+export function tracedJobId (chunkDir: string): string | null {
   try {
     for (const n of readdirSync(join(chunkDir, 'out'))) {
       const m = /^(\d+)_\d+\.(out|err)$/.exec(n)
-      if (m != null) { tracedJobId = m[1]; break }
+      if (m != null) return m[1]
     }
   } catch {}
-  return { submitterRunning, tracedJobId }
+  return null
+}
+
+/**
+ * After a restart: looks (running sbatch first, then squeue, then output files, so that a submission finishing
+ * meanwhile is always seen by one of them), reconciles, records adopted ids, and submits again the job.sh of
+ * chunks that never reached Slurm. Cancels nothing.
+ */
+export async function recover (batch: BatchSystem, log: IntentLog, bridgeId: string, now: () => number): Promise<SlurmResult<ReconcileAction[]>> {
+  const open = log.open()
+  const running = sbatchRunningIn()
+  const q = await batch.queue()
+  if (!q.ok) return q
+  const probes = new Map<string, ChunkProbe>(open.map(e => [e.key, { submitterRunning: running.has(e.chunkDir), tracedJobId: tracedJobId(e.chunkDir) }]))
+  const actions = reconcile(bridgeId, log.all(), q.value, probes)
+  for (const a of actions) {
+    if (a.kind === 'adopt') log.submitted(a.key, a.jobId, now())
+    if (a.kind !== 'resubmit') continue
+    const e = log.get(a.key)!
+    const r = await batch.submit({ script: readFileSync(join(e.chunkDir, 'job.sh'), 'utf8'), cwd: e.chunkDir })
+    if (!r.ok) return r
+    log.submitted(a.key, r.value, now())
+  }
+  return { ok: true, value: actions }
 }
