@@ -93,6 +93,8 @@ test('sbatch failures: permanent or transient, Slurm\'s words in one line', () =
   assert.deepEqual(c('sbatch-bad-option.txt'), { kind: 'permanent', message: "sbatch: unrecognized option '--bogus'" })
   assert.deepEqual(c('sbatch-too-many-cpus.txt'), { kind: 'permanent', message: 'sbatch: More processors requested than permitted' })
   assert.deepEqual(c('sbatch-array-too-big.txt'), { kind: 'permanent', message: 'sbatch: Invalid job array specification' })
+  assert.deepEqual(c('sbatch-munge-down.txt'), { kind: 'permanent', message: 'sbatch: Munge encode failed: Failed to access "/run/munge/munge.socket.2": No such file or directory (Did you start munged?)' })
+  assert.equal(classifySlurmFailure('squeue', fixture('squeue-munge-down.txt'), 1).kind, 'permanent')
   const t = (stderr: string): string => classifySlurmFailure('sbatch', stderr, 1).kind
   assert.equal(t('sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying\nsbatch: error: Batch job submission failed: Resource temporarily unavailable'), 'transient')
   assert.equal(t('sbatch: error: Batch job submission failed: Socket timed out on send/recv operation'), 'transient')

@@ -44,6 +44,9 @@ const PERMANENT = [
 /** The line that says what went wrong, without the `sbatch: error:` prefix and Slurm's retry chatter. */
 export function slurmWords (stderr: string): string {
   const lines = stderr.split('\n').map(l => l.trim()).filter(l => l !== '')
+  // Munge down: its own line says what to do ("Did you start munged?"); the final one only "authentication error".
+  const munge = lines.find(l => /Munge \w+ failed/i.test(l))
+  if (munge != null) return munge.replace(/^\S+:\s*error:\s*/i, '')
   const failed = lines.find(l => /submission failed:/i.test(l))
   if (failed != null) return failed.replace(/^.*submission failed:\s*/i, '')
   const meaningful = lines.filter(l => !/sleeping and retrying/i.test(l) && !/^Try "/.test(l))
