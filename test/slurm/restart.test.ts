@@ -10,7 +10,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, existsSync } from 'node:f
 import { join } from 'node:path'
 import { skipUnlessSlurm, countingSlurm } from './slurm-env.ts'
 import { IntentLog, reconcile } from '../../node/bridge/slurm/intent-log.ts'
-import { readStatuses, recover, sbatchRunningIn } from '../../node/bridge/slurm/chunk-files.ts'
+import { readStatuses, recover, sbatchRunningIn, submitChunk } from '../../node/bridge/slurm/chunk-files.ts'
 import { chunkOutcomes } from '../../node/bridge/slurm/follow.ts'
 import { waitForQueue } from './slurm-env.ts'
 
@@ -112,6 +112,36 @@ test('killed while its sbatch waits on a stopped slurmctld: the orphan sbatch is
     }
   } finally {
     process.kill(ctld, 'SIGCONT')
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('sbatch says "Socket timed out" yet Slurm created the job: the retry finds it by label, no second job', { skip, timeout: 120_000 }, async () => {
+  mkdirSync(WORK, { recursive: true })
+  const dir = mkdtempSync(join(WORK, 'late-'))
+  const ctld = Number(readFileSync(CTLD_PID, 'utf8').trim())
+  const b = freshBridge()
+  const { batch, calls } = countingSlurm()
+  const log = IntentLog.open(join(dir, 'intents.log'))
+  try {
+    const folder = join(dir, 't0')
+    mkdirSync(folder)
+    const spec = { bridgeId: b, meshJobId: 'late', chunk: 0, chunkDir: join(dir, 'c0'), tasks: [{ taskId: 'late:0', folder, command: 'echo once >> runs.txt' }], resources: { cores: 1, memoryMb: 50, gpus: 0, timeLimitMs: 60_000 } }
+    process.kill(ctld, 'SIGSTOP')
+    // sbatch gives up after MessageTimeout (10 s) while its request waits in the controller's socket.
+    const first = await submitChunk(batch, log, spec, Date.now)
+    process.kill(ctld, 'SIGCONT')
+    assert.deepEqual(first, { ok: false, error: { kind: 'transient', message: 'sbatch: Socket timed out on send/recv operation' } })
+    const again = await submitChunk(batch, log, spec, Date.now)
+    assert.ok(again.ok, again.ok ? '' : again.error.message)
+    assert.equal(calls.get('sbatch'), 1, 'the retry looked in squeue and found the job; no second sbatch')
+    const q = await waitForQueue(batch, q => chunkOutcomes(again.value, 1, q, readStatuses(spec.chunkDir))[0].outcome != null)
+    assert.equal(chunkOutcomes(again.value, 1, q, readStatuses(spec.chunkDir))[0].outcome?.state, 'done')
+    assert.equal(readFileSync(join(folder, 'runs.txt'), 'utf8'), 'once\n')
+    assert.equal([...q.values()].filter(e => e.name === `mf:${b}:late:0`).length, 1, 'one job under the label')
+  } finally {
+    process.kill(ctld, 'SIGCONT')
+    log.close()
     rmSync(dir, { recursive: true, force: true })
   }
 })
