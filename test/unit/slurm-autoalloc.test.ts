@@ -118,3 +118,60 @@ test('--auto-alloc spec: keys checked, durations parsed, max sizes pending and w
   assert.throws(() => parseAutoAllocSpec('time=2 hours'), /--auto-alloc: time: must be a duration/)
   assert.throws(() => parseAutoAllocSpec('idle'), /expected key=value/)
 })
+
+/**
+ * Property: random timelines of backlogs, allocations starting and ending, submissions failing. Checked on every
+ * decision: never over the pending, allocation or worker limits, never a submission while paused or backing off,
+ * never a release of a busy allocation, and a reason whenever tasks wait and nothing is submitted.
+ */
+test('property: 300 random timelines keep every limit, the pause and the back-off', () => {
+  let seed = 4242
+  const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) >>> 0; return (seed >>> 8) % n }
+  let submitted = 0; let paused = 0; let released = 0
+  for (let run = 0; run < 300; run++) {
+    const lim: AutoAllocLimits = { ...limits, maxAllocations: 1 + rand(5), maxPending: 1 + rand(3), maxWorkers: 1 + rand(6), nodesPerAllocation: 1 + rand(2) }
+    let s: AutoAllocState = INITIAL_STATE
+    let allocs: AllocationView[] = []
+    let next = 1
+    let t = 0
+    for (let step = 0; step < 40; step++) {
+      t += rand(3) * MIN
+      const backlog = rand(4) === 0 ? [] : tasks(rand(30), { timeoutMs: rand(5) === 0 ? 300 * MIN : 10 * MIN })
+      const d = decideAutoAlloc(s, { backlog, allocations: allocs, partition: part }, lim, t)
+      const subs = d.actions.filter(a => a.kind === 'submit').length
+      const alive = allocs.length - d.actions.filter(a => a.kind === 'release').length
+      assert.ok(allocs.filter(a => a.state === 'pending').length + subs <= Math.max(lim.maxPending, allocs.filter(a => a.state === 'pending').length), 'pending limit')
+      assert.ok(subs === 0 || alive + subs <= lim.maxAllocations, 'allocation limit')
+      assert.ok(subs === 0 || (alive + subs) * lim.nodesPerAllocation <= lim.maxWorkers, 'worker limit')
+      if (s.paused != null) assert.equal(subs, 0, 'paused')
+      if (s.consecutiveFailures > 1 && s.lastFailureAt != null && t < s.lastFailureAt + lim.backoffMs[Math.min(s.consecutiveFailures, lim.backoffMs.length) - 1]) assert.equal(subs, 0, 'backing off')
+      for (const a of d.actions) {
+        if (a.kind !== 'release') continue
+        const x = allocs.find(y => y.id === a.allocationId)
+        assert.ok(x != null && x.state === 'running' && x.runningTasks === 0, 'only idle running allocations are released')
+        released++
+      }
+      if (subs === 0 && backlog.some(g => g.tasks > 0)) assert.ok(d.reasons.length > 0, 'a reason when tasks wait and nothing is submitted')
+      allocs = allocs.filter(a => !d.actions.some(x => x.kind === 'release' && x.allocationId === a.id))
+      for (let i = 0; i < subs; i++) {
+        if (rand(4) === 0) {
+          s = onSubmitted(s, { ok: false, error: { kind: rand(2) === 0 ? 'permanent' : 'transient', message: 'sbatch: x' } }, lim, t)
+          break // the loop stops at the first failure and decides again later
+        }
+        s = onSubmitted(s, { ok: true }, lim, t)
+        allocs.push({ id: String(next++), state: 'pending', slots: part.cpusPerNode, runningTasks: 0, idleSince: null })
+        submitted++
+      }
+      // Slurm moves on: pending ones start, running ones get or lose work, some end.
+      allocs = allocs.flatMap(a => {
+        if (a.state === 'pending') return rand(2) === 0 ? [{ ...a, state: 'running' as const, idleSince: t }] : [a]
+        if (rand(10) === 0) return []
+        const busy = rand(3) === 0 ? rand(a.slots + 1) : 0
+        // A busy allocation may still carry the idleSince of before (the bridge's view lags): busy wins.
+        return [{ ...a, runningTasks: busy, idleSince: busy > 0 && rand(2) === 0 ? null : (a.idleSince ?? t) }]
+      })
+      if (s.paused != null) { paused++; if (rand(3) === 0) s = resume(s) }
+    }
+  }
+  assert.ok(submitted > 500 && paused > 10 && released > 50, `the timelines exercise everything (submitted ${submitted}, paused steps ${paused}, released ${released})`)
+})
