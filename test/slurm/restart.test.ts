@@ -13,6 +13,7 @@ import { IntentLog, reconcile } from '../../node/bridge/slurm/intent-log.ts'
 import { readStatuses, recover, sbatchRunningIn, submitChunk } from '../../node/bridge/slurm/chunk-files.ts'
 import { chunkOutcomes } from '../../node/bridge/slurm/follow.ts'
 import { waitForQueue } from './slurm-env.ts'
+import { createSlurmCli } from '../../node/bridge/slurm/slurm-cli.ts'
 
 const skip = skipUnlessSlurm()
 const WORK = '/tmp/meshfarm-slurm-tests'
@@ -144,4 +145,20 @@ test('sbatch says "Socket timed out" yet Slurm created the job: the retry finds 
     log.close()
     rmSync(dir, { recursive: true, force: true })
   }
+})
+
+test('a controller that does not answer: queries stop at their own time limit, transient, Slurm left as it was', { skip, timeout: 60_000 }, async () => {
+  const ctld = Number(readFileSync(CTLD_PID, 'utf8').trim())
+  const batch = createSlurmCli({ queryTimeoutMs: 1500 })
+  try {
+    process.kill(ctld, 'SIGSTOP')
+    const started = Date.now()
+    const q = await batch.queue()
+    assert.deepEqual(q, { ok: false, error: { kind: 'transient', message: 'squeue: no answer within 1.5 s (stopped)' } })
+    assert.ok(Date.now() - started < 8000, 'our limit, not squeue\'s 10 s MessageTimeout')
+  } finally {
+    process.kill(ctld, 'SIGCONT')
+  }
+  const after = await batch.queue()
+  assert.ok(after.ok, after.ok ? '' : after.error.message)
 })

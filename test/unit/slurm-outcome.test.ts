@@ -2,6 +2,8 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { taskOutcome, TERMINAL_SLURM_STATES, type OutcomeInput } from '../../node/bridge/slurm/outcome.ts'
 import type { WrapperStatus } from '../../node/bridge/slurm/script.ts'
+import type { QueueEntry } from '../../node/bridge/slurm/batch-system.ts'
+import { chunkOutcomes } from '../../node/bridge/slurm/follow.ts'
 
 const status = (o: Partial<WrapperStatus> = {}): WrapperStatus => ({ index: 4, taskId: 'j:4', exitCode: 0, signal: null, terminated: false, startedAt: 1, endedAt: 2, host: 'vm', slurmJobId: '217_4', ...o })
 const input = (slurmState: string | null, o: Partial<OutcomeInput> = {}): OutcomeInput => ({ jobId: '217_4', slurmState, reason: 'None', status: null, ...o })
@@ -59,4 +61,16 @@ test('FAILED without a status file: the wrapper never finished, Slurm\'s exit co
   assert.equal(o?.failure?.kind, 'slurm')
   assert.match(o!.failure!.message, /ExitCode 1:0/)
   assert.deepEqual(taskOutcome(input('COMPLETED')), { state: 'done', exitCode: 0, signal: null })
+})
+
+test('following a chunk: one queue answer and the status files give each index its state and outcome', () => {
+  const entry = (jobId: string, state: string, reason = 'None'): [string, QueueEntry] => [jobId, { jobId, arrayJobId: jobId.split('_')[0], arrayIndex: Number(jobId.split('_')[1] ?? 0), state, reason, nodes: 'vm', name: 'mf:b:j:0', comment: 'mf:b:j:0' }]
+  const queue = new Map([entry('50_0', 'COMPLETED'), entry('50_1', 'RUNNING'), entry('50_2', 'PENDING', 'JobArrayTaskLimit'), entry('51_0', 'COMPLETED')])
+  const views = chunkOutcomes('50', 4, queue, new Map([[0, status({ index: 0 })], [3, status({ index: 3, exitCode: 2 })]]))
+  assert.deepEqual(views.map(v => [v.jobId, v.slurmState, v.outcome?.state ?? null]), [
+    ['50_0', 'COMPLETED', 'done'], ['50_1', 'RUNNING', null], ['50_2', 'PENDING', null], ['50_3', null, 'failed']
+  ], 'index 3 is no longer listed: its status file decides')
+  assert.equal(views[2].reason, 'JobArrayTaskLimit')
+  const single = new Map([entry('60', 'TIMEOUT', 'TimeLimit')])
+  assert.equal(chunkOutcomes('60', 1, single, new Map())[0].outcome?.failure?.kind, 'timeout', 'a one-element array listed under its plain id')
 })

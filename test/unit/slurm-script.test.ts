@@ -105,3 +105,22 @@ test('holder script and srun step arguments', () => {
     ['--jobid=77', '--exact', '-N1', '-n1', '-c2', '--quiet', '--mem=512M', '--gres=gpu:1', '--nodelist=n1', '--chdir=/t', '--output=/t/o', '--error=/t/e', '/bin/sh', '-c', 'echo hi'])
   assert.throws(() => srunArgs({ jobId: '7;rm', cores: 1, memoryMb: 0, gpus: 0, folder: '/t', stdout: '/o', stderr: '/e', command: 'x' }), /srun: job id/)
 })
+
+test('property: random task lists and limits: every task in exactly one chunk, none over the limit, one shape each, order kept', () => {
+  let seed = 99
+  const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) >>> 0; return (seed >>> 8) % n }
+  for (let run = 0; run < 500; run++) {
+    const limit = 1 + rand(50)
+    const tasks = Array.from({ length: rand(300) }, (_, i) => ({ i, shape: `s${rand(3)}` }))
+    const chunks = planChunks(tasks, limit, t => t.shape)
+    assert.deepEqual(chunks.flat().map(t => t.i).sort((a, b) => a - b), tasks.map(t => t.i))
+    for (const c of chunks) {
+      assert.ok(c.length >= 1 && c.length <= limit)
+      assert.equal(new Set(c.map(t => t.shape)).size, 1)
+      for (let k = 1; k < c.length; k++) assert.ok(c[k].i > c[k - 1].i)
+    }
+    const perShape = new Map<string, number>()
+    for (const t of tasks) perShape.set(t.shape, (perShape.get(t.shape) ?? 0) + 1)
+    assert.equal(chunks.length, [...perShape.values()].reduce((n, k) => n + Math.ceil(k / limit), 0), 'as few chunks as the limit allows')
+  }
+})

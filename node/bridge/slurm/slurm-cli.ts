@@ -57,7 +57,7 @@ export function createSlurmCli (options: SlurmCliOptions = {}): BatchSystem {
   async function call<T> (command: string, args: string[], parse: (stdout: string) => T, opts: Partial<CommandOptions> = {}): Promise<SlurmResult<T>> {
     const timeoutMs = opts.timeoutMs ?? queryTimeoutMs
     const r = await run(command, args, { ...opts, timeoutMs })
-    if (r.timedOut) return { ok: false, error: { kind: 'transient', message: `${command}: no answer within ${Math.round(timeoutMs / 1000)} s (stopped)` } }
+    if (r.timedOut) return { ok: false, error: { kind: 'transient', message: `${command}: no answer within ${Number((timeoutMs / 1000).toFixed(1))} s (stopped)` } }
     if (r.code !== 0) return { ok: false, error: classifySlurmFailure(command, r.stderr, r.code) }
     try {
       return { ok: true, value: parse(r.stdout) }
@@ -90,7 +90,7 @@ export function createSlurmCli (options: SlurmCliOptions = {}): BatchSystem {
       const bad = jobIds.find(id => !/^\d+(_\d+)?$/.test(id))
       if (bad != null) return { ok: false, error: { kind: 'permanent', message: `scancel: not a Slurm job id: ${JSON.stringify(bad)}` } }
       const r = await run('scancel', jobIds, { timeoutMs: queryTimeoutMs })
-      if (r.timedOut) return { ok: false, error: { kind: 'transient', message: `scancel: no answer within ${Math.round(queryTimeoutMs / 1000)} s (stopped)` } }
+      if (r.timedOut) return { ok: false, error: { kind: 'transient', message: `scancel: no answer within ${Number((queryTimeoutMs / 1000).toFixed(1))} s (stopped)` } }
       // Ids Slurm has already forgotten, or jobs already ending, are what cancelling wanted anyway.
       const complaints = r.stderr.split('\n').filter(l => l.trim() !== '' && !/Invalid job id|already completing or completed/i.test(l))
       if (r.code === 0 || complaints.length === 0) return { ok: true, value: undefined }
