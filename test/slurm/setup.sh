@@ -46,6 +46,9 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
   fi
 fi
 
+# A restart test stops the controller with SIGSTOP; one that died half-way leaves it stopped.
+[ -f "$STATE/slurmctld.pid" ] && kill -CONT "$(cat "$STATE/slurmctld.pid")" 2>/dev/null
+
 if [ -f "$CONF" ] && ! grep -qF "$MARK" "$CONF"; then
   fail "$CONF exists and was not written by meshfarm: not touching a real cluster's configuration"
 fi
@@ -119,14 +122,16 @@ else
 fi
 
 # munge: the package made a key; --force because this VM's folders are not owned the way munged likes.
-if ! pgrep -x munged >/dev/null; then
-  [ -f /etc/munge/munge.key ] || mungekey --create >/dev/null 2>&1 || fail "no munge key and mungekey failed"
-  munged --force >/dev/null 2>&1 || fail "munged did not start"
-fi
-if ! pgrep -x slurmctld >/dev/null; then slurmctld || fail "slurmctld did not start (see $STATE/slurmctld.log)"; fi
-if ! pgrep -x slurmd >/dev/null; then slurmd || fail "slurmd did not start (see $STATE/slurmd.log)"; fi
+[ -f /etc/munge/munge.key ] || mungekey --create >/dev/null 2>&1 || fail "no munge key and mungekey failed"
+# Started inside the wait: a daemon still exiting from an earlier stop is started again once it is gone.
+start_missing () {
+  pgrep -x munged >/dev/null || munged --force >/dev/null 2>&1 || fail "munged did not start"
+  pgrep -x slurmctld >/dev/null || slurmctld || fail "slurmctld did not start (see $STATE/slurmctld.log)"
+  pgrep -x slurmd >/dev/null || slurmd || fail "slurmd did not start (see $STATE/slurmd.log)"
+}
 
 for _ in $(seq 1 60); do
+  start_missing
   if answering; then echo "slurm: up"; exit 0; fi
   sleep 1
 done
