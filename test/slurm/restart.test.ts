@@ -8,11 +8,10 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { skipUnlessSlurm, countingSlurm } from './slurm-env.ts'
+import { skipUnlessSlurm, countingSlurm, waitForQueue } from './slurm-env.ts'
 import { IntentLog, reconcile } from '../../node/bridge/slurm/intent-log.ts'
 import { readStatuses, recover, sbatchRunningIn, submitChunk } from '../../node/bridge/slurm/chunk-files.ts'
 import { chunkOutcomes } from '../../node/bridge/slurm/follow.ts'
-import { waitForQueue } from './slurm-env.ts'
 import { createSlurmCli } from '../../node/bridge/slurm/slurm-cli.ts'
 
 const skip = skipUnlessSlurm()
