@@ -5,7 +5,7 @@
  * adopt the job found under the chunk's label, wait for an sbatch still running, or submit again only when
  * nothing anywhere shows that the chunk ever reached Slurm. It never cancels what it finds.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync, existsSync } from 'node:fs'
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, truncateSync, writeSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { MeshfarmError } from '../../../shared/util/errors.ts'
 import type { QueueEntry } from './batch-system.ts'
@@ -76,7 +76,10 @@ export class IntentLog {
   }
 
   static open (path: string): IntentLog {
-    const entries = existsSync(path) ? parseIntentLog(readFileSync(path, 'utf8'), path) : new Map<string, IntentEntry>()
+    const text = existsSync(path) ? readFileSync(path, 'utf8') : ''
+    const entries = parseIntentLog(text, path)
+    // A line torn by a crash is cut off, so the next record starts on a line of its own.
+    if (text !== '' && !text.endsWith('\n')) truncateSync(path, Buffer.byteLength(text.slice(0, text.lastIndexOf('\n') + 1)))
     const fd = openSync(path, 'a', 0o600)
     const log = new IntentLog(path, fd, entries)
     fsyncDir(dirname(path))
