@@ -21,12 +21,25 @@ export function prepareChunk (spec: ChunkSpec): string {
 
 /**
  * Submits one chunk: prepare, intent, sbatch, id. A crash anywhere leaves what `reconcile` needs. A failed sbatch
- * leaves the intent open: the caller decides (retry a transient error with the same key, or close it).
+ * leaves the intent open and the caller may call again with the same spec (a transient error) or close it.
+ * Calling again first looks for the chunk's label in squeue: an sbatch that said "Socket timed out" may have
+ * created the job all the same (seen on 22.05 with a controller that answered late), and it is adopted, not doubled.
  */
 export async function submitChunk (batch: BatchSystem, log: IntentLog, spec: ChunkSpec, now: () => number): Promise<SlurmResult<string>> {
   const key = chunkLabel(spec.bridgeId, spec.meshJobId, spec.chunk)
+  const prior = log.get(key)
+  if (prior?.jobId != null) return { ok: true, value: prior.jobId }
+  if (prior != null) {
+    const q = await batch.queue()
+    if (!q.ok) return q
+    const found = [...q.value.values()].filter(e => e.name === key || e.comment === key).map(e => Number(e.arrayJobId)).sort((a, b) => a - b)
+    if (found.length > 0) {
+      log.submitted(key, String(found[0]), now())
+      return { ok: true, value: String(found[0]) }
+    }
+  }
   const script = prepareChunk(spec)
-  if (log.get(key) == null) log.intend(key, spec.chunkDir, now())
+  if (prior == null) log.intend(key, spec.chunkDir, now())
   const r = await batch.submit({ script, cwd: spec.chunkDir })
   if (r.ok) log.submitted(key, r.value, now())
   return r

@@ -135,14 +135,17 @@ function wrapper (chunkDir: string): string {
   return `set -u
 i=\${SLURM_ARRAY_TASK_ID:?meshfarm: not started as a job array element}
 chunk=${shellQuote(chunkDir)}
-line=$(sed -n "$((i + 1))p" "$chunk/manifest.tsv")
+# Few processes per task (a hand-written array runs none): bash builtins where they exist.
+now_ms () { if [ -n "\${EPOCHREALTIME:-}" ]; then local t=\${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); else date +%s%3N; fi; }
+mapfile -t -s "$i" -n 1 line < "$chunk/manifest.tsv"
+line=\${line[0]:-}
 [ -n "$line" ] || { echo "meshfarm: no task at index $i in $chunk/manifest.tsv" >&2; exit 3; }
 folder=\${line%%$'\\t'*}; rest=\${line#*$'\\t'}
 task=\${rest%%$'\\t'*}; cmd=$(printf %s "\${rest#*$'\\t'}" | base64 -d)
 export MESHFARM_TASK_ID="$task" OMP_NUM_THREADS="\${SLURM_CPUS_PER_TASK:-1}"
-started=$(date +%s%3N)
+started=$(now_ms)
 # GPUs: the ones Slurm gave this element (CUDA_VISIBLE_DEVICES comes from its gres plugin).
-if [ -n "\${CUDA_VISIBLE_DEVICES:-}" ]; then printf '%s\\n' "$CUDA_VISIBLE_DEVICES" | tr ',' '\\n' > "$folder/gpu_ids.txt"; fi
+if [ -n "\${CUDA_VISIBLE_DEVICES:-}" ]; then printf '%s\\n' "\${CUDA_VISIBLE_DEVICES//,/$'\\n'}" > "$folder/gpu_ids.txt"; fi
 # Slurm sends SIGTERM to every process at a time limit, scancel or node loss: note it, let the command go first.
 terminated=false
 trap 'terminated=true' TERM
@@ -152,7 +155,7 @@ cd "$folder" && /bin/sh -c "$cmd" || code=$?
 signal=null; [ "$code" -gt 128 ] && [ "$code" -lt 193 ] && signal=$((code - 128))
 status="$chunk/status/$i.json"
 printf '{"index":%d,"taskId":"%s","exitCode":%d,"signal":%s,"terminated":%s,"startedAt":%s,"endedAt":%s,"host":"%s","slurmJobId":"%s"}\\n' \\
-  "$i" "$task" "$code" "$signal" "$terminated" "$started" "$(date +%s%3N)" "$(hostname -s)" "\${SLURM_ARRAY_JOB_ID}_$i" > "$status.tmp.$$"
+  "$i" "$task" "$code" "$signal" "$terminated" "$started" "$(now_ms)" "\${HOSTNAME%%.*}" "\${SLURM_ARRAY_JOB_ID}_$i" > "$status.tmp.$$"
 mv -f "$status.tmp.$$" "$status"
 exit "$code"
 `
@@ -179,7 +182,7 @@ export function buildArrayScript (spec: ChunkSpec): string {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw bad(`env: ${JSON.stringify(k)}: not a variable name`)
     return `export ${k}=${shellQuote(v)}`
   })
-  return ['#!/bin/bash', ...lines.map(l => `#SBATCH ${l}`), `# meshfarm ${label}: ${k} tasks, see manifest.tsv`, ...env, wrapper(spec.chunkDir)].join('\n')
+  return ['#!/bin/bash', ...lines.map(l => `#SBATCH ${l}`), `# meshfarm ${label}: ${k} task${k === 1 ? '' : 's'}, see manifest.tsv`, ...env, wrapper(spec.chunkDir)].join('\n')
 }
 
 /** Parses a status file the wrapper wrote; null when it is not (yet) a complete one. */
