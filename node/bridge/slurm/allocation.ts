@@ -114,14 +114,17 @@ export interface RunningStep {
   kill: (signal?: NodeJS.Signals) => void
 }
 
-/** Starts one task as an srun step. The step's environment is this process's, less the variables of a different job. */
+/**
+ * The variables an sbatch or salloc leaves that would change a step without a flag of ours to override them
+ * (srun reads them as options): GPU requests per task or per node. CPUs, memory, tasks and nodes are always given
+ * on the command line, which wins over the environment (checked on 22.05 with --mem-per-cpu in the environment).
+ */
+const BENDING = /^SLURM_(GPUS|GPUS_PER_\w+|TRES_PER_\w+|CPUS_PER_GPU|MEM_PER_GPU|GPU_\w+)$/
+
+/** Starts one task as an srun step, in this process's environment less the variables that would bend it. */
 export function runStep (s: StepSpec, env: Record<string, string | undefined> = process.env): RunningStep {
   const stepEnv: Record<string, string> = {}
-  for (const [k, v] of Object.entries(env)) {
-    // Inside an allocation, an sbatch's own SLURM_* settings (CPUS_PER_TASK, MEM_PER_NODE, ...) would bend srun's.
-    if (v == null || (k.startsWith('SLURM_') && k !== 'SLURM_CONF')) continue
-    stepEnv[k] = v
-  }
+  for (const [k, v] of Object.entries(env)) if (v != null && !BENDING.test(k)) stepEnv[k] = v
   const child = spawn('srun', srunArgs(s), { stdio: ['ignore', 'ignore', 'pipe'], env: stepEnv })
   let said = ''
   child.stderr.on('data', (b: Buffer) => { if (said.length < 16_384) said += b.toString('utf8') })
