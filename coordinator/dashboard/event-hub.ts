@@ -17,8 +17,11 @@ export interface FrameSink {
 export interface HubOptions {
   /** A comment frame this often keeps proxies and the page's liveness check happy (default 15 s). */
   heartbeatMs?: number
-  /** Frames queued per stream before it is dropped as too slow (default 2000). */
-  maxQueued?: number
+  /**
+   * Bytes queued per stream before it is dropped as too slow (default 2 MiB): room for a burst of events
+   * from one commit, not for a page that stopped reading.
+   */
+  maxQueuedBytes?: number
   /** Events replayed on resume at most; a longer gap sends `reset` (the page reloads its snapshot). */
   maxBacklog?: number
   /** How long a page waits before reconnecting, sent to EventSource (default 2 s). */
@@ -36,6 +39,7 @@ interface Client {
   id: number
   sink: FrameSink
   queue: string[]
+  queuedBytes: number
   lastSent: number
   writing: boolean
   closed: boolean
@@ -53,14 +57,14 @@ export class EventHub {
   private nextId = 1
   private latest: number
   private readonly heartbeatMs: number
-  private readonly maxQueued: number
+  private readonly maxQueuedBytes: number
   private readonly maxBacklog: number
   private readonly retryMs: number
   private readonly log: (line: string) => void
 
   constructor (private readonly source: DashboardSource, opts: HubOptions = {}) {
     this.heartbeatMs = opts.heartbeatMs ?? 15_000
-    this.maxQueued = opts.maxQueued ?? 2000
+    this.maxQueuedBytes = opts.maxQueuedBytes ?? 2 * 1024 * 1024
     this.maxBacklog = opts.maxBacklog ?? 10_000
     this.retryMs = opts.retryMs ?? 2000
     this.log = opts.log ?? (() => {})
@@ -88,22 +92,24 @@ export class EventHub {
   open (sink: FrameSink, lastEventId: number | null): StreamHandle {
     let finish!: () => void
     const done = new Promise<void>(resolve => { finish = resolve })
-    const c: Client = { id: this.nextId++, sink, queue: [], lastSent: this.latest, writing: false, closed: false, finish }
+    const c: Client = { id: this.nextId++, sink, queue: [], queuedBytes: 0, lastSent: this.latest, writing: false, closed: false, finish }
     // A resumed stream's hello keeps the page's last id, so a drop before the backlog arrives loses nothing.
     const hello = (id: number, resumed: boolean): string => `retry: ${this.retryMs}\nevent: hello\nid: ${id}\ndata: ${JSON.stringify({ seq: id, resumed })}\n\n`
     if (lastEventId == null || lastEventId > this.latest) {
       this.enqueue(c, hello(this.latest, false))
     } else {
-      const backlog = this.source.eventsSince(lastEventId, this.maxBacklog + 1)
-      if (backlog.length > this.maxBacklog) {
-        this.log(`dashboard: a stream resuming after ${lastEventId} is ${backlog.length}+ events behind: reset`)
+      const backlog = this.source.eventsSince(lastEventId, this.maxBacklog + 1).filter(e => e.seq > lastEventId)
+      const frames = backlog.map(eventFrame)
+      const bytes = frames.reduce((n, f) => n + f.length, 0)
+      // A gap too long to replay (or to fit the queue) is a reset: the page reloads its snapshot instead.
+      if (backlog.length > this.maxBacklog || bytes > this.maxQueuedBytes / 2) {
+        this.log(`dashboard: a stream resuming after ${lastEventId} is ${backlog.length}${backlog.length > this.maxBacklog ? '+' : ''} events behind: reset`)
         this.enqueue(c, `retry: ${this.retryMs}\nevent: reset\nid: ${this.latest}\ndata: ${JSON.stringify({ seq: this.latest })}\n\n`)
       } else {
         this.log(`dashboard: a stream resumes after ${lastEventId} (${backlog.length} events)`)
         this.enqueue(c, hello(lastEventId, true))
-        c.lastSent = lastEventId
-        for (const e of backlog) this.send(c, e)
-        c.lastSent = Math.max(c.lastSent, this.latest)
+        frames.forEach(f => this.enqueue(c, f))
+        c.lastSent = Math.max(lastEventId, backlog.at(-1)?.seq ?? 0, this.latest)
       }
     }
     this.clients.set(c.id, c)
@@ -134,11 +140,12 @@ export class EventHub {
 
   private enqueue (c: Client, frame: string): void {
     if (c.closed) return
-    if (c.queue.length >= this.maxQueued) {
-      this.drop(c, `dashboard: dropped a slow event stream (${c.queue.length} frames behind)`)
+    if (c.queuedBytes + frame.length > this.maxQueuedBytes) {
+      this.drop(c, `dashboard: dropped a slow event stream (${c.queue.length} frames, ${c.queuedBytes} bytes behind)`)
       return
     }
     c.queue.push(frame)
+    c.queuedBytes += frame.length
     if (!c.writing) void this.flush(c)
   }
 
@@ -148,6 +155,7 @@ export class EventHub {
       while (c.queue.length > 0 && !c.closed) {
         // Frames written together go out as one chunk.
         const batch = c.queue.splice(0, 256).join('')
+        c.queuedBytes -= batch.length
         await c.sink.write(batch)
       }
     } catch {
@@ -161,6 +169,7 @@ export class EventHub {
     if (c.closed) return
     c.closed = true
     c.queue.length = 0
+    c.queuedBytes = 0
     this.clients.delete(c.id)
     if (why != null) this.log(why)
     try { c.sink.kill() } catch {}

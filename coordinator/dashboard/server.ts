@@ -32,8 +32,8 @@ export interface DashboardOptions {
   /** Event streams open at once at most (default 32); more are answered 503. */
   maxStreams?: number
   heartbeatMs?: number
-  /** Frames queued per stream before it is dropped as too slow (default 2000). */
-  maxQueued?: number
+  /** Bytes queued per event stream before it is dropped as too slow (default 2 MiB). */
+  maxQueuedBytes?: number
   retryMs?: number
   /** Tasks drawn in a timeline at most (default 20000). */
   maxTimelineTasks?: number
@@ -260,7 +260,7 @@ export async function startDashboard (opts: DashboardOptions): Promise<Dashboard
     return c.json({ error: 'internal error' }, 500)
   })
 
-  const hub = new EventHub(source, { heartbeatMs: opts.heartbeatMs, maxQueued: opts.maxQueued, retryMs: opts.retryMs, log })
+  const hub = new EventHub(source, { heartbeatMs: opts.heartbeatMs, maxQueuedBytes: opts.maxQueuedBytes, retryMs: opts.retryMs, log })
 
   const server = await new Promise<Server>((resolve, reject) => {
     const s = serve({ fetch: app.fetch, hostname: bindHost, port }, () => resolve(s as Server)) as Server
