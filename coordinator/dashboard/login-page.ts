@@ -18,9 +18,9 @@ export function loginPage (message: string | null): string {
 <main>
 <h1>meshfarm dashboard</h1>
 ${note}
-<form method="post" action="/login" autocomplete="off">
+<form method="post" action="/login">
 <label for="code">One-time login code</label>
-<input id="code" name="code" type="password" required maxlength="64" spellcheck="false" autofocus>
+<input id="code" name="code" type="password" autocomplete="one-time-code" required maxlength="64" spellcheck="false" autofocus>
 <button type="submit">Log in</button>
 </form>
 <p>Get a code with <code>meshfarm dashboard</code> on a machine of the mesh; each code works once, for a few minutes.</p>

@@ -37,7 +37,7 @@ after(async () => { await d.close() })
 const SECURITY_HEADERS = {
   'content-security-policy': /default-src 'none'; script-src 'self';.*frame-ancestors 'none'/,
   'x-content-type-options': /^nosniff$/,
-  'referrer-policy': /^no-referrer$/,
+  'referrer-policy': /^same-origin$/,
   'x-frame-options': /^DENY$/
 }
 

@@ -42,9 +42,9 @@ export function describe (v) {
   if (v == null) return ''
   if (Array.isArray(v)) return v.map(describe).filter(Boolean).join('; ')
   if (typeof v === 'object') {
-    const main = v.state ?? v.name ?? v.id ?? ''
-    const rest = Object.entries(v).filter(([k, x]) => !['state', 'name', 'id'].includes(k) && (typeof x === 'string' || typeof x === 'number' || typeof x === 'boolean'))
-    return [String(main), ...rest.map(([k, x]) => `${k} ${x}`)].filter(Boolean).join(', ')
+    const rest = Object.entries(v).filter(([k, x]) => !['state', 'name', 'id'].includes(k) && ['string', 'number', 'boolean'].includes(typeof x))
+    const label = [v.name ?? v.id, v.state].filter(x => x != null).join(' ')
+    return [label, ...rest.map(([k, x]) => `${k} ${x}`)].filter(Boolean).join(', ')
   }
   return String(v)
 }
@@ -149,14 +149,15 @@ export function renderFailures (root, data) {
     root.replaceChildren()
     return
   }
-  root.replaceChildren(
+  root.replaceChildren(...[
     el('h3', {}, `Failures (${data.total})`),
     ...data.failures.map(f => el('div', { class: 'failure', dataset: { task: f.index } },
       el('p', {}, el('strong', {}, `task ${f.index} ${f.name}`), ` on ${f.host ?? 'no host'}: `,
         f.exitCode != null ? `exit code ${f.exitCode}` : f.signal != null ? `signal ${f.signal}` : (f.failure?.kind ?? 'failed'),
         f.failure?.message ? ` — ${f.failure.message}` : '', ` (${f.attempts} attempt${f.attempts === 1 ? '' : 's'})`),
       f.stderrTail ? el('pre', { class: 'tail', 'aria-label': `end of stderr of task ${f.index}` }, f.stderrTail) : null)),
-    data.total > data.failures.length ? el('p', {}, `… and ${data.total - data.failures.length} more.`) : null)
+    data.total > data.failures.length ? el('p', {}, `… and ${data.total - data.failures.length} more.`) : null
+  ].filter(x => x != null))
 }
 
 export function eventText (e) {
