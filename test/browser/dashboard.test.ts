@@ -91,8 +91,9 @@ after(async () => {
 })
 
 const skip = check.ok ? false : `no Chromium: ${check.reason}`
+const timeout = 60_000
 
-test('login with a one-time code: the page shows the agents and the jobs by person', { skip }, async () => {
+test('login with a one-time code: the page shows the agents and the jobs by person', { skip, timeout }, async () => {
   await page.goto(d.url)
   assert.match(page.url(), /\/login$/, 'no session: the login form')
   const code = mesh.login(ana)
@@ -125,7 +126,7 @@ test('login with a one-time code: the page shows the agents and the jobs by pers
   await second.close()
 })
 
-test('without the cookie the API and the event stream answer 401', { skip }, async () => {
+test('without the cookie the API and the event stream answer 401', { skip, timeout }, async () => {
   const ctx = await browser.newContext()
   const p = await ctx.newPage()
   await p.goto(`${d.url}login`)
@@ -143,7 +144,7 @@ test('without the cookie the API and the event stream answer 401', { skip }, asy
   await ctx.close()
 })
 
-test('a foreign Host is refused (DNS rebinding) and a foreign Origin cannot cancel', { skip }, async () => {
+test('a foreign Host is refused (DNS rebinding) and a foreign Origin cannot cancel', { skip, timeout }, async () => {
   const p = await browser.newPage()
   const rebound = await p.goto(`http://evil.test:${d.port}/`)
   assert.equal(rebound!.status(), 421)
@@ -164,7 +165,7 @@ test('a foreign Host is refused (DNS rebinding) and a foreign Origin cannot canc
   await p.close()
 })
 
-test('a task finishing updates the page live; the timeline follows', { skip }, async () => {
+test('a task finishing updates the page live; the timeline follows', { skip, timeout }, async () => {
   const seqBefore = Number(await page.locator('#timeline').getAttribute('data-seq'))
   mesh.tick(1500)
   mesh.finish(sweep, 6)
@@ -177,7 +178,7 @@ test('a task finishing updates the page live; the timeline follows', { skip }, a
   await page.locator('#agents tbody tr', { hasText: /alpha.*\b1 of 4 slots/ }).waitFor()
 })
 
-test('after a dropped stream the page reconnects with Last-Event-ID and misses nothing', { skip }, async () => {
+test('after a dropped stream the page reconnects with Last-Event-ID and misses nothing', { skip, timeout }, async () => {
   const first = mesh.lastSeq()
   await page.locator(`#event-log li[data-seq="${first}"]`).waitFor()
   d.dropStreams()
@@ -197,7 +198,7 @@ test('after a dropped stream the page reconnects with Last-Event-ID and misses n
   await page.locator('.failure[data-task="8"]', { hasText: 'out of memory' }).waitFor()
 })
 
-test('keyboard: a job is shown and cancelled without a mouse', { skip }, async () => {
+test('keyboard: a job is shown and cancelled without a mouse', { skip, timeout }, async () => {
   await page.locator('body').focus()
   let label = ''
   for (let i = 0; i < 60 && label !== 'Show job 1'; i++) {
@@ -227,7 +228,7 @@ function countNear (png: PNG, hex: string, fromY = 0, tolerance = 6): number {
   return n
 }
 
-test('the screenshot shows the timeline with each outcome\'s colour', { skip }, async () => {
+test('the screenshot shows the timeline with each outcome\'s colour', { skip, timeout }, async () => {
   const seq = mesh.lastSeq()
   await page.waitForFunction(s => Number(document.getElementById('timeline')?.dataset.seq) >= s, seq)
   await page.waitForFunction(() => document.getElementById('timeline').naturalWidth > 0)

@@ -188,7 +188,7 @@ test('cancel: readers cannot, submitters only their own jobs, admins any; DELETE
   assert.equal(await as(root, 999), 404)
 })
 
-test('event stream: hello with the seq, live events, heartbeats, resume after Last-Event-ID', async () => {
+test('event stream: hello with the seq, live events, heartbeats, resume after Last-Event-ID', { timeout: 30_000 }, async () => {
   const cookie = await login(d, mesh, reader)
   const s = await SseReader.open(d, cookie)
   assert.equal(s.status, 200)
@@ -213,7 +213,7 @@ test('event stream: hello with the seq, live events, heartbeats, resume after La
   r.close()
 })
 
-test('a page that stops reading is dropped; another page gets every event; the stream count is bounded', async () => {
+test('a page that stops reading is dropped; another page gets every event; the stream count is bounded', { timeout: 60_000 }, async () => {
   const cookie = await login(d, mesh, reader)
   const fast = await SseReader.open(d, cookie)
   await fast.next()
