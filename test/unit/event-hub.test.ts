@@ -32,7 +32,7 @@ function scripted (): { mesh: MemoryMesh, agent: string, job: number } {
   return { mesh, agent, job }
 }
 
-test('a new stream gets hello with the current seq, then live events in order', async () => {
+test('a new stream gets hello with the current seq, then live events in order', { timeout: 10_000 }, async () => {
   const { mesh, agent, job } = scripted()
   const hub = new EventHub(mesh)
   const page = new Page()
@@ -46,7 +46,7 @@ test('a new stream gets hello with the current seq, then live events in order', 
   hub.stop()
 })
 
-test('a stream resuming after Last-Event-ID gets exactly the events it missed, then live ones', async () => {
+test('a stream resuming after Last-Event-ID gets exactly the events it missed, then live ones', { timeout: 10_000 }, async () => {
   const { mesh, agent, job } = scripted()
   const hub = new EventHub(mesh)
   for (let i = 0; i < 5; i++) { mesh.start(job, i, agent); mesh.finish(job, i) }
@@ -61,7 +61,7 @@ test('a stream resuming after Last-Event-ID gets exactly the events it missed, t
   hub.stop()
 })
 
-test('two pages see the same events in the same order', async () => {
+test('two pages see the same events in the same order', { timeout: 10_000 }, async () => {
   const { mesh, agent, job } = scripted()
   const hub = new EventHub(mesh)
   const a = new Page()
@@ -75,7 +75,7 @@ test('two pages see the same events in the same order', async () => {
   hub.stop()
 })
 
-test('a page that does not read is dropped; the others and the mesh go on', async () => {
+test('a page that does not read is dropped; the others and the mesh go on', { timeout: 10_000 }, async () => {
   const { mesh } = scripted()
   const logs: string[] = []
   const hub = new EventHub(mesh, { maxQueuedBytes: 4000, log: l => logs.push(l) })
@@ -97,7 +97,7 @@ test('a page that does not read is dropped; the others and the mesh go on', asyn
   hub.stop()
 })
 
-test('a resume further back than the backlog limit gets reset; a page that throws is dropped', async () => {
+test('a resume further back than the backlog limit gets reset; a page that throws is dropped', { timeout: 10_000 }, async () => {
   const { mesh } = scripted()
   mesh.flood(30, 1)
   const hub = new EventHub(mesh, { maxBacklog: 10 })
