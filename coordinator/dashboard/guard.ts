@@ -39,6 +39,8 @@ export interface RequestFacts {
  */
 export function checkRequest (r: RequestFacts): Refusal | null {
   if (!KNOWN_METHODS.has(r.method)) return { status: 405, reason: `method ${r.method} is not allowed` }
+  // HEAD would open an event stream nobody reads (holding one of the few stream places); the API has no use for it.
+  if (r.method === 'HEAD' && r.path.startsWith('/api/')) return { status: 405, reason: 'HEAD is not allowed on the API' }
   const site = r.secFetchSite?.toLowerCase()
   if (!SAFE_METHODS.has(r.method)) {
     if (r.origin == null) return { status: 403, reason: 'a request that changes something needs an Origin header' }

@@ -149,6 +149,8 @@ test('request bodies are bounded; unknown methods, paths and bad ids are refused
   assert.equal((await raw(d, '/login', { method: 'POST', headers: { origin, 'content-type': 'multipart/form-data; boundary=x' }, body: '--x\r\nbroken' })).status, 401)
   assert.equal((await raw(d, `/api/jobs/${anaJob}/cancel`, { method: 'POST', headers: { cookie, origin }, body: 'x'.repeat(10_000) })).status, 413)
   for (const method of ['PUT', 'PATCH', 'OPTIONS', 'TRACE']) assert.equal((await raw(d, `/api/jobs/${anaJob}`, { method, headers: { cookie, origin } })).status, 405, method)
+  assert.equal((await raw(d, '/api/events', { method: 'HEAD', headers: { cookie } })).status, 405)
+  assert.equal(d.streams(), 0, 'no stream left open by HEAD')
   for (const [path, status] of [
     ['/api/jobs/abc/tasks', 400], ['/api/jobs/0/tasks', 400], ['/api/jobs/-1/timeline.svg', 400], ['/api/jobs/1e3/timeline.svg', 400],
     ['/api/jobs/99999999999999999999/tasks', 400], ['/api/jobs/999/tasks', 404], ['/api/jobs/999/timeline.svg', 404], ['/api/jobs/999/failures', 404],
@@ -242,4 +244,18 @@ test('a page that stops reading is dropped; another page gets every event; the s
   for (let i = 0; i < 6; i++) extra.push(await SseReader.open(d, cookie))
   assert.deepEqual(extra.map(e => e.status).sort(), [200, 200, 200, 200, 200, 503])
   for (const e of [fast, ...extra]) e.close()
+})
+
+test('a restarted dashboard shows the source\'s finished jobs; sessions do not survive it', async () => {
+  const cookie = await login(d, mesh, ana)
+  const d2 = await startDashboard({ source: mesh, port: 0 })
+  try {
+    assert.equal((await raw(d2, '/api/me', { headers: { cookie: cookie.replace(`meshfarm-${d.port}`, `meshfarm-${d2.port}`) } })).status, 401)
+    const c2 = await login(d2, mesh, ana)
+    const o = JSON.parse((await raw(d2, '/api/overview', { headers: { cookie: c2 } })).body)
+    assert.deepEqual(o.jobs.map((j: { jobId: number, state: string }) => [j.jobId, j.state]).slice(0, 2), [[anaJob, 'cancelled'], [boJob, 'cancelled']])
+    assert.equal(o.seq, mesh.lastSeq())
+  } finally {
+    await d2.close()
+  }
 })

@@ -35,6 +35,8 @@ test('methods other than GET, HEAD, POST and DELETE are refused before routing',
   for (const method of ['PUT', 'PATCH', 'OPTIONS', 'TRACE', 'CONNECT', 'PROPFIND']) {
     assert.equal(checkRequest(facts({ method, origin: 'http://127.0.0.1:8080' }))?.status, 405, method)
   }
+  assert.equal(checkRequest(facts({ method: 'HEAD', path: '/api/events' }))?.status, 405, 'HEAD would hold an event stream')
+  assert.equal(checkRequest(facts({ method: 'HEAD', path: '/login' })), null)
 })
 
 test('API reads refuse cross-site fetch metadata; pages may be opened from anywhere', () => {
