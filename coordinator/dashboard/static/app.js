@@ -104,7 +104,9 @@ async function loadTimeline (id, job) {
   img.dataset.seq = String(state.lastSeq)
 }
 
-// One refresh at a time; events arriving meanwhile ask for one more afterwards.
+// One refresh at a time, at most one a second: events arriving meanwhile ask for one more afterwards, so a
+// busy mesh costs the coordinator one snapshot per second per page, not one per event.
+const MIN_REFRESH_MS = 1000
 let running = false
 let again = false
 async function refresh () {
@@ -113,10 +115,12 @@ async function refresh () {
   try {
     do {
       again = false
+      const started = Date.now()
       const seq = state.lastSeq
       await loadOverview()
       await loadJob()
       document.body.dataset.shownSeq = String(seq)
+      if (again) await new Promise(resolve => setTimeout(resolve, Math.max(0, MIN_REFRESH_MS - (Date.now() - started))))
     } while (again)
   } catch (err) {
     if (err.message !== 'logged out') setLive('reconnecting', `error: ${err.message}`)
