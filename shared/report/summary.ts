@@ -72,7 +72,6 @@ export function median (sorted: readonly number[]): number {
  */
 export function stderrTail (data: Uint8Array | string, lines = 5): string {
   const text = typeof data === 'string' ? data : new TextDecoder('utf-8', { fatal: false }).decode(data.subarray(Math.max(0, data.length - 16_384)))
-  // eslint-disable-next-line no-control-regex
   const clean = text.replace(/\r\n?/g, '\n').replace(/[\u0000-\u0008\u000B-\u001F\u007F-\u009F]/g, '')
   const kept = clean.replace(/\n+$/, '').split('\n').slice(-lines).join('\n')
   return kept.length > 2000 ? '…' + kept.slice(-1999) : kept

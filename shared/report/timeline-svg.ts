@@ -59,7 +59,6 @@ const PATTERNS = [
 
 /** Text safe inside XML content and attribute values; characters XML 1.0 forbids are dropped. */
 export function escapeXml (s: string): string {
-  // eslint-disable-next-line no-control-regex
   return s.replace(/[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/g, '')
     .replace(/[&<>"']/g, ch => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[ch]!)
 }

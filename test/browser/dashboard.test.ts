@@ -32,7 +32,7 @@ let beta = ''
 const logs: string[] = []
 const check = await ensureChromium()
 // Callbacks given to page.evaluate run in the page; this file is type-checked without the DOM library.
-declare const document: any // eslint-disable-line @typescript-eslint/no-explicit-any
+declare const document: any
 
 /** A mesh mid-way: three agents, bo's finished job, ana's sweep half done (one failure), ana's small job queued. */
 function scriptMesh (): void {
