@@ -13,7 +13,8 @@ import { connect, type MeshClient } from '../shared/client/client.ts'
 import { startCoordinator } from '../coordinator/service.ts'
 import { startAgent } from '../node/agent.ts'
 import { detectResources, parseGpuList, parseLabels, parseMemoryFlag } from '../node/resources.ts'
-import { parseDuration, parseMemory, type SpecDefaults } from '../shared/client/spec.ts'
+import { type SpecDefaults } from '../shared/client/spec.ts'
+import { parseDuration, parseSizeMb as parseMemory } from '../shared/util/units.ts'
 import { jobsTable, peersTable, printJson, Progress, summaryLine, table, tasksTable } from './output.ts'
 import { readFileSync } from 'node:fs'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
@@ -22,6 +23,7 @@ import { decodeInvite } from '../shared/local/invite.ts'
 import { joinMesh } from '../shared/local/join.ts'
 import { runDemo } from './demo.ts'
 import { VERSION } from '../shared/util/version.ts'
+import { parseRole } from '../coordinator/access.ts'
 import type { JobSummary } from '../shared/protocol/messages.ts'
 
 const program = new Command()
@@ -103,7 +105,7 @@ program.command('invite')
   .option('--json', 'machine-readable output')
   .action(async (o: { role: string, ttl: string, json?: boolean }) => {
     await withClient(async client => {
-      const r = await client.invite(o.role, parseDuration(o.ttl, '--ttl'))
+      const r = await client.invite(parseRole(o.role), parseDuration(o.ttl, '--ttl'))
       if (o.json === true) printJson(r)
       else {
         console.error(`invite for one ${o.role}, valid until ${new Date(r.expiresAt).toISOString()}; on the new machine run: meshfarm join < invite.txt`)
@@ -141,7 +143,7 @@ access.command('add')
   .option('--name <name>', 'a note on who this is')
   .action(async (peer: string, o: { role: string[], name?: string }) => {
     await withClient(async client => {
-      await client.accessAdd(peer, o.role, o.name)
+      await client.accessAdd(peer, o.role.map(parseRole), o.name)
       console.log(`${peer}: ${o.role.join(', ')}`)
     })
   })

@@ -9,9 +9,9 @@
 import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { MeshfarmError } from '../shared/util/errors.ts'
 import { assertPrivateFile } from '../shared/local/home.ts'
+import { ROLES, isRole, type Role } from '../shared/protocol/data.ts'
 
-export type Role = 'agent' | 'submitter' | 'admin'
-export const ROLES: readonly Role[] = ['agent', 'submitter', 'admin']
+export { ROLES, type Role }
 
 export interface PeerEntry {
   roles: Role[]
@@ -33,7 +33,7 @@ interface AccessFile {
 }
 
 export function parseRole (v: string): Role {
-  if ((ROLES as readonly string[]).includes(v)) return v as Role
+  if (isRole(v)) return v
   throw new MeshfarmError('BAD_ARGUMENT', `unknown role ${JSON.stringify(v)}: use agent, submitter or admin`)
 }
 

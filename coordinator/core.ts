@@ -27,8 +27,8 @@ export interface CoreOptions {
   prefetch: number
 }
 
-const STATE_CODES: TaskState[] = ['queued', 'staging', 'running', 'done', 'failed', 'cancelled']
-const CODE: Record<TaskState, number> = { queued: 0, staging: 1, running: 2, done: 3, failed: 4, cancelled: 5 }
+const STATE_CODES: TaskState[] = ['queued', 'staging', 'running', 'done', 'failed', 'cancelled', 'held', 'suspended']
+const CODE: Record<TaskState, number> = { queued: 0, staging: 1, running: 2, done: 3, failed: 4, cancelled: 5, held: 6, suspended: 7 }
 
 interface Shape { cores: number, gpus: number, memoryMb: number, constraints: Record<string, string> }
 
@@ -87,7 +87,7 @@ function queueDepth (recentTaskMs: number | null, prefetch: number): number {
 }
 
 function emptyCounts (): Record<TaskState, number> {
-  return { queued: 0, staging: 0, running: 0, done: 0, failed: 0, cancelled: 0 }
+  return { queued: 0, held: 0, staging: 0, running: 0, suspended: 0, done: 0, failed: 0, cancelled: 0 }
 }
 
 export class CoordinatorCore {

@@ -17,7 +17,7 @@ import { AGENT_MESSAGES, CLIENT_REQUESTS, isFiniteInt } from '../shared/protocol
 import { BlobStore } from '../shared/files/blob-store.ts'
 import { serveBlobStream } from '../shared/net/blob-protocol.ts'
 import { rememberCoordinator, serveRoster } from '../shared/net/discovery.ts'
-import { checkFileRef, checkTaskSpec } from '../shared/protocol/task-check.ts'
+import { checkFileRef, checkTaskSpec } from '../shared/protocol/schema.ts'
 import { checkRelativeName } from '../shared/files/safe-path.ts'
 import { CoordinatorCore, type CoordinatorComm } from './core.ts'
 import { Store } from './store.ts'

@@ -16,7 +16,7 @@ import { identityFor } from '../local/identity.ts'
 import { createMeshNode, type MeshNode } from '../net/mesh.ts'
 import { loadMeshConfig, type MeshConfig } from '../local/mesh-config.ts'
 import { findCoordinator } from '../net/discovery.ts'
-import type { AgentSummary, FileRef, JobHeader, JobSummary, TaskRecord, TaskSpec, TaskState } from '../protocol/messages.ts'
+import type { Role, AgentSummary, FileRef, JobHeader, JobSummary, TaskRecord, TaskSpec, TaskState } from '../protocol/messages.ts'
 import { openClientChannel, raiseIfError, request } from '../net/rpc.ts'
 import { uploadBlob } from '../net/blob-protocol.ts'
 import { runLimited } from '../util/limit.ts'
@@ -152,8 +152,8 @@ export class MeshClient {
     await request(this.node, this.coordinator, { t: 'client.drain', peerId: peer }, 'reply.drained')
   }
 
-  async invite (role: string, ttlMs: number): Promise<{ invite: string, expiresAt: number }> {
-    const r = await request(this.node, this.coordinator, { t: 'client.invite', role, ttlMs }, 'reply.invite')
+  async invite (role: Role, ttlMs: number, name?: string): Promise<{ invite: string, expiresAt: number }> {
+    const r = await request(this.node, this.coordinator, { t: 'client.invite', role, ttlMs, name }, 'reply.invite')
     return { invite: r.invite, expiresAt: r.expiresAt }
   }
 
@@ -161,7 +161,7 @@ export class MeshClient {
     return (await request(this.node, this.coordinator, { t: 'client.access.list' }, 'reply.access')).peers
   }
 
-  async accessAdd (peerId: string, roles: string[], name?: string): Promise<void> {
+  async accessAdd (peerId: string, roles: Role[], name?: string): Promise<void> {
     await request(this.node, this.coordinator, { t: 'client.access.add', peerId, roles, name }, 'reply.ok')
   }
 

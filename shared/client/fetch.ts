@@ -6,7 +6,7 @@
  */
 import { copyFile, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { FileRef, TaskRecord } from '../protocol/messages.ts'
+import type { FileRef, ResultLayout, TaskRecord } from '../protocol/messages.ts'
 import { downloadBlob } from '../net/blob-protocol.ts'
 import { checkRelativeName } from '../files/safe-path.ts'
 import { hashFile } from '../files/hash.ts'
@@ -86,7 +86,7 @@ export async function fetchResults (client: MeshClient, jobId: number, dest: str
 }
 
 /** Where a task's files go in the results folder. */
-export function placeRecord (dest: string, layout: 'per-task' | 'flat', record: TaskRecord): { folder: string, jsonPath: string, targets: Target[] } {
+export function placeRecord (dest: string, layout: ResultLayout, record: TaskRecord): { folder: string, jsonPath: string, targets: Target[] } {
   const name = checkRelativeName(record.name.replaceAll('/', '_'), 'task name')
   const targets: Target[] = []
   if (layout === 'flat') {

@@ -27,6 +27,7 @@ import { basename, dirname, extname, isAbsolute, resolve } from 'node:path'
 import { parseDocument } from 'yaml'
 import type { ResultLayout, TaskSpec } from '../protocol/messages.ts'
 import { MeshfarmError } from '../util/errors.ts'
+import { parseDuration, parseSizeMb } from '../util/units.ts'
 
 export interface LocalInput { src: string, name: string }
 export interface ParsedTask extends Omit<TaskSpec, 'inputs'> { inputs: LocalInput[] }
@@ -111,23 +112,7 @@ function checkKeys (ctx: SpecContext, obj: Record<string, unknown>, known: strin
 
 // ---- scalar fields ----
 
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
-
-export function parseDuration (value: unknown, where: string): number {
-  if (typeof value === 'number' && Number.isFinite(value) && value >= 0) return Math.round(value * 1000)
-  const m = typeof value === 'string' ? value.trim().match(/^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/) : null
-  if (m == null) throw new MeshfarmError('SPEC_INVALID', `${where}: must be a duration like 30s, 10m or 2h, got ${show(value)}`)
-  return Math.round(Number(m[1]) * DURATION_UNITS[m[2] ?? 's'])
-}
-
-const MEMORY_UNITS: Record<string, number> = { '': 1, k: 1 / 1024, m: 1, g: 1024, t: 1024 * 1024 }
-
-export function parseMemory (value: unknown, where: string): number {
-  if (typeof value === 'number' && Number.isFinite(value) && value >= 0) return Math.round(value)
-  const m = typeof value === 'string' ? value.trim().match(/^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i) : null
-  if (m == null) throw new MeshfarmError('SPEC_INVALID', `${where}: must be a size like 512M or 2G, got ${show(value)}`)
-  return Math.ceil(Number(m[1]) * MEMORY_UNITS[m[2].toLowerCase()])
-}
+const SPEC = { code: 'SPEC_INVALID' } as const
 
 function wholeNumber (ctx: SpecContext, v: unknown, field: string, min: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min) ctx.fail(field, `must be a whole number >= ${min}, got ${show(v)}`)
@@ -186,8 +171,8 @@ function readDefaults (ctx: SpecContext, raw: unknown): Partial<TaskDefaults> {
   const d: Partial<TaskDefaults> = {}
   if (raw.cores != null) d.cores = wholeNumber(ctx, raw.cores, 'defaults.cores', 1)
   if (raw.gpus != null) d.gpus = wholeNumber(ctx, raw.gpus, 'defaults.gpus', 0)
-  if (raw.memory != null) d.memoryMb = parseMemory(raw.memory, `${ctx.file}: defaults.memory`)
-  if (raw.timeout != null) d.timeoutMs = parseDuration(raw.timeout, `${ctx.file}: defaults.timeout`)
+  if (raw.memory != null) d.memoryMb = parseSizeMb(raw.memory, `${ctx.file}: defaults.memory`, SPEC)
+  if (raw.timeout != null) d.timeoutMs = parseDuration(raw.timeout, `${ctx.file}: defaults.timeout`, SPEC)
   if (raw.env != null) d.env = stringMap(ctx, raw.env, 'defaults.env')
   if (raw.constraints != null) d.constraints = stringMap(ctx, raw.constraints, 'defaults.constraints')
   if (raw.affinity != null) d.affinity = String(raw.affinity)
@@ -266,8 +251,8 @@ function readTask (ctx: SpecContext, raw: unknown, field: string, index: number,
     commands: commands.map((c, i) => fill(ctx, c, p, raw.commands != null ? `${field}.commands[${i}]` : `${field}.command`)),
     cores: raw.cores != null ? wholeNumber(ctx, raw.cores, `${field}.cores`, 1) : defaults.cores,
     gpus: raw.gpus != null ? wholeNumber(ctx, raw.gpus, `${field}.gpus`, 0) : defaults.gpus,
-    memoryMb: raw.memory != null ? parseMemory(raw.memory, `${ctx.file}: ${field}.memory`) : defaults.memoryMb,
-    timeoutMs: raw.timeout != null ? parseDuration(raw.timeout, `${ctx.file}: ${field}.timeout`) : defaults.timeoutMs,
+    memoryMb: raw.memory != null ? parseSizeMb(raw.memory, `${ctx.file}: ${field}.memory`, SPEC) : defaults.memoryMb,
+    timeoutMs: raw.timeout != null ? parseDuration(raw.timeout, `${ctx.file}: ${field}.timeout`, SPEC) : defaults.timeoutMs,
     env,
     constraints: { ...defaults.constraints, ...(raw.constraints != null ? stringMap(ctx, raw.constraints, `${field}.constraints`) : {}) },
     inputs,

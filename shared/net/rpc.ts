@@ -6,10 +6,10 @@ import { PROTOCOL_CLIENT } from '../protocol/constants.ts'
 import { MeshfarmError, isMeshfarmError, type ErrorCode } from '../util/errors.ts'
 import type { MeshNode } from './mesh.ts'
 import type { ClientReply, ClientRequest } from '../protocol/messages.ts'
-import { CLIENT_REPLIES } from '../protocol/schema.ts'
+import { CLIENT_REPLIES, type MessageSet } from '../protocol/schema.ts'
 
 export async function openChannel<In extends { t: string }, Out extends object> (
-  node: MeshNode, peer: PeerId | Multiaddr | Multiaddr[], protocol: string, accept: ReadonlySet<string>, signal?: AbortSignal
+  node: MeshNode, peer: PeerId | Multiaddr | Multiaddr[], protocol: string, accept: MessageSet, signal?: AbortSignal
 ): Promise<Channel<In, Out>> {
   // The time limit covers opening the stream only: libp2p may keep the dial's signal until the protocol is
   // confirmed by the first reply, and a long submission (a million tasks) must not be cut off by it.

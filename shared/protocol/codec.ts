@@ -8,7 +8,7 @@ import { Uint8ArrayList } from 'uint8arraylist'
 import type { Stream } from '@libp2p/interface'
 import { MAX_FRAME_BYTES } from './constants.ts'
 import { MeshfarmError } from '../util/errors.ts'
-import { validateMessage } from './schema.ts'
+import { validateMessage, type MessageSet } from './schema.ts'
 
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: 'number' })
 
@@ -21,7 +21,7 @@ export function encodeMessage (msg: object): Uint8Array {
 }
 
 /** Decodes one frame body; throws PROTOCOL for anything that is not a known, well-formed message. */
-export function decodeMessage<T extends { t: string }> (body: Uint8Array, allowed: ReadonlySet<string>): T {
+export function decodeMessage<T extends { t: string }> (body: Uint8Array, allowed: MessageSet): T {
   let msg: unknown
   try {
     msg = packr.unpack(body)
@@ -33,8 +33,8 @@ export function decodeMessage<T extends { t: string }> (body: Uint8Array, allowe
 
 export interface ChannelOptions {
   maxFrameBytes?: number
-  /** Message types this end accepts. */
-  accept: ReadonlySet<string>
+  /** Message types this end accepts, with their schemas. */
+  accept: MessageSet
 }
 
 export class Channel<In extends { t: string }, Out extends object> {
@@ -42,7 +42,7 @@ export class Channel<In extends { t: string }, Out extends object> {
   private readonly chunks: AsyncIterator<Uint8Array | Uint8ArrayList>
   private readonly buffer = new Uint8ArrayList()
   private readonly maxFrame: number
-  private readonly accept: ReadonlySet<string>
+  private readonly accept: MessageSet
   private ended = false
 
   constructor (stream: Stream, opts: ChannelOptions) {

@@ -1,240 +1,158 @@
 /**
- * The wire protocol: every message any meshfarm peer sends, as discriminated unions on `t`.
- * Names say the direction: `agent.*` agent -> coordinator, `coord.*` coordinator -> agent,
- * `client.*` client -> coordinator, `reply.*` coordinator -> client.
+ * The wire protocol: every message any meshfarm peer sends, one schema per message type (the check and the
+ * type both come from it), grouped by protocol. Names say the direction: `agent.*` agent -> coordinator,
+ * `coord.*` coordinator -> agent, `client.*` client -> coordinator, `reply.*` coordinator -> client.
+ * Data shapes (tasks, files, resources) are in data.ts; schema.ts checks a decoded frame against these.
  */
+import { Type as T, type Static, type TObject } from '@sinclair/typebox'
+import {
+  AgentResources, AgentStatus, Assignment, AttemptResult, Count, FileRef, Hash, Id, IdList, JobHeader, Millis,
+  PeerIdText, ShortText, TaskSpec, TaskState, Text
+} from './data.ts'
+import type { AgentSummary, JobState, JobSummary, TaskRecord } from './data.ts'
+import type { MeshEvent } from './events.ts'
 
-/** A file known by content: the sha256 hex of its bytes, its size, and the name it takes in a task folder. */
-export interface FileRef {
-  name: string
-  hash: string
-  size: number
-  /** Small files ride inline. */
-  data?: Uint8Array
+export * from './data.ts'
+
+type Props = Record<string, import('@sinclair/typebox').TSchema>
+/** A message schema: its type tag and its fields, no other fields allowed. */
+function msg<const K extends string, P extends Props> (t: K, props: P): TObject<{ t: import('@sinclair/typebox').TLiteral<K> } & P> {
+  return T.Object({ t: T.Literal(t), ...props }, { additionalProperties: false }) as any
 }
 
-/** Resources a task asks for. memoryMb 0 means "no reservation". */
-export interface Demand {
-  cores: number
-  gpus: number
-  memoryMb: number
-}
-
-/** One task as submitted: everything an agent needs to run it, files referenced by hash. */
-export interface TaskSpec extends Demand {
-  /** Index in the job, 0..n-1. */
-  index: number
-  name: string
-  commands: string[]
-  env: Record<string, string>
-  inputs: FileRef[]
-  /** Output names or globs, relative to the task folder. */
-  outputs: string[]
-  timeoutMs: number
-  /** Labels an agent must carry (key=value) to run this task. */
-  constraints: Record<string, string>
-  /** Tasks sharing an affinity key run on the same host. */
-  affinity?: string
-  /** Parameters of a sweep point, recorded in task.json. */
-  params?: Record<string, string | number | boolean>
-}
-
-export type ResultLayout = 'per-task' | 'flat'
-
-export interface JobHeader {
-  name: string
-  label?: string
-  layout: ResultLayout
-  /** Files staged once per machine into the job folder. */
-  shared: FileRef[]
-  /** Retries for tasks that exit non-zero (the agent's death is counted separately). */
-  retries: number
-  /** The job file as the user wrote it, kept in the results folder. */
-  specText: string
-  specFile: string
-}
-
-export type TaskState = 'queued' | 'staging' | 'running' | 'done' | 'failed' | 'cancelled'
-export const TERMINAL_STATES: ReadonlySet<TaskState> = new Set(['done', 'failed', 'cancelled'])
-
-export type JobState = 'active' | 'done' | 'failed' | 'cancelled'
-
-/** Why an attempt did not succeed, as data. */
-export interface Failure {
-  kind: 'exit' | 'signal' | 'timeout' | 'staging' | 'spawn' | 'agent-lost' | 'cancelled' | 'crash-limit' | 'internal'
-  message: string
-  retryable: boolean
-}
-
-/** What an agent reports when an attempt ends. */
-export interface AttemptResult {
-  attemptId: number
-  jobId: number
-  index: number
-  state: 'done' | 'failed' | 'cancelled'
-  exitCode: number | null
-  signal: string | null
-  failure?: Failure
-  startedAt: number
-  endedAt: number
-  stdout: FileRef
-  stderr: FileRef
-  outputs: FileRef[]
-}
-
-/** A committed result as the coordinator keeps it and a client fetches it: the body of task.json. */
-export interface TaskRecord {
-  jobId: number
-  index: number
-  id: string
-  name: string
-  commands: string[]
-  params?: Record<string, string | number | boolean>
-  state: TaskState
-  host: string | null
-  peerId: string | null
-  resources: { cores: number, gpus: number[], memoryMb: number }
-  start: string | null
-  end: string | null
-  durationMs: number | null
-  exitCode: number | null
-  signal: string | null
-  attempts: number
-  failure?: Failure
-  stdout?: FileRef
-  stderr?: FileRef
-  outputs: FileRef[]
-}
-
-export interface AgentResources {
-  hostname: string
-  os: string
-  cores: number
-  physicalCores: number
-  memoryMb: number
-  slots: number
-  gpus: GpuInfo[]
-  labels: Record<string, string>
-  runsAsRoot: boolean
-}
-
-export interface GpuInfo {
-  index: number
-  model: string
-  memoryMb: number
-}
-
-/** One task placed on an agent. */
-export interface Assignment {
-  attemptId: number
-  jobId: number
-  index: number
-  task: TaskSpec
-  shared: FileRef[]
-  gpuIds: number[]
-  cores: number
-}
+const Role = T.Union([T.Literal('agent'), T.Literal('submitter'), T.Literal('admin')])
+const MemberName = T.String({ minLength: 1, maxLength: 64 })
+const Stream = T.Union([T.Literal('stdout'), T.Literal('stderr')])
 
 // ---- agent <-> coordinator (PROTOCOL_AGENT, one long-lived stream per agent) ----
 
-export type AgentMessage =
-  | { t: 'agent.hello', resources: AgentResources, running: number[], pending: number[], draining: boolean }
-  | { t: 'agent.heartbeat', running: number[] }
-  | { t: 'agent.started', attemptIds: number[] }
-  | { t: 'agent.results', results: AttemptResult[] }
+export const AGENT_MESSAGES = {
+  'agent.hello': msg('agent.hello', { resources: AgentResources, running: IdList, pending: IdList, draining: T.Boolean(), status: T.Optional(AgentStatus) }),
+  'agent.heartbeat': msg('agent.heartbeat', { running: IdList }),
+  'agent.started': msg('agent.started', { attemptIds: IdList }),
+  /** Each result is checked on its own (see schema.ts): one malformed result must not hold up the others. */
+  'agent.results': msg('agent.results', { results: T.Array(T.Unknown(), { maxItems: 10_000 }) }),
+  /** Resources changed (a bridge's capacity, a desktop lent or reclaimed) or the status did. */
+  'agent.update': msg('agent.update', { resources: T.Optional(AgentResources), status: T.Optional(AgentStatus) }),
+  /** Attempts frozen (owner came back) or thawed; they keep their place on this agent. */
+  'agent.suspended': msg('agent.suspended', { attemptIds: IdList }),
+  'agent.continued': msg('agent.continued', { attemptIds: IdList }),
+  /**
+   * Attempts stopped and handed back without counting against the task: `vacate` when the agent reclaims its
+   * machine, drains or its allocation ends; `preempt` when a batch system took the task back.
+   */
+  'agent.vacated': msg('agent.vacated', { attemptIds: IdList, kind: T.Union([T.Literal('vacate'), T.Literal('preempt')]), reason: Text }),
+  /** Answer to coord.logs: a piece of a running or finished attempt's stdout or stderr. */
+  'agent.logs': msg('agent.logs', { requestId: Id, data: T.Uint8Array({ maxByteLength: 1 << 20 }), offset: Millis, eof: T.Boolean(), error: T.Optional(Text) })
+}
 
-export type CoordMessage =
-  | { t: 'coord.welcome', heartbeatMs: number }
-  | { t: 'coord.assign', assignments: Assignment[] }
-  | { t: 'coord.cancel', attemptIds: number[], reason: string }
-  | { t: 'coord.ack', attemptIds: number[], refused: number[] }
-  | { t: 'coord.drain' }
+export const COORD_MESSAGES = {
+  'coord.welcome': msg('coord.welcome', { heartbeatMs: T.Integer({ minimum: 100, maximum: 3_600_000 }) }),
+  'coord.assign': msg('coord.assign', { assignments: T.Array(Assignment, { maxItems: 10_000 }) }),
+  'coord.cancel': msg('coord.cancel', { attemptIds: IdList, reason: Text }),
+  'coord.ack': msg('coord.ack', { attemptIds: IdList, refused: IdList }),
+  'coord.drain': msg('coord.drain', {}),
+  /** The peers an agent may accept connections from besides the coordinator (the access list's members). */
+  'coord.members': msg('coord.members', { peerIds: T.Array(PeerIdText, { maxItems: 100_000 }) }),
+  /** Asks for up to maxBytes of an attempt's stdout or stderr from offset (logs, logs -f). */
+  'coord.logs': msg('coord.logs', { requestId: Id, attemptId: Id, stream: Stream, offset: Millis, maxBytes: T.Integer({ minimum: 1, maximum: 1 << 20 }) })
+}
 
 // ---- client <-> coordinator (PROTOCOL_CLIENT, one stream per request) ----
 
-export interface JobSummary {
-  jobId: number
-  name: string
-  label?: string
-  owner: string
-  state: JobState
-  submittedAt: number
-  counts: Record<TaskState, number>
-  total: number
+const JobId = T.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })
+const Page = { after: Millis, limit: T.Integer({ minimum: 1, maximum: 100_000 }) }
+
+export const CLIENT_REQUESTS = {
+  'client.ping': msg('client.ping', {}),
+  'client.blobs.missing': msg('client.blobs.missing', { hashes: T.Array(Hash, { maxItems: 100_000 }) }),
+  'client.submit.begin': msg('client.submit.begin', { job: JobHeader, total: T.Integer({ minimum: 1, maximum: 10_000_000 }) }),
+  'client.submit.tasks': msg('client.submit.tasks', { tasks: T.Array(T.Unknown(), { maxItems: 10_000 }) }),
+  'client.submit.end': msg('client.submit.end', {}),
+  'client.status': msg('client.status', { jobId: T.Optional(JobId) }),
+  'client.tasks': msg('client.tasks', { jobId: JobId, ...Page, states: T.Optional(T.Array(TaskState, { maxItems: 8 })) }),
+  'client.peers': msg('client.peers', {}),
+  'client.cancel': msg('client.cancel', { jobId: JobId }),
+  'client.results': msg('client.results', { jobId: JobId, ...Page }),
+  'client.job': msg('client.job', { jobId: JobId }),
+  'client.watch': msg('client.watch', { jobId: JobId }),
+  /** Follows the event stream from after `after` (0: from the start); live until the client closes. */
+  'client.events': msg('client.events', { after: Millis, jobId: T.Optional(JobId), follow: T.Boolean() }),
+  'client.logs': msg('client.logs', { jobId: JobId, index: Count, stream: Stream, offset: Millis, follow: T.Boolean() }),
+  'client.why': msg('client.why', { jobId: JobId, index: T.Optional(Count) }),
+  'client.hold': msg('client.hold', { jobId: JobId, index: T.Optional(Count), release: T.Boolean() }),
+  'client.drain': msg('client.drain', { peerId: ShortText }),
+  'client.invite': msg('client.invite', { role: Role, ttlMs: T.Integer({ minimum: 1000, maximum: 30 * 86_400_000 }), name: T.Optional(MemberName) }),
+  'client.join': msg('client.join', { peerId: PeerIdText, name: T.Optional(MemberName) }),
+  'client.access.list': msg('client.access.list', {}),
+  'client.access.add': msg('client.access.add', { peerId: PeerIdText, roles: T.Array(Role, { minItems: 1, maxItems: 3 }), name: T.Optional(MemberName) }),
+  'client.access.remove': msg('client.access.remove', { peerId: ShortText }),
+  /** A one-time code for the dashboard's login form, for the person asking. */
+  'client.dashboard': msg('client.dashboard', {})
 }
 
-export interface AgentSummary {
-  peerId: string
-  hostname: string
-  addrs: string[]
-  state: 'up' | 'draining' | 'lost'
-  cores: number
-  memoryMb: number
-  gpus: GpuInfo[]
-  slots: number
-  running: number
-  labels: Record<string, string>
-  runsAsRoot: boolean
-  lastSeen: number
+/** Replies are checked shallowly: the client trusts its pinned coordinator's records, but not their framing. */
+const Records = T.Array(T.Unsafe<TaskRecord>(T.Object({ jobId: Id, index: Count, state: TaskState })), { maxItems: 100_000 })
+const Summary = T.Unsafe<JobSummary>(T.Object({ jobId: Id, name: T.String(), state: T.String(), total: Count }))
+
+export const CLIENT_REPLIES = {
+  'reply.pong': msg('reply.pong', { peerId: T.String(), version: T.String(), time: Millis }),
+  'reply.blobs.missing': msg('reply.blobs.missing', { hashes: T.Array(Hash) }),
+  'reply.submitted': msg('reply.submitted', { jobId: Id, total: Count }),
+  'reply.status': msg('reply.status', { jobs: T.Array(Summary) }),
+  'reply.tasks': msg('reply.tasks', { tasks: Records, next: T.Union([Count, T.Null()]) }),
+  'reply.peers': msg('reply.peers', { agents: T.Array(T.Unsafe<AgentSummary>(T.Object({ peerId: T.String(), hostname: T.String() }))) }),
+  'reply.cancelled': msg('reply.cancelled', { jobId: Id, tasks: Count }),
+  'reply.results': msg('reply.results', { records: Records, next: Millis, more: T.Boolean(), jobState: T.Unsafe<JobState>(T.String()) }),
+  'reply.job': msg('reply.job', { job: T.Unsafe<JobHeader>(T.Object({ name: T.String() })), summary: Summary }),
+  'reply.progress': msg('reply.progress', { summary: Summary }),
+  'reply.events': msg('reply.events', { events: T.Array(T.Unsafe<MeshEvent>(T.Object({ seq: Millis, time: Millis, type: T.String() })), { maxItems: 10_000 }) }),
+  'reply.logs': msg('reply.logs', { data: T.Uint8Array(), offset: Millis, eof: T.Boolean(), state: T.Unsafe<import('./data.ts').TaskState>(T.String()) }),
+  'reply.why': msg('reply.why', { reasons: T.Array(T.Object({ index: T.Optional(Count), name: T.Optional(T.String()), state: T.String(), reason: T.String() })) }),
+  'reply.held': msg('reply.held', { jobId: Id, tasks: Count }),
+  'reply.drained': msg('reply.drained', { peerId: T.String() }),
+  'reply.invite': msg('reply.invite', { invite: T.String(), expiresAt: Millis }),
+  'reply.joined': msg('reply.joined', { role: T.String() }),
+  'reply.access': msg('reply.access', { peers: T.Array(T.Object({ peerId: T.String(), roles: T.Array(T.String()), name: T.Optional(T.String()), addedAt: Millis })) }),
+  'reply.dashboard': msg('reply.dashboard', { url: T.String(), code: T.String(), expiresAt: Millis }),
+  'reply.error': msg('reply.error', { code: ShortText, message: Text }),
+  'reply.ok': msg('reply.ok', {})
 }
-
-export type ClientRequest =
-  | { t: 'client.ping' }
-  | { t: 'client.blobs.missing', hashes: string[] }
-  | { t: 'client.submit.begin', job: JobHeader, total: number }
-  | { t: 'client.submit.tasks', tasks: TaskSpec[] }
-  | { t: 'client.submit.end' }
-  | { t: 'client.status', jobId?: number }
-  | { t: 'client.tasks', jobId: number, after: number, limit: number, states?: TaskState[] }
-  | { t: 'client.peers' }
-  | { t: 'client.cancel', jobId: number }
-  | { t: 'client.results', jobId: number, after: number, limit: number }
-  | { t: 'client.job', jobId: number }
-  | { t: 'client.watch', jobId: number }
-  | { t: 'client.drain', peerId: string }
-  | { t: 'client.invite', role: string, ttlMs: number }
-  | { t: 'client.join', peerId: string, name?: string }
-  | { t: 'client.access.list' }
-  | { t: 'client.access.add', peerId: string, roles: string[], name?: string }
-  | { t: 'client.access.remove', peerId: string }
-
-export type ClientReply =
-  | { t: 'reply.pong', peerId: string, version: string, time: number }
-  | { t: 'reply.blobs.missing', hashes: string[] }
-  | { t: 'reply.submitted', jobId: number, total: number }
-  | { t: 'reply.status', jobs: JobSummary[] }
-  | { t: 'reply.tasks', tasks: TaskRecord[], next: number | null }
-  | { t: 'reply.peers', agents: AgentSummary[] }
-  | { t: 'reply.cancelled', jobId: number, tasks: number }
-  | { t: 'reply.results', records: TaskRecord[], next: number, more: boolean, jobState: JobState }
-  | { t: 'reply.job', job: JobHeader, summary: JobSummary }
-  | { t: 'reply.progress', summary: JobSummary }
-  | { t: 'reply.drained', peerId: string }
-  | { t: 'reply.invite', invite: string, expiresAt: number }
-  | { t: 'reply.joined', role: string }
-  | { t: 'reply.access', peers: Array<{ peerId: string, roles: string[], name?: string, addedAt: number }> }
-  | { t: 'reply.error', code: string, message: string }
-  | { t: 'reply.ok' }
 
 // ---- blobs (PROTOCOL_BLOB, one stream per transfer) ----
 
-export type BlobRequest =
-  | { t: 'blob.get', hash: string, offset: number }
-  | { t: 'blob.put', hash: string, size: number }
+export const BLOB_REQUESTS = {
+  'blob.get': msg('blob.get', { hash: Hash, offset: Millis }),
+  'blob.put': msg('blob.put', { hash: Hash, size: Millis })
+}
 
-export type BlobReply =
-  | { t: 'blob.header', size: number, offset: number }
-  | { t: 'blob.stored', hash: string }
-  | { t: 'blob.error', code: string, message: string }
+export const BLOB_REPLIES = {
+  'blob.header': msg('blob.header', { size: Millis, offset: Millis }),
+  'blob.stored': msg('blob.stored', { hash: Hash }),
+  'blob.error': msg('blob.error', { code: ShortText, message: Text })
+}
 
 // ---- roster (PROTOCOL_ROSTER): any peer tells who the coordinator is ----
 
-export type RosterMessage =
-  | { t: 'roster.query' }
-  | { t: 'roster.answer', coordinator: { peerId: string, addrs: string[] } | null }
+export const ROSTER_MESSAGES = {
+  'roster.query': msg('roster.query', {}),
+  'roster.answer': msg('roster.answer', {
+    coordinator: T.Union([T.Object({ peerId: PeerIdText, addrs: T.Array(T.String({ maxLength: 512 }), { maxItems: 64 }) }), T.Null()])
+  })
+}
 
+type Union<S extends Record<string, TObject>> = { [K in keyof S]: Static<S[K]> }[keyof S]
+
+/** agent.results carries AttemptResults, checked one by one at the edge. */
+export type AgentMessage = Exclude<Union<typeof AGENT_MESSAGES>, { t: 'agent.results' }> | { t: 'agent.results', results: AttemptResult[] }
+export type CoordMessage = Union<typeof COORD_MESSAGES>
+/** client.submit.tasks carries TaskSpecs, checked one by one at the edge (with their place in the job). */
+export type ClientRequest = Exclude<Union<typeof CLIENT_REQUESTS>, { t: 'client.submit.tasks' }> | { t: 'client.submit.tasks', tasks: TaskSpec[] }
+export type ClientReply = Union<typeof CLIENT_REPLIES>
+export type BlobRequest = Union<typeof BLOB_REQUESTS>
+export type BlobReply = Union<typeof BLOB_REPLIES>
+export type RosterMessage = Union<typeof ROSTER_MESSAGES>
 export type AnyMessage = AgentMessage | CoordMessage | ClientRequest | ClientReply | BlobRequest | BlobReply | RosterMessage
 
-export function taskId (jobId: number, index: number): string {
-  return `${jobId}.${index}`
-}
+// Used by the schema table's per-item checks.
+export { AttemptResult as AttemptResultSchema, TaskSpec as TaskSpecSchema, FileRef as FileRefSchema, Count, Millis }

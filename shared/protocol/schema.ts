@@ -1,112 +1,155 @@
 /**
- * Shape checks for every message that arrives from the network. A hostile or buggy peer may send any msgpack
- * value; anything that does not match the message's schema is refused with one PROTOCOL error, before any
- * handler sees it. Checks are shallow on purpose: handlers check the nested values they use.
+ * Checks every message that arrives from the network against its schema (messages.ts), nested fields
+ * included, before any handler sees it. A hostile or buggy peer may send any msgpack value: anything that does
+ * not match is refused with one PROTOCOL error naming the message and the field, e.g.
+ * `agent.hello: resources.slots: must be at most 4096, got 1000000000000`.
+ *
+ * Checks that a schema cannot express (a file name that would escape its folder, inline data whose length
+ * differs from its size, a task out of order) are the `check*` functions below, used where those values are.
  */
+import type { TObject, TSchema } from '@sinclair/typebox'
+import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import { MeshfarmError } from '../util/errors.ts'
+import { checkRelativeName } from '../files/safe-path.ts'
+import {
+  AGENT_MESSAGES as AGENT, BLOB_REPLIES as BLOB_OUT, BLOB_REQUESTS as BLOB_IN, CLIENT_REPLIES as REPLIES,
+  CLIENT_REQUESTS as REQUESTS, COORD_MESSAGES as COORD, ROSTER_MESSAGES as ROSTER,
+  AttemptResultSchema, FileRefSchema, TaskSpecSchema,
+  type AttemptResult, type FileRef, type TaskSpec
+} from './messages.ts'
 
-type FieldType = 'string' | 'number' | 'boolean' | 'array' | 'object' | 'bytes' | 'any'
-/** A trailing '?' marks an optional field. */
-type Schema = Record<string, `${FieldType}` | `${FieldType}?`>
-
-const SCHEMAS: Record<string, Schema> = {
-  'agent.hello': { resources: 'object', running: 'array', pending: 'array', draining: 'boolean' },
-  'agent.heartbeat': { running: 'array' },
-  'agent.started': { attemptIds: 'array' },
-  'agent.results': { results: 'array' },
-  'coord.welcome': { heartbeatMs: 'number' },
-  'coord.assign': { assignments: 'array' },
-  'coord.cancel': { attemptIds: 'array', reason: 'string' },
-  'coord.ack': { attemptIds: 'array', refused: 'array' },
-  'coord.drain': {},
-  'client.ping': {},
-  'client.blobs.missing': { hashes: 'array' },
-  'client.submit.begin': { job: 'object', total: 'number' },
-  'client.submit.tasks': { tasks: 'array' },
-  'client.submit.end': {},
-  'client.status': { jobId: 'number?' },
-  'client.tasks': { jobId: 'number', after: 'number', limit: 'number', states: 'array?' },
-  'client.peers': {},
-  'client.cancel': { jobId: 'number' },
-  'client.results': { jobId: 'number', after: 'number', limit: 'number' },
-  'client.job': { jobId: 'number' },
-  'client.watch': { jobId: 'number' },
-  'client.drain': { peerId: 'string' },
-  'client.invite': { role: 'string', ttlMs: 'number' },
-  'client.join': { peerId: 'string', name: 'string?' },
-  'client.access.list': {},
-  'client.access.add': { peerId: 'string', roles: 'array', name: 'string?' },
-  'client.access.remove': { peerId: 'string' },
-  'reply.invite': { invite: 'string', expiresAt: 'number' },
-  'reply.joined': { role: 'string' },
-  'reply.access': { peers: 'array' },
-  'reply.pong': { peerId: 'string', version: 'string', time: 'number' },
-  'reply.blobs.missing': { hashes: 'array' },
-  'reply.submitted': { jobId: 'number', total: 'number' },
-  'reply.status': { jobs: 'array' },
-  'reply.tasks': { tasks: 'array', next: 'any' },
-  'reply.peers': { agents: 'array' },
-  'reply.cancelled': { jobId: 'number', tasks: 'number' },
-  'reply.results': { records: 'array', next: 'number', more: 'boolean', jobState: 'string' },
-  'reply.job': { job: 'object', summary: 'object' },
-  'reply.progress': { summary: 'object' },
-  'reply.drained': { peerId: 'string' },
-  'reply.error': { code: 'string', message: 'string' },
-  'reply.ok': {},
-  'blob.get': { hash: 'string', offset: 'number' },
-  'blob.put': { hash: 'string', size: 'number' },
-  'blob.header': { size: 'number', offset: 'number' },
-  'blob.stored': { hash: 'string' },
-  'blob.error': { code: 'string', message: 'string' },
-  'roster.query': {},
-  'roster.answer': { coordinator: 'any' }
+/** The message types one end of a protocol accepts, each with its compiled check. */
+export interface MessageSet {
+  readonly types: ReadonlySet<string>
+  /** Throws PROTOCOL with one line naming the message and field; returns the message typed. */
+  check: <T>(msg: unknown) => T
 }
 
-export const AGENT_MESSAGES: ReadonlySet<string> = typesWithPrefix('agent.')
-export const COORD_MESSAGES: ReadonlySet<string> = typesWithPrefix('coord.')
-export const CLIENT_REQUESTS: ReadonlySet<string> = typesWithPrefix('client.')
-export const CLIENT_REPLIES: ReadonlySet<string> = typesWithPrefix('reply.')
-export const BLOB_REQUESTS: ReadonlySet<string> = new Set(['blob.get', 'blob.put'])
-export const BLOB_REPLIES: ReadonlySet<string> = new Set(['blob.header', 'blob.stored', 'blob.error'])
-export const ROSTER_MESSAGES: ReadonlySet<string> = typesWithPrefix('roster.')
-
-function typesWithPrefix (prefix: string): ReadonlySet<string> {
-  return new Set(Object.keys(SCHEMAS).filter(t => t.startsWith(prefix)))
-}
-
-function typeOf (value: unknown): FieldType {
-  if (Array.isArray(value)) return 'array'
-  if (value instanceof Uint8Array) return 'bytes'
-  if (value === null) return 'any'
-  const t = typeof value
-  if (t === 'string' || t === 'number' || t === 'boolean') return t
-  return t === 'object' ? 'object' : 'any'
-}
-
-export function validateMessage<T> (msg: unknown, allowed: ReadonlySet<string>): T {
-  if (typeOf(msg) !== 'object') throw new MeshfarmError('PROTOCOL', 'frame is not a message object')
-  const type = (msg as { t?: unknown }).t
-  if (typeof type !== 'string') throw new MeshfarmError('PROTOCOL', 'message has no type')
-  if (!allowed.has(type)) throw new MeshfarmError('PROTOCOL', `unexpected message type ${JSON.stringify(type.slice(0, 64))}`)
-  const schema = SCHEMAS[type]
-  for (const [field, spec] of Object.entries(schema)) {
-    const optional = spec.endsWith('?')
-    const want = (optional ? spec.slice(0, -1) : spec) as FieldType
-    const value = (msg as Record<string, unknown>)[field]
-    if (value === undefined) {
-      if (optional || want === 'any') continue
-      throw new MeshfarmError('PROTOCOL', `${type}: missing field ${field}`)
-    }
-    if (want === 'any') continue
-    if (want === 'number' && !Number.isFinite(value)) throw new MeshfarmError('PROTOCOL', `${type}.${field}: expected a finite number`)
-    if (typeOf(value) !== want) throw new MeshfarmError('PROTOCOL', `${type}.${field}: expected ${want}, got ${typeOf(value)}`)
+function show (v: unknown): string {
+  let s: string
+  try {
+    s = v instanceof Uint8Array ? `${v.byteLength} bytes` : (JSON.stringify(v) ?? String(v))
+  } catch {
+    s = String(v)
   }
-  return msg as T
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s
 }
 
-/** Checks used by handlers on nested values from the network. */
+/** The first thing wrong with a value, as `field.path: what, got X`. */
+function firstError (check: TypeCheck<TSchema>, value: unknown): string {
+  const first = check.Errors(value).First()
+  if (first == null) return 'not valid'
+  const field = first.path.replace(/^\//, '').replaceAll('/', '.')
+  const what = first.message.replace(/^Expected/, 'expected').replace(/^Unexpected property/, 'unknown field')
+  return `${field === '' ? '' : `${field}: `}${what}${first.value !== undefined ? `, got ${show(first.value)}` : ''}`
+}
+
+const compiled = new Map<TSchema, TypeCheck<TSchema>>()
+function compile (schema: TSchema): TypeCheck<TSchema> {
+  let c = compiled.get(schema)
+  if (c == null) compiled.set(schema, c = TypeCompiler.Compile(schema))
+  return c
+}
+
+function messageSet (table: Record<string, TObject>): MessageSet {
+  const checks = new Map(Object.entries(table).map(([type, schema]) => [type, compile(schema)]))
+  return {
+    types: new Set(checks.keys()),
+    check: <T>(msg: unknown): T => {
+      if (msg == null || typeof msg !== 'object' || Array.isArray(msg)) throw new MeshfarmError('PROTOCOL', 'frame is not a message object')
+      const type = (msg as { t?: unknown }).t
+      if (typeof type !== 'string') throw new MeshfarmError('PROTOCOL', 'message has no type')
+      const check = checks.get(type)
+      if (check == null) throw new MeshfarmError('PROTOCOL', `unexpected message type ${JSON.stringify(type.slice(0, 64))}`)
+      if (!check.Check(msg)) throw new MeshfarmError('PROTOCOL', `${type}: ${firstError(check, msg)}`)
+      return msg as T
+    }
+  }
+}
+
+export const AGENT_MESSAGES = messageSet(AGENT)
+export const COORD_MESSAGES = messageSet(COORD)
+export const CLIENT_REQUESTS = messageSet(REQUESTS)
+export const CLIENT_REPLIES = messageSet(REPLIES)
+export const BLOB_REQUESTS = messageSet(BLOB_IN)
+export const BLOB_REPLIES = messageSet(BLOB_OUT)
+export const ROSTER_MESSAGES = messageSet(ROSTER)
+
+export function validateMessage<T> (msg: unknown, allowed: MessageSet): T {
+  return allowed.check<T>(msg)
+}
+
+// ---- checks a schema cannot express ----
+
+function refuse (where: string, what: string): never {
+  throw new MeshfarmError('PROTOCOL', `${where}: ${what}`)
+}
+
+const fileRefCheck = compile(FileRefSchema)
+const taskSpecCheck = compile(TaskSpecSchema)
+const resultCheck = compile(AttemptResultSchema)
+
+/** A file reference from the network: its shape, a name that stays inside its folder, inline data of its size. */
+export function checkFileRef (v: unknown, where: string): FileRef {
+  if (!fileRefCheck.Check(v)) refuse(where, firstError(fileRefCheck, v))
+  return refineFileRef(v as FileRef, where)
+}
+
+function refineFileRef (ref: FileRef, where: string): FileRef {
+  const name = checkRelativeName(ref.name, `${where}.name`)
+  if (ref.data != null && ref.data.byteLength !== ref.size) refuse(`${where}.data`, `inline data of ${ref.data.byteLength} bytes for a file of ${ref.size}`)
+  return name === ref.name ? ref : { ...ref, name }
+}
+
+/** A task from the network, at its place in the job. */
+export function checkTaskSpec (v: unknown, index: number): TaskSpec {
+  const where = `task ${index}`
+  if (!taskSpecCheck.Check(v)) refuse(where, firstError(taskSpecCheck, v))
+  const t = v as TaskSpec
+  if (t.index !== index) refuse(where, `index ${t.index} out of order`)
+  if (hasNul(t.commands) || hasNul(Object.values(t.env)) || hasNul(Object.keys(t.env))) refuse(where, 'a command or variable holds a NUL byte')
+  return {
+    ...t,
+    name: t.name !== '' ? t.name : `task-${index}`,
+    inputs: t.inputs.map((f, i) => refineFileRef(f, `${where}.inputs[${i}]`)),
+    outputs: t.outputs.map((o, i) => checkRelativeName(o, `${where}.outputs[${i}]`))
+  }
+}
+
+function hasNul (values: string[]): boolean {
+  return values.some(s => s.includes('\u0000'))
+}
+
+/**
+ * One result of an agent.results message. Returns the result, or, when only its body is malformed, the ids it
+ * names and why (the task then fails with that reason rather than waiting forever); null when not even the ids
+ * can be read.
+ */
+export function checkAttemptResult (v: unknown): { ok: AttemptResult } | { refused: { attemptId: number, jobId: number, index: number, why: string } } | null {
+  const why = resultCheck.Check(v) ? refineResult(v as AttemptResult) : firstError(resultCheck, v)
+  if (typeof why !== 'string') return { ok: why }
+  const r = v as Partial<Record<'attemptId' | 'jobId' | 'index', unknown>> | null
+  const id = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0
+  if (r == null || typeof r !== 'object' || !id(r.attemptId) || !id(r.jobId) || !id(r.index)) return null
+  return { refused: { attemptId: r.attemptId, jobId: r.jobId, index: r.index, why } }
+}
+
+function refineResult (r: AttemptResult): AttemptResult | string {
+  try {
+    return {
+      ...r,
+      stdout: refineFileRef(r.stdout, 'stdout'),
+      stderr: refineFileRef(r.stderr, 'stderr'),
+      outputs: r.outputs.map((o, i) => refineFileRef(o, `outputs[${i}]`))
+    }
+  } catch (err) {
+    return (err as Error).message
+  }
+}
+
+/** Checks used on nested values from the network. */
 export function isFiniteInt (v: unknown, min = 0): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v >= min
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= min
 }
 
 export function isHash (v: unknown): v is string {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict'
 import { streamPair } from '@libp2p/utils'
 import { Channel, decodeMessage, encodeMessage } from '../../shared/protocol/codec.ts'
 import { CLIENT_REQUESTS } from '../../shared/protocol/schema.ts'
-import { checkTaskSpec } from '../../shared/protocol/task-check.ts'
+import { checkTaskSpec } from '../../shared/protocol/schema.ts'
 import { isMeshfarmError } from '../../shared/util/errors.ts'
 
 /** A small seeded PRNG (mulberry32) so failures reproduce. */
