@@ -5,10 +5,10 @@
  */
 import { open, readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { JobSummary, TaskRecord, TaskState } from '../protocol/messages.ts'
+import { TASK_STATES, type JobSummary, type TaskRecord, type TaskState } from '../protocol/messages.ts'
 import { MeshfarmError } from '../util/errors.ts'
 
-const STATES: readonly TaskState[] = ['queued', 'staging', 'running', 'done', 'failed', 'cancelled']
+const STATES: readonly TaskState[] = TASK_STATES
 
 export interface ResultsFolder {
   job: Pick<JobSummary, 'jobId' | 'name'> | null
@@ -43,6 +43,9 @@ export function checkRecord (v: unknown, file: string): TaskRecord {
     if (v[k] != null && !Number.isFinite(Date.parse(v[k] as string))) throw bad(file, k, 'not a date')
   }
   if (v.durationMs != null && (typeof v.durationMs !== 'number' || !(v.durationMs >= 0))) throw bad(file, 'durationMs', 'expected a duration in ms')
+  if (v.missingOutputs != null && (!Array.isArray(v.missingOutputs) || !v.missingOutputs.every(x => typeof x === 'string'))) {
+    throw bad(file, 'missingOutputs', 'expected a list of names')
+  }
   if (v.failure != null && (!isObj(v.failure) || typeof v.failure.kind !== 'string' || typeof v.failure.message !== 'string')) {
     throw bad(file, 'failure', 'expected { kind, message }')
   }

@@ -35,6 +35,14 @@ export interface FailureSummary {
   stderrTail: string | null
 }
 
+/** Declared outputs a task never wrote (reported, not silently skipped). */
+export interface MissingOutputs {
+  index: number
+  name: string
+  state: TaskState
+  outputs: string[]
+}
+
 export interface JobReport {
   jobId: number | null
   name: string | null
@@ -47,6 +55,7 @@ export interface JobReport {
   durations: { count: number, minSeconds: number, medianSeconds: number, maxSeconds: number } | null
   hosts: HostSummary[]
   failures: FailureSummary[]
+  missingOutputs: MissingOutputs[]
 }
 
 export interface SummarizeOptions {
@@ -126,6 +135,9 @@ export function summarizeJob (records: readonly TaskRecord[], opts: SummarizeOpt
     }
   })
 
+  const missingOutputs: MissingOutputs[] = records.filter(r => (r.missingOutputs?.length ?? 0) > 0)
+    .map(r => ({ index: r.index, name: r.name, state: r.state, outputs: [...r.missingOutputs!] }))
+
   return {
     jobId: opts.jobId ?? records[0]?.jobId ?? null,
     name: opts.name ?? null,
@@ -138,6 +150,7 @@ export function summarizeJob (records: readonly TaskRecord[], opts: SummarizeOpt
       ? null
       : { count: durations.length, minSeconds: round(durations[0] / 1000), medianSeconds: round(median(durations) / 1000), maxSeconds: round(durations[durations.length - 1] / 1000) },
     hosts,
-    failures
+    failures,
+    missingOutputs
   }
 }

@@ -36,5 +36,10 @@ export function formatReport (r: JobReport): string {
       out.push(f.stderrTail.split('\n').map(l => `  | ${l}`).join('\n'))
     }
   }
+  if (r.missingOutputs.length > 0) {
+    out.push(`${r.missingOutputs.length} task${r.missingOutputs.length === 1 ? '' : 's'} did not write declared outputs:`)
+    for (const m of r.missingOutputs.slice(0, 50)) out.push(`  task ${m.index} ${m.name} (${m.state}): ${m.outputs.slice(0, 10).join(', ')}${m.outputs.length > 10 ? ', ...' : ''}`)
+    if (r.missingOutputs.length > 50) out.push(`  ... and ${r.missingOutputs.length - 50} more`)
+  }
   return out.join('\n')
 }

@@ -7,7 +7,7 @@
  */
 import type { TaskRecord } from '../protocol/messages.ts'
 
-export type BarOutcome = 'done' | 'failed' | 'cancelled' | 'lost' | 'running'
+export type BarOutcome = 'done' | 'failed' | 'cancelled' | 'lost' | 'running' | 'suspended'
 
 export interface TimelineBar {
   host: string
@@ -31,30 +31,34 @@ export interface TimelineOptions {
   maxBars?: number
 }
 
-export const OUTCOMES: readonly BarOutcome[] = ['done', 'failed', 'lost', 'cancelled', 'running']
+export const OUTCOMES: readonly BarOutcome[] = ['done', 'failed', 'lost', 'cancelled', 'running', 'suspended']
 
 export const OUTCOME_COLOURS: Record<BarOutcome, string> = {
   done: '#0072B2',
   failed: '#D55E00',
   lost: '#CC79A7',
   cancelled: '#999999',
-  running: '#E69F00'
+  running: '#E69F00',
+  suspended: '#56B4E9'
 }
 
-// Fills: solid for done, hatched for failed, dotted for lost, light for cancelled, striped for running.
+// Fills: solid for done, hatched for failed, dotted for lost, light for cancelled, striped for running,
+// lined for suspended (frozen while a desktop's owner is back).
 const FILLS: Record<BarOutcome, string> = {
   done: OUTCOME_COLOURS.done,
   failed: 'url(#p-failed)',
   lost: 'url(#p-lost)',
   cancelled: 'url(#p-cancelled)',
-  running: 'url(#p-running)'
+  running: 'url(#p-running)',
+  suspended: 'url(#p-suspended)'
 }
 
 const PATTERNS = [
   `<pattern id="p-failed" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="${OUTCOME_COLOURS.failed}"/><line x1="0" y1="0" x2="0" y2="6" stroke="#ffffff" stroke-width="1.5"/></pattern>`,
   `<pattern id="p-lost" width="5" height="5" patternUnits="userSpaceOnUse"><rect width="5" height="5" fill="${OUTCOME_COLOURS.lost}"/><circle cx="2.5" cy="2.5" r="1" fill="#ffffff"/></pattern>`,
   `<pattern id="p-cancelled" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(-45)"><rect width="6" height="6" fill="${OUTCOME_COLOURS.cancelled}"/><line x1="0" y1="0" x2="0" y2="6" stroke="#dddddd" stroke-width="3"/></pattern>`,
-  `<pattern id="p-running" width="8" height="8" patternUnits="userSpaceOnUse"><rect width="8" height="8" fill="${OUTCOME_COLOURS.running}"/><rect width="4" height="8" fill="#f3c46b"/></pattern>`
+  `<pattern id="p-running" width="8" height="8" patternUnits="userSpaceOnUse"><rect width="8" height="8" fill="${OUTCOME_COLOURS.running}"/><rect width="4" height="8" fill="#f3c46b"/></pattern>`,
+  `<pattern id="p-suspended" width="6" height="6" patternUnits="userSpaceOnUse"><rect width="6" height="6" fill="${OUTCOME_COLOURS.suspended}"/><rect width="6" height="2" fill="#ffffff"/></pattern>`
 ].join('')
 
 /** Text safe inside XML content and attribute values; characters XML 1.0 forbids are dropped. */
@@ -68,6 +72,7 @@ function outcomeOf (r: TaskRecord): BarOutcome | null {
   if (r.state === 'failed') return r.failure?.kind === 'agent-lost' || r.failure?.kind === 'crash-limit' ? 'lost' : 'failed'
   if (r.state === 'cancelled') return 'cancelled'
   if (r.state === 'running' || r.state === 'staging') return 'running'
+  if (r.state === 'suspended') return 'suspended'
   return null
 }
 
@@ -79,7 +84,7 @@ export function barsFromRecords (records: readonly TaskRecord[]): TimelineBar[] 
     const start = r.start != null ? Date.parse(r.start) : NaN
     if (outcome == null || r.host == null || !Number.isFinite(start)) continue
     const endMs = r.end != null ? Date.parse(r.end) : NaN
-    const end = outcome === 'running' ? null : (Number.isFinite(endMs) ? Math.max(endMs, start) : start + (r.durationMs ?? 0))
+    const end = outcome === 'running' || outcome === 'suspended' ? null : (Number.isFinite(endMs) ? Math.max(endMs, start) : start + (r.durationMs ?? 0))
     bars.push({ host: r.host, index: r.index, name: r.name, start, end, outcome })
   }
   return bars
@@ -143,7 +148,7 @@ export function renderTimelineSvg (allBars: readonly TimelineBar[], opts: Timeli
   const counts = new Map<BarOutcome, number>()
   for (const b of bars) counts.set(b.outcome, (counts.get(b.outcome) ?? 0) + 1)
   const legend = OUTCOMES.map((o, i) => {
-    const x = 10 + i * 130
+    const x = 10 + i * 120
     return `<g class="legend-item" data-outcome="${o}"><rect x="${x}" y="28" width="14" height="12" fill="${FILLS[o]}" stroke="#333333" stroke-width="0.5"/>` +
       `<text x="${x + 19}" y="38.5" font-size="11" ${FONT} fill="#222222">${o} (${counts.get(o) ?? 0})</text></g>`
   }).join('')

@@ -37,8 +37,8 @@ declare const document: any
 /** A mesh mid-way: three agents, bo's finished job, ana's sweep half done (one failure), ana's small job queued. */
 function scriptMesh (): void {
   mesh = new MemoryMesh(Date.now() - 90_000)
-  alpha = mesh.addAgent('alpha', { slots: 4, cores: 8, memoryMb: 32768, gpus: [{ index: 0, model: 'RTX 4090', memoryMb: 24564 }, { index: 1, model: 'RTX 4090', memoryMb: 24564 }], harvest: { state: 'idle', owner: 'away' } })
-  beta = mesh.addAgent('beta', { slots: 2, cores: 4, bridge: [{ id: 'slurm 4711', state: 'running', nodes: 2 }] })
+  alpha = mesh.addAgent('alpha', { slots: 4, cores: 8, memoryMb: 32768, gpus: [{ index: 0, model: 'RTX 4090', memoryMb: 24564 }, { index: 1, model: 'RTX 4090', memoryMb: 24564 }], name: 'lab-07-owner', status: { harvest: { lending: true, ownerPresent: false, reason: 'idle for 12 min' } } })
+  beta = mesh.addAgent('beta', { slots: 2, cores: 4, backend: 'slurm', status: { notes: ['allocation 4711 running on 2 nodes (gpu partition)'] } })
   mesh.addAgent('gamma', { slots: 2, state: 'lost' })
   const render = mesh.submit(bo, 'bo-render', 3)
   for (let i = 0; i < 3; i++) { mesh.start(render, i, beta); mesh.tick(4000); mesh.finish(render, i) }
@@ -102,8 +102,8 @@ test('login with a one-time code: the page shows the agents and the jobs by pers
   await page.locator('#live[data-state="live"]').waitFor()
   await page.locator('#agents tbody tr').nth(2).waitFor()
   const agents = await page.locator('#agents tbody tr').allInnerTexts()
-  assert.match(agents.find(r => r.startsWith('alpha'))!, /up\s+2 of 4 slots.*\s8\s.*32\.0 GiB\s+2: 0 RTX 4090, 1 RTX 4090\s+idle, owner away/s)
-  assert.match(agents.find(r => r.startsWith('beta'))!, /1 of 2 slots.*slurm 4711.*running.*nodes 2/s)
+  assert.match(agents.find(r => r.startsWith('alpha'))!, /up\s+2 of 4 slots.*\s8\s.*32\.0 GiB\s+2: 0 RTX 4090, 1 RTX 4090\s+lab-07-owner\s+lending, owner away, idle for 12 min/s)
+  assert.match(agents.find(r => r.startsWith('beta'))!, /1 of 2 slots.*slurm: allocation 4711 running on 2 nodes \(gpu partition\)/s)
   assert.match(agents.find(r => r.startsWith('gamma'))!, /lost/)
   assert.match(await page.locator('#mesh-summary').innerText(), /3 agents \(2 up\)/)
   assert.match(await page.locator('#me').innerText(), /ana \(submitter\)/)

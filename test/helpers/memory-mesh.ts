@@ -19,10 +19,10 @@ interface Job {
   tasks: TaskRecord[]
 }
 
-const EMPTY_COUNTS = (): Record<TaskState, number> => ({ queued: 0, staging: 0, running: 0, done: 0, failed: 0, cancelled: 0 })
+const EMPTY_COUNTS = (): Record<TaskState, number> => ({ queued: 0, held: 0, staging: 0, running: 0, suspended: 0, done: 0, failed: 0, cancelled: 0 })
 
 export class MemoryMesh implements DashboardSource {
-  readonly agents = new Map<string, AgentSummary & Record<string, unknown>>()
+  readonly agents = new Map<string, AgentSummary>()
   readonly jobs = new Map<number, Job>()
   readonly events: MeshEvent[] = []
   readonly codes: LoginCodes = createLoginCodes()
@@ -44,7 +44,7 @@ export class MemoryMesh implements DashboardSource {
     return this.codes.issue(user, Date.now()).code
   }
 
-  addAgent (hostname: string, o: Partial<AgentSummary> & Record<string, unknown> = {}): string {
+  addAgent (hostname: string, o: Partial<AgentSummary> = {}): string {
     const peerId = o.peerId ?? `12D3KooW${hostname.replace(/[^A-Za-z0-9]/g, '').padEnd(44, 'x').slice(0, 44)}`
     this.agents.set(peerId, {
       peerId, hostname, addrs: [], state: 'up', cores: 4, memoryMb: 8192, gpus: [], slots: 4, running: 0, labels: {}, runsAsRoot: false, lastSeen: this.clock, ...o
@@ -155,10 +155,10 @@ export class MemoryMesh implements DashboardSource {
     return t
   }
 
-  private summary (j: Job): JobSummary & { ownerName?: string } {
+  private summary (j: Job): JobSummary {
     const counts = EMPTY_COUNTS()
     for (const t of j.tasks) counts[t.state]++
-    const s: JobSummary & { ownerName?: string } = { jobId: j.jobId, name: j.name, owner: j.owner, state: j.state, submittedAt: j.submittedAt, counts, total: j.tasks.length }
+    const s: JobSummary = { jobId: j.jobId, name: j.name, owner: j.owner, state: j.state, submittedAt: j.submittedAt, counts, total: j.tasks.length }
     if (j.ownerName != null) s.ownerName = j.ownerName
     return s
   }

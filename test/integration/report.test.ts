@@ -106,7 +106,7 @@ test('report refuses a folder that is not results, and a bad task.json, in one l
     writeFileSync(join(dir, 't0', 'task.json'), JSON.stringify({ jobId: 1, index: 0, name: 'x', state: 'exploded', host: null, exitCode: null, signal: null, attempts: 1 }))
     const bad = await report([dir])
     assert.equal(bad.code, 2)
-    assert.match(bad.stderr, /^error: .*t0\/task\.json: state: expected one of queued, staging, running, done, failed, cancelled\n$/)
+    assert.match(bad.stderr, /^error: .*t0\/task\.json: state: expected one of queued, held, staging, running, suspended, done, failed, cancelled\n$/)
     writeFileSync(join(dir, 't0', 'task.json'), '{ not json')
     assert.match((await report([dir])).stderr, /t0\/task\.json: \(top\): not JSON/)
     assert.equal((await report([])).code, 2, 'no folder given')

@@ -9,7 +9,7 @@ import { rec } from '../helpers/records.ts'
 const records = [
   rec(0, 'alpha', 0, 4), rec(1, 'alpha', 1, 3), rec(2, 'alpha', 4, 10),
   rec(3, 'beta', 0, 10, { state: 'failed', exitCode: 3, failure: { kind: 'exit', message: 'exited with code 3', retryable: false }, stderr: { name: 'stderr', hash: 'h', size: 0, data: new TextEncoder().encode('line 1\nline 2\n\u001b[31mred\u001b[0m\nlast line\n') } }),
-  rec(4, 'gamma', 12, 20),
+  rec(4, 'gamma', 12, 20, { missingOutputs: ['out_4.txt'] }),
   rec(5, null, null, null, { state: 'cancelled' })
 ]
 
@@ -19,6 +19,7 @@ test('durations: min, median, max over finished attempts', () => {
   assert.equal(r.spanSeconds, 20)
   assert.equal(r.tasks, 6)
   assert.deepEqual(r.states, { done: 4, failed: 1, cancelled: 1 })
+  assert.deepEqual(r.missingOutputs, [{ index: 4, name: 'task-4', state: 'done', outputs: ['out_4.txt'] }])
   assert.equal(r.start, '2026-11-22T10:00:00.000Z')
   assert.equal(median([1, 2, 3, 4]), 2.5)
   assert.ok(Number.isNaN(median([])))
@@ -72,4 +73,5 @@ test('the human report has the durations, a host table and the failures', () => 
   assert.match(text, /│ alpha +│ 3 +│ 3 +│ 0 +│ 12\.00 +│ 2 +│ 0\.150 +│ 30\.0% +│/)
   assert.match(text, /│ beta .*│ 1 \(seen\) .*│ 50\.0% +│/)
   assert.match(text, /task 3 task-3, end of stderr:\n {2}\| line 1/)
+  assert.match(text, /1 task did not write declared outputs:\n {2}task 4 task-4 \(done\): out_4\.txt/)
 })

@@ -16,25 +16,28 @@ test('one bar per task attempt that ran, on its host row, with its outcome', () 
     rec(5, 'gamma', 4, null, { state: 'running' }),
     rec(6, null, null, null, { state: 'queued' }),
     rec(7, 'gamma', 1, 2, { state: 'cancelled' }),
-    rec(8, null, null, null, { state: 'cancelled' })
+    rec(8, null, null, null, { state: 'cancelled' }),
+    rec(9, 'alpha', 6, null, { state: 'suspended' }),
+    rec(10, null, null, null, { state: 'held' })
   ]
   const svg = renderTimelineSvg(barsFromRecords(records), { now: T0 + 12_000, title: 'job 7' })
   const bars = barsIn(svg)
-  assert.equal(bars.length, 7, 'tasks that never started have no bar')
-  assert.deepEqual(bars.map(b => /data-task="(\d+)"/.exec(b)![1]).sort(), ['0', '1', '2', '3', '4', '5', '7'])
+  assert.equal(bars.length, 8, 'tasks that never started have no bar')
+  assert.deepEqual(bars.map(b => /data-task="(\d+)"/.exec(b)![1]).sort(), ['0', '1', '2', '3', '4', '5', '7', '9'])
   const outcome = (i: number): string => /class="bar bar-(\w+)"/.exec(bars.find(b => b.includes(`data-task="${i}"`))!)![1]
   assert.equal(outcome(0), 'done')
   assert.equal(outcome(3), 'failed')
   assert.equal(outcome(4), 'lost')
   assert.equal(outcome(5), 'running')
   assert.equal(outcome(7), 'cancelled')
+  assert.equal(outcome(9), 'suspended')
   // Overlapping attempts on one host get different lanes; the running one reaches `now`.
   const b0 = bars.find(b => b.includes('data-task="0"'))!
   const b1 = bars.find(b => b.includes('data-task="1"'))!
   assert.notEqual(attr(b0, 'y'), attr(b1, 'y'))
   const b5 = bars.find(b => b.includes('data-task="5"'))!
   assert.ok(Math.abs(attr(b5, 'x') + attr(b5, 'width') - (960 - 16)) < 0.2, 'running bar ends at the right edge (now)')
-  for (const o of ['done (3)', 'failed (1)', 'lost (1)', 'cancelled (1)', 'running (1)']) assert.ok(svg.includes(o), `legend names ${o}`)
+  for (const o of ['done (3)', 'failed (1)', 'lost (1)', 'cancelled (1)', 'running (1)', 'suspended (1)']) assert.ok(svg.includes(o), `legend names ${o}`)
   assert.match(svg, /class="host"[^>]*>alpha</)
 })
 

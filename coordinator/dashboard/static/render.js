@@ -19,7 +19,7 @@ export function shortId (peerId) {
 }
 
 export function ownerOf (job) {
-  return job.ownerName ?? job.owner_name ?? shortId(job.owner)
+  return job.ownerName ?? shortId(job.owner)
 }
 
 export function ago (ms) {
@@ -37,31 +37,31 @@ function head (table, cols) {
   table.tHead.replaceChildren(el('tr', {}, cols.map(c => el('th', { scope: 'col', class: c.num ? 'num' : null }, c.label))))
 }
 
-/** A value that may be a string, a number, an object with a `state`, or a list of such: as short text. */
-export function describe (v) {
-  if (v == null) return ''
-  if (Array.isArray(v)) return v.map(describe).filter(Boolean).join('; ')
-  if (typeof v === 'object') {
-    const rest = Object.entries(v).filter(([k, x]) => !['state', 'name', 'id'].includes(k) && ['string', 'number', 'boolean'].includes(typeof x))
-    const label = [v.name ?? v.id, v.state].filter(x => x != null).join(' ')
-    return [label, ...rest.map(([k, x]) => `${k} ${x}`)].filter(Boolean).join(', ')
-  }
-  return String(v)
+/** Desktop harvesting in words: lent or not, whether the owner is there, and why. */
+export function harvestText (h) {
+  if (h == null) return ''
+  const owner = h.ownerPresent === true ? 'owner present' : h.ownerPresent === false ? 'owner away' : null
+  return [h.lending ? 'lending' : 'not lending', owner, h.reason].filter(Boolean).join(', ')
 }
 
 export function renderAgents (table, summary, agents, now) {
-  const has = key => agents.some(a => a[key] != null)
+  const has = pick => agents.some(a => pick(a) != null && pick(a) !== '')
+  const owner = a => a.name
+  const harvest = a => a.status?.harvest
+  const bridge = a => (a.backend != null && a.backend !== 'local') || (a.status?.notes?.length ?? 0) > 0 ? a : null
   const cols = [
     { label: 'host' }, { label: 'state' }, { label: 'load', num: true }, { label: 'cores', num: true },
-    { label: 'memory', num: true }, { label: 'GPUs' }, has('ownerName') && { label: 'owner' },
-    has('harvest') && { label: 'harvest' }, has('bridge') && { label: 'bridge allocations' },
+    { label: 'memory', num: true }, { label: 'GPUs' }, has(owner) && { label: 'owner' },
+    has(harvest) && { label: 'harvest' }, has(bridge) && { label: 'bridge allocations' },
     { label: 'labels' }, { label: 'seen' }
   ].filter(Boolean)
   head(table, cols)
   const rows = agents.map(a => {
     const load = el('td', { class: 'num' },
-      el('meter', { min: 0, max: Math.max(1, a.slots), value: a.running, 'aria-hidden': 'true' }), ` ${a.running} of ${a.slots} slots`)
+      el('meter', { min: 0, max: Math.max(1, a.slots), value: a.running, 'aria-hidden': 'true' }),
+      ` ${a.running} of ${a.slots} slots`, a.suspended > 0 ? ` (${a.suspended} suspended)` : '')
     const gpus = a.gpus.length === 0 ? 'none' : `${a.gpus.length}: ${a.gpus.map(g => `${g.index} ${g.model}`).join(', ')}`
+    const notes = a.status?.notes ?? []
     return el('tr', { dataset: { peer: a.peerId } },
       el('th', { scope: 'row' }, a.hostname, a.runsAsRoot ? ' (root)' : ''),
       el('td', { class: `state state-${a.state}` }, a.state),
@@ -69,9 +69,10 @@ export function renderAgents (table, summary, agents, now) {
       el('td', { class: 'num' }, a.cores),
       el('td', { class: 'num' }, `${(a.memoryMb / 1024).toFixed(1)} GiB`),
       el('td', {}, gpus),
-      has('ownerName') && el('td', {}, a.ownerName ?? ''),
-      has('harvest') && el('td', {}, describe(a.harvest)),
-      has('bridge') && el('td', {}, describe(a.bridge)),
+      has(owner) && el('td', {}, a.name ?? ''),
+      has(harvest) && el('td', {}, harvestText(a.status?.harvest)),
+      has(bridge) && el('td', {}, a.backend != null && a.backend !== 'local' ? `${a.backend}${notes.length > 0 ? ': ' : ''}` : '',
+        notes.slice(0, 3).join('; '), notes.length > 3 ? ` (+${notes.length - 3} more)` : ''),
       el('td', {}, Object.entries(a.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(' ')),
       el('td', {}, ago(now - a.lastSeen))
     )
@@ -90,7 +91,8 @@ export function progressText (job) {
   if (c.failed > 0) parts.push(`${c.failed} failed`)
   if (c.cancelled > 0) parts.push(`${c.cancelled} cancelled`)
   const busy = c.running + c.staging
-  return `${finished} of ${job.total} finished (${parts.join(', ')})${busy > 0 ? `, ${busy} running` : ''}${c.queued > 0 ? `, ${c.queued} queued` : ''}`
+  const more = [busy > 0 && `${busy} running`, c.suspended > 0 && `${c.suspended} suspended`, c.queued > 0 && `${c.queued} queued`, c.held > 0 && `${c.held} held`]
+  return `${finished} of ${job.total} finished (${parts.join(', ')})${more.filter(Boolean).map(m => `, ${m}`).join('')}`
 }
 
 /** Jobs grouped by person, newest first; `actions` builds the buttons of one job. */
@@ -128,7 +130,7 @@ export function renderPeople (root, jobs, selected, actions) {
 
 export function renderTasks (table, tasks, now) {
   head(table, [{ label: 'task', num: true }, { label: 'name' }, { label: 'state' }, { label: 'host' },
-    { label: 'started' }, { label: 'duration', num: true }, { label: 'exit', num: true }, { label: 'attempts', num: true }])
+    { label: 'started' }, { label: 'duration', num: true }, { label: 'exit', num: true }, { label: 'attempts', num: true }, { label: 'why' }])
   table.tBodies[0].replaceChildren(...tasks.map(t => {
     const running = t.state === 'running' && t.start != null
     const dur = t.durationMs ?? (running ? now - Date.parse(t.start) : null)
@@ -140,7 +142,8 @@ export function renderTasks (table, tasks, now) {
       el('td', {}, t.start != null ? new Date(t.start).toLocaleTimeString() : ''),
       el('td', { class: 'num' }, seconds(dur), running ? ' so far' : ''),
       el('td', { class: 'num' }, t.exitCode ?? t.signal ?? ''),
-      el('td', { class: 'num' }, t.attempts))
+      el('td', { class: 'num' }, t.attempts),
+      el('td', {}, t.why ?? t.failure?.message ?? ''))
   }))
 }
 
@@ -155,6 +158,7 @@ export function renderFailures (root, data) {
       el('p', {}, el('strong', {}, `task ${f.index} ${f.name}`), ` on ${f.host ?? 'no host'}: `,
         f.exitCode != null ? `exit code ${f.exitCode}` : f.signal != null ? `signal ${f.signal}` : (f.failure?.kind ?? 'failed'),
         f.failure?.message ? ` — ${f.failure.message}` : '', ` (${f.attempts} attempt${f.attempts === 1 ? '' : 's'})`),
+      f.missingOutputs?.length > 0 ? el('p', {}, `outputs never written: ${f.missingOutputs.slice(0, 10).join(', ')}`) : null,
       f.stderrTail ? el('pre', { class: 'tail', 'aria-label': `end of stderr of task ${f.index}` }, f.stderrTail) : null)),
     data.total > data.failures.length ? el('p', {}, `… and ${data.total - data.failures.length} more.`) : null
   ].filter(x => x != null))
