@@ -1,0 +1,36 @@
+/**
+ * What the dashboard reads and may change: the coordinator implements this over its store, tests over an
+ * in-memory mesh. The dashboard never touches the coordinator otherwise, so pages coming and going cannot
+ * affect the work.
+ */
+import type { AgentSummary, JobSummary, TaskRecord } from '../../shared/protocol/messages.ts'
+import type { MeshEvent } from '../../shared/protocol/events.ts'
+
+export type DashboardRole = 'reader' | 'submitter' | 'admin'
+
+export const DASHBOARD_ROLES: readonly DashboardRole[] = ['reader', 'submitter', 'admin']
+
+export interface DashboardUser {
+  peerId: string
+  name: string
+  role: DashboardRole
+}
+
+export interface DashboardSource {
+  overview (now: number): { agents: AgentSummary[], jobs: JobSummary[] }
+  /** Task records of one job (committed ones and live ones), in index order, paged. */
+  tasks (jobId: number, after: number, limit: number): { tasks: TaskRecord[], next: number | null }
+  /** Events after `seq` (exclusive), oldest first, at most `limit`. */
+  eventsSince (seq: number, limit: number): MeshEvent[]
+  /** Called for every new event; returns an unsubscribe function. */
+  subscribe (listener: (e: MeshEvent) => void): () => void
+  /** Actions a logged-in person may take, checked against their role by the server before calling. */
+  cancelJob (jobId: number, who: { peerId: string, role: DashboardRole }): number
+  /** Exchanges a one-time login code for who it was issued to; null when unknown, used or expired. */
+  redeemLoginCode (code: string, now: number): DashboardUser | null
+  /**
+   * The newest event's seq (0 when none). Optional: without it the server finds it once by paging
+   * `eventsSince` from 0, which is slow on a long history; the coordinator should give it (max(seq) of its store).
+   */
+  lastSeq? (): number
+}

@@ -1,0 +1,116 @@
+/**
+ * `report` on a real job: a coordinator and two agents on loopback run a small tasklist (some tasks fail
+ * with stderr), the results are fetched as a user would, and bin/report.ts runs as its own process.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { PNG } from 'pngjs'
+import { startLocalMesh } from '../../bin/local-mesh.ts'
+import { TSX_LOADER } from '../../bin/processes.ts'
+import { connect } from '../../shared/client/client.ts'
+import { fetchResults } from '../../shared/client/fetch.ts'
+import { parseTasklist } from '../../shared/client/spec.ts'
+import { OUTCOME_COLOURS } from '../../shared/report/timeline-svg.ts'
+
+const REPORT = new URL('../../bin/report.ts', import.meta.url).pathname
+
+async function report (args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
+  return await new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', TSX_LOADER, REPORT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+    child.on('error', reject)
+    child.on('exit', code => resolve({ code: code ?? -1, stdout, stderr }))
+  })
+}
+
+test('report on a finished job: durations, hosts, failures with stderr, and one bar per task in SVG and PNG', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'meshfarm-report-'))
+  const mesh = await startLocalMesh({ dir, agents: [{ ip: '127.0.0.2', hostname: 'r1', slots: 2 }, { ip: '127.0.0.3', hostname: 'r2', slots: 2 }] })
+  const client = await connect({ home: mesh.clientHome })
+  try {
+    const lines = Array.from({ length: 12 }, (_, i) => i % 5 === 3 ? `echo "bad input ${i}" >&2; exit 3` : `sleep 0.${2 + (i % 3)}; echo ${i}`)
+    const file = join(dir, 'r.txt')
+    writeFileSync(file, lines.join('\n') + '\n')
+    const { jobId } = await client.submit(parseTasklist(lines.join('\n'), file, dir))
+    const summary = await client.watch(jobId)
+    assert.equal(summary.counts.done + summary.counts.failed, 12)
+    const results = join(dir, 'results')
+    await fetchResults(client, jobId, results)
+
+    const out = join(dir, 'pictures')
+    const r = await report([results, '--out', out, '--json'])
+    assert.equal(r.code, 0, r.stderr)
+    const j = JSON.parse(r.stdout)
+    assert.equal(j.jobId, jobId)
+    assert.equal(j.tasks, 12)
+    assert.deepEqual(j.states, { done: 10, failed: 2 })
+    assert.equal(j.durations.count, 12)
+    assert.ok(j.durations.minSeconds <= j.durations.medianSeconds && j.durations.medianSeconds <= j.durations.maxSeconds)
+    assert.ok(j.durations.maxSeconds >= 0.4, 'the sleeps show')
+    assert.deepEqual(j.hosts.map((h: { host: string }) => h.host), ['r1', 'r2'])
+    for (const h of j.hosts) {
+      assert.ok(h.tasksPerSecond > 0 && h.utilisation > 0 && h.utilisation <= 1, JSON.stringify(h))
+    }
+    assert.equal(j.hosts.reduce((n: number, h: { tasks: number }) => n + h.tasks, 0), 12)
+    assert.deepEqual(j.failures.map((f: { index: number }) => f.index).sort(), [3, 8])
+    for (const f of j.failures) {
+      assert.equal(f.exitCode, 3)
+      assert.equal(f.stderrTail, `bad input ${f.index}`)
+    }
+
+    const svg = readFileSync(j.files.svg, 'utf8')
+    const bars = svg.match(/<rect class="bar [^>]*>/g) ?? []
+    assert.equal(bars.length, 12, 'one bar per task')
+    assert.deepEqual(bars.map(b => Number(/data-task="(\d+)"/.exec(b)![1])).sort((a, b) => a - b), Array.from({ length: 12 }, (_, i) => i))
+    assert.equal(bars.filter(b => b.includes('bar-failed')).length, 2)
+    const png = PNG.sync.read(readFileSync(j.files.png))
+    const rgb = (hex: string): number[] => [1, 3, 5].map(i => parseInt(hex.slice(i, i + 2), 16))
+    const has = (hex: string): boolean => {
+      const [r0, g0, b0] = rgb(hex)
+      for (let i = 0; i < png.data.length; i += 4) if (png.data[i] === r0 && png.data[i + 1] === g0 && png.data[i + 2] === b0) return true
+      return false
+    }
+    assert.ok(has(OUTCOME_COLOURS.done) && has(OUTCOME_COLOURS.failed), 'the PNG shows done and failed bars')
+
+    const human = await report([results])
+    assert.equal(human.code, 0, human.stderr)
+    assert.match(human.stdout, new RegExp(`^job ${jobId} .*: 12 tasks \\(10 done, 2 failed\\)`))
+    assert.match(human.stdout, /task durations over 12 attempts: min [\d.]+ s, median [\d.]+ s, max [\d.]+ s/)
+    assert.match(human.stdout, /│ r1 +│/)
+    assert.match(human.stdout, /\| bad input 3/)
+    assert.match(human.stdout, /timeline: .*job-\d+-timeline\.svg, .*\.png/)
+  } finally {
+    await client.close()
+    await mesh.stop()
+    if (process.env.KEEP_TEST_DIR == null) rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('report refuses a folder that is not results, and a bad task.json, in one line', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'meshfarm-report-bad-'))
+  try {
+    const none = await report([join(dir, 'missing')])
+    assert.equal(none.code, 2)
+    assert.match(none.stderr, /^error: .*missing: not a results folder \(cannot list it\)\n$/)
+    const empty = await report([dir])
+    assert.equal(empty.code, 2)
+    assert.match(empty.stderr, /no task\.json files/)
+    mkdirSync(join(dir, 't0'))
+    writeFileSync(join(dir, 't0', 'task.json'), JSON.stringify({ jobId: 1, index: 0, name: 'x', state: 'exploded', host: null, exitCode: null, signal: null, attempts: 1 }))
+    const bad = await report([dir])
+    assert.equal(bad.code, 2)
+    assert.match(bad.stderr, /^error: .*t0\/task\.json: state: expected one of queued, held, staging, running, suspended, done, failed, cancelled\n$/)
+    writeFileSync(join(dir, 't0', 'task.json'), '{ not json')
+    assert.match((await report([dir])).stderr, /t0\/task\.json: \(top\): not JSON/)
+    assert.equal((await report([])).code, 2, 'no folder given')
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
