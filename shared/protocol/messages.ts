@@ -39,7 +39,8 @@ export interface TaskSpec extends Demand {
   params?: Record<string, string | number | boolean>
 }
 
-export type ResultLayout = 'per-task' | 'flat'
+/** per-task: a folder per task; flat: all outputs in one folder; ictasks: `task_<id>/` folders as ictasks writes them. */
+export type ResultLayout = 'per-task' | 'flat' | 'ictasks'
 
 export interface JobHeader {
   name: string
