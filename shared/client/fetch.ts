@@ -24,6 +24,10 @@ export interface FetchOptions {
   layout?: ResultLayout
   /** ictasks' stdout/stderr file names (stdout_filename/stderr_filename), for the ictasks layout. */
   logNames?: { stdout: string, stderr: string }
+  /** Places each task's files instead of the layout (`meshfarm parallel` puts outputs beside the originals). */
+  place?: (record: TaskRecord) => Placement
+  /** Called once a task's files are all here (and again for one found complete from an earlier fetch). */
+  onTask?: (record: TaskRecord, placed: Placement) => void | Promise<void>
 }
 
 export interface FetchReport {
@@ -35,7 +39,7 @@ export interface FetchReport {
   failed: number
 }
 
-interface Target { ref: FileRef, path: string }
+export interface Target { ref: FileRef, path: string }
 
 export async function fetchResults (client: MeshClient, jobId: number, dest: string, opts: FetchOptions = {}): Promise<FetchReport> {
   const { job, summary } = await client.job(jobId)
@@ -55,9 +59,11 @@ export async function fetchResults (client: MeshClient, jobId: number, dest: str
       hostId = h.id
       if (h.added) await (hostsSaved = hostsSaved.then(async () => await writeFile(join(dest, HOSTS_FILE), JSON.stringify(hosts.toJson(), null, 2) + '\n')))
     }
-    const { folder, jsonPath, json, targets } = placeRecord(dest, layout, record, { hostId, logNames: opts.logNames })
+    const placed = opts.place?.(record) ?? placeRecord(dest, layout, record, { hostId, logNames: opts.logNames })
+    const { folder, jsonPath, json, targets } = placed
     if (await alreadyComplete(jsonPath, json)) {
       report.skipped++
+      await opts.onTask?.(record, placed)
       return
     }
     await mkdir(folder, { recursive: true })
@@ -78,6 +84,7 @@ export async function fetchResults (client: MeshClient, jobId: number, dest: str
     }
     await writeFile(jsonPath, json)
     if (record.state !== 'done') report.failed++
+    await opts.onTask?.(record, placed)
   }
 
   let cursor = 0
