@@ -13,12 +13,21 @@ import { hashFile } from '../files/hash.ts'
 import { runLimited } from '../util/limit.ts'
 import { request, withReconnect } from '../net/rpc.ts'
 import type { MeshClient } from './client.ts'
+import { HostNumbers, ictasksFolder, toIctasksTask } from './ictasks.ts'
 
 export interface FetchOptions {
   /** Keep following a running job until it ends (submit --wait uses this). */
   follow?: boolean
   onProgress?: (p: { tasks: number, total: number, bytes: number }) => void
   concurrency?: number
+  /** Another layout than the job's (`fetch --layout ictasks`). */
+  layout?: ResultLayout
+  /** ictasks' stdout/stderr file names (stdout_filename/stderr_filename), for the ictasks layout. */
+  logNames?: { stdout: string, stderr: string }
+  /** Places each task's files instead of the layout (`meshfarm parallel` puts outputs beside the originals). */
+  place?: (record: TaskRecord) => Placement
+  /** Called once a task's files are all here (and again for one found complete from an earlier fetch). */
+  onTask?: (record: TaskRecord, placed: Placement) => void | Promise<void>
 }
 
 export interface FetchReport {
@@ -30,7 +39,7 @@ export interface FetchReport {
   failed: number
 }
 
-interface Target { ref: FileRef, path: string }
+export interface Target { ref: FileRef, path: string }
 
 export async function fetchResults (client: MeshClient, jobId: number, dest: string, opts: FetchOptions = {}): Promise<FetchReport> {
   const { job, summary } = await client.job(jobId)
@@ -39,10 +48,22 @@ export async function fetchResults (client: MeshClient, jobId: number, dest: str
   const report: FetchReport = { dest, tasks: 0, skipped: 0, files: 0, bytes: 0, failed: 0 }
   // Identical contents (empty stdout, say) are downloaded once and copied locally.
   const local = new Map<string, string>()
+  const layout = opts.layout ?? job.layout
+  // ictasks numbers hosts; the numbers are kept beside the results so a resumed fetch gives the same ones.
+  const hosts = layout === 'ictasks' ? new HostNumbers(await readHostTable(join(dest, HOSTS_FILE))) : null
+  let hostsSaved = Promise.resolve() // one write at a time, each of the table as it is then
   const fetchOne = async (record: TaskRecord): Promise<void> => {
-    const { folder, jsonPath, targets } = placeRecord(dest, job.layout, record)
-    if (await alreadyComplete(jsonPath, record)) {
+    let hostId = -1
+    if (hosts != null) {
+      const h = hosts.idOf(record.host)
+      hostId = h.id
+      if (h.added) await (hostsSaved = hostsSaved.then(async () => await writeFile(join(dest, HOSTS_FILE), JSON.stringify(hosts.toJson(), null, 2) + '\n')))
+    }
+    const placed = opts.place?.(record) ?? placeRecord(dest, layout, record, { hostId, logNames: opts.logNames })
+    const { folder, jsonPath, json, targets } = placed
+    if (await alreadyComplete(jsonPath, json)) {
       report.skipped++
+      await opts.onTask?.(record, placed)
       return
     }
     await mkdir(folder, { recursive: true })
@@ -61,8 +82,9 @@ export async function fetchResults (client: MeshClient, jobId: number, dest: str
       }
       report.files++
     }
-    await writeFile(jsonPath, JSON.stringify(record, null, 2) + '\n')
+    await writeFile(jsonPath, json)
     if (record.state !== 'done') report.failed++
+    await opts.onTask?.(record, placed)
   }
 
   let cursor = 0
@@ -85,29 +107,64 @@ export async function fetchResults (client: MeshClient, jobId: number, dest: str
   return report
 }
 
-/** Where a task's files go in the results folder. */
-export function placeRecord (dest: string, layout: ResultLayout, record: TaskRecord): { folder: string, jsonPath: string, targets: Target[] } {
+const HOSTS_FILE = 'hosts.json'
+
+export interface PlaceOptions {
+  /** The task's host number, for the ictasks layout. */
+  hostId?: number
+  logNames?: { stdout: string, stderr: string }
+}
+
+export interface Placement { folder: string, jsonPath: string, json: string, targets: Target[] }
+
+/**
+ * Where a task's files go in the results folder, and its task.json: meshfarm's record, or ictasks' Task
+ * (`task_<id>/task.json`, `task_stdout.txt`, `task_stderr.txt`) in the ictasks layout.
+ */
+export function placeRecord (dest: string, layout: ResultLayout, record: TaskRecord, opts: PlaceOptions = {}): Placement {
   const name = checkRelativeName(record.name.replaceAll('/', '_'), 'task name')
   const targets: Target[] = []
+  const outputsIn = (folder: string): void => {
+    for (const o of record.outputs) targets.push({ ref: o, path: join(folder, checkRelativeName(o.name, 'output')) })
+  }
+  const meshfarmJson = JSON.stringify(record, null, 2) + '\n'
   if (layout === 'flat') {
     if (record.stdout != null) targets.push({ ref: record.stdout, path: join(dest, `${name}.stdout`) })
     if (record.stderr != null) targets.push({ ref: record.stderr, path: join(dest, `${name}.stderr`) })
-    for (const o of record.outputs) targets.push({ ref: o, path: join(dest, checkRelativeName(o.name, 'output')) })
-    return { folder: dest, jsonPath: join(dest, `${name}.task.json`), targets }
+    outputsIn(dest)
+    return { folder: dest, jsonPath: join(dest, `${name}.task.json`), json: meshfarmJson, targets }
+  }
+  if (layout === 'ictasks') {
+    const folder = join(dest, checkRelativeName(ictasksFolder(record.name), 'task name'))
+    const logs = opts.logNames ?? { stdout: 'task_stdout.txt', stderr: 'task_stderr.txt' }
+    if (record.stdout != null) targets.push({ ref: record.stdout, path: join(folder, checkRelativeName(logs.stdout, 'stdout_filename')) })
+    if (record.stderr != null) targets.push({ ref: record.stderr, path: join(folder, checkRelativeName(logs.stderr, 'stderr_filename')) })
+    outputsIn(folder)
+    // ictasks writes task.json with 4-space indents (pydantic's model dump through json.dumps).
+    return { folder, jsonPath: join(folder, 'task.json'), json: JSON.stringify(toIctasksTask(record, opts.hostId ?? -1), null, 4) + '\n', targets }
   }
   const folder = join(dest, name)
   if (record.stdout != null) targets.push({ ref: record.stdout, path: join(folder, 'stdout') })
   if (record.stderr != null) targets.push({ ref: record.stderr, path: join(folder, 'stderr') })
-  for (const o of record.outputs) targets.push({ ref: o, path: join(folder, checkRelativeName(o.name, 'output')) })
-  return { folder, jsonPath: join(folder, 'task.json'), targets }
+  outputsIn(folder)
+  return { folder, jsonPath: join(folder, 'task.json'), json: meshfarmJson, targets }
 }
 
-async function alreadyComplete (jsonPath: string, record: TaskRecord): Promise<boolean> {
+/** A task whose task.json (written last) is already what it would be now is complete: skipped on a resumed fetch. */
+async function alreadyComplete (jsonPath: string, json: string): Promise<boolean> {
+  return await readFile(jsonPath, 'utf8').then(old => old === json, () => false)
+}
+
+/** hosts.json of an earlier fetch: host_id -> host name; anything else is ignored (numbering starts over). */
+async function readHostTable (path: string): Promise<Record<string, string>> {
   try {
-    const old = JSON.parse(await readFile(jsonPath, 'utf8')) as TaskRecord
-    return old.id === record.id && old.attempts === record.attempts && old.state === record.state
+    const raw = JSON.parse(await readFile(path, 'utf8')) as unknown
+    if (raw == null || typeof raw !== 'object' || Array.isArray(raw)) return {}
+    const entries = Object.entries(raw as Record<string, unknown>)
+    const ok = entries.every(([id, host], i) => id === String(i) && typeof host === 'string')
+    return ok ? Object.fromEntries(entries) as Record<string, string> : {}
   } catch {
-    return false
+    return {}
   }
 }
 

@@ -1,12 +1,13 @@
 /**
- * Job specifications, as ictasks users know them: a YAML job file, a tasklist (one command per line), or the
- * TypeScript API. Everything is validated before anything is submitted; each problem is one line naming the
- * file, the field and what is wrong, e.g. `sweep.yaml: tasks[3].cores: must be a whole number >= 1, got "two"`.
+ * Job specifications, as ictasks users know them: a YAML job file, a tasklist (one command per line, see
+ * tasklist.ts), an ictasks config (see ictasks.ts), or the TypeScript API. Everything is validated before anything
+ * is submitted; each problem is one line naming the file, the field and what is wrong, e.g.
+ * `sweep.yaml: tasks[3].cores: must be a whole number >= 1, got "two"`.
  *
  * YAML job file:
- *   name: sweep-demo               # default: the file's base name
+ *   name: sweep-demo               # default: the file's base name (ictasks: job_id)
  *   label: free text
- *   layout: per-task | flat        # results folder layout
+ *   layout: per-task | flat | ictasks   # results folder layout (ictasks configs default to ictasks)
  *   retries: 1                     # retries for tasks that exit non-zero
  *   defaults: { cores, gpus, memory: 512M, timeout: 10m, env: {}, constraints: {os: linux}, affinity: "{chip}" }
  *   shared: [data/model.bin]       # staged once per machine into the job folder
@@ -19,18 +20,24 @@
  *     mode: product | zip
  *     parameters: { x: [1, 2, 3], y: { range: [0, 10, 2] }, f: { glob: "inputs/*.txt" } }
  *     task: { name: "run-{x}-{y}", command: "sim --x {x} --y {y}", inputs: [...], outputs: [...] }
+ *   task_distribution: { cores_per_task: 2, gpus_per_task: 1, cores_per_node: 8, ... }   # ictasks, see ictasks.ts
  * Placeholders `{name}` (and `{index}`) are filled in names, commands, env values, inputs, outputs and affinity;
  * `{{` and `}}` are literal braces.
  */
 import { existsSync, readFileSync, statSync, globSync } from 'node:fs'
-import { basename, dirname, extname, isAbsolute, resolve } from 'node:path'
+import { basename, dirname, extname, resolve } from 'node:path'
 import { parseDocument } from 'yaml'
-import type { ResultLayout, TaskSpec } from '../protocol/messages.ts'
+import type { ResultLayout } from '../protocol/messages.ts'
 import { MeshfarmError } from '../util/errors.ts'
-import { parseDuration, parseSizeMb } from '../util/units.ts'
+import { checkKeys, isMap, show, wholeNumber, SpecContext, type Params } from './spec-fields.ts'
+import { mergeDefaults, readDefaults, readInput, readTask, stagedAtSamePath, type LocalInput, type ParsedTask, type SpecDefaults, type TaskDefaults } from './spec-task.ts'
+import { ICTASKS_TOP_KEYS, looksLikeIctasks, readIctasksSettings } from './ictasks.ts'
+import { parseTasklist } from './tasklist.ts'
 
-export interface LocalInput { src: string, name: string }
-export interface ParsedTask extends Omit<TaskSpec, 'inputs'> { inputs: LocalInput[] }
+export { parseDuration, parseMemory } from './spec-fields.ts'
+export { parseTasklist } from './tasklist.ts'
+export type { LocalInput, ParsedTask, SpecDefaults } from './spec-task.ts'
+
 export interface ParsedJob {
   name: string
   label?: string
@@ -40,228 +47,15 @@ export interface ParsedJob {
   tasks: ParsedTask[]
   specText: string
   specFile: string
-}
-export interface SpecDefaults {
-  cores?: number
-  gpus?: number
-  memoryMb?: number
-  timeoutMs?: number
-  env?: Record<string, string>
-  constraints?: Record<string, string>
-  name?: string
-  layout?: ResultLayout
-  retries?: number
+  /** At most this many of the job's tasks at once on one agent (ictasks' per-node limits, `parallel -j N`). */
+  perAgent?: number
+  /** ictasks' stdout_filename/stderr_filename, for the ictasks layout. */
+  logNames?: { stdout: string, stderr: string }
 }
 
-type Params = Record<string, string | number | boolean>
-
-const TOP_KEYS = ['name', 'label', 'layout', 'retries', 'defaults', 'shared', 'tasks', 'sweep', 'job_id', 'task_distribution']
-const TASK_KEYS = ['name', 'command', 'commands', 'inputs', 'outputs', 'cores', 'gpus', 'memory', 'timeout', 'env', 'constraints', 'affinity', 'id', 'launch_cmd']
-const DEFAULT_KEYS = ['cores', 'gpus', 'memory', 'timeout', 'env', 'constraints', 'affinity']
+const LAYOUTS: ResultLayout[] = ['per-task', 'flat', 'ictasks']
+const TOP_KEYS = ['name', 'label', 'layout', 'retries', 'defaults', 'shared', 'tasks', 'sweep', ...ICTASKS_TOP_KEYS]
 const SWEEP_KEYS = ['mode', 'parameters', 'task']
-
-class SpecContext {
-  readonly file: string
-  readonly baseDir: string
-  constructor (file: string, baseDir: string) {
-    this.file = file
-    this.baseDir = baseDir
-  }
-
-  fail (field: string, what: string): never {
-    throw new MeshfarmError('SPEC_INVALID', `${this.file}: ${field}: ${what}`.replace(/\s*\n\s*/g, ' '))
-  }
-}
-
-function show (v: unknown): string {
-  const s = JSON.stringify(v) ?? String(v)
-  return s.length > 60 ? `${s.slice(0, 57)}...` : s
-}
-
-function isMap (v: unknown): v is Record<string, unknown> {
-  return v != null && typeof v === 'object' && !Array.isArray(v)
-}
-
-/** The closest known key, for "did you mean" hints. */
-function suggest (key: string, known: string[]): string {
-  let best = ''
-  let bestDist = 3
-  for (const k of known) {
-    const d = distance(key, k)
-    if (d < bestDist) { best = k; bestDist = d }
-  }
-  return best !== '' ? ` (did you mean '${best}'?)` : ''
-}
-
-function distance (a: string, b: string): number {
-  const dp = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)])
-  for (let j = 1; j <= b.length; j++) dp[0][j] = j
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      dp[i][j] = Math.min(dp[i - 1][j] + 1, dp[i][j - 1] + 1, dp[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
-    }
-  }
-  return dp[a.length][b.length]
-}
-
-function checkKeys (ctx: SpecContext, obj: Record<string, unknown>, known: string[], where: string): void {
-  for (const k of Object.keys(obj)) {
-    if (!known.includes(k)) ctx.fail(where === '' ? k : `${where}.${k}`, `unknown key${suggest(k, known)}`)
-  }
-}
-
-// ---- scalar fields ----
-
-const SPEC = { code: 'SPEC_INVALID' } as const
-
-function wholeNumber (ctx: SpecContext, v: unknown, field: string, min: number): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) ctx.fail(field, `must be a whole number >= ${min}, got ${show(v)}`)
-  return v
-}
-
-function stringMap (ctx: SpecContext, v: unknown, field: string): Record<string, string> {
-  if (!isMap(v)) ctx.fail(field, `must be a map of names to values, got ${show(v)}`)
-  const out: Record<string, string> = {}
-  for (const [k, val] of Object.entries(v)) {
-    if (typeof val === 'string' || typeof val === 'number' || typeof val === 'boolean') out[k] = String(val)
-    else ctx.fail(`${field}.${k}`, `must be a string, number or boolean, got ${show(val)}`)
-  }
-  return out
-}
-
-function relativeName (ctx: SpecContext, v: string, field: string): string {
-  if (v === '' || v.includes('\u0000')) ctx.fail(field, 'must be a non-empty name')
-  if (isAbsolute(v) || v.split('/').includes('..') || v.includes('\\')) ctx.fail(field, `must be a relative name inside the task folder, got ${show(v)}`)
-  return v.split('/').filter(s => s !== '' && s !== '.').join('/')
-}
-
-// ---- placeholders ----
-
-/**
- * Fills `{name}` placeholders. Only a bare name in braces is one: shell syntax such as `${HOME}`, `{a,b}` or
- * awk's `'{print $1}'` passes through as written, and `{{`/`}}` give literal braces.
- */
-function fill (ctx: SpecContext, template: string, params: Params, field: string): string {
-  return template.replace(/\{\{|\}\}|(\$?)\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}/g, (whole, dollar: string | undefined, name: string | undefined) => {
-    if (whole === '{{') return '{'
-    if (whole === '}}') return '}'
-    if (dollar === '$') return whole
-    const key = name ?? ''
-    if (!(key in params)) ctx.fail(field, `unknown placeholder {${key}}${suggest(key, Object.keys(params))}`)
-    return String(params[key])
-  })
-}
-
-// ---- tasks ----
-
-interface TaskDefaults {
-  cores: number
-  gpus: number
-  memoryMb: number
-  timeoutMs: number
-  env: Record<string, string>
-  constraints: Record<string, string>
-  affinity?: string
-}
-
-function readDefaults (ctx: SpecContext, raw: unknown): Partial<TaskDefaults> {
-  if (raw == null) return {}
-  if (!isMap(raw)) ctx.fail('defaults', `must be a map, got ${show(raw)}`)
-  checkKeys(ctx, raw, DEFAULT_KEYS, 'defaults')
-  const d: Partial<TaskDefaults> = {}
-  if (raw.cores != null) d.cores = wholeNumber(ctx, raw.cores, 'defaults.cores', 1)
-  if (raw.gpus != null) d.gpus = wholeNumber(ctx, raw.gpus, 'defaults.gpus', 0)
-  if (raw.memory != null) d.memoryMb = parseSizeMb(raw.memory, `${ctx.file}: defaults.memory`, SPEC)
-  if (raw.timeout != null) d.timeoutMs = parseDuration(raw.timeout, `${ctx.file}: defaults.timeout`, SPEC)
-  if (raw.env != null) d.env = stringMap(ctx, raw.env, 'defaults.env')
-  if (raw.constraints != null) d.constraints = stringMap(ctx, raw.constraints, 'defaults.constraints')
-  if (raw.affinity != null) d.affinity = String(raw.affinity)
-  return d
-}
-
-function mergeDefaults (fromFile: Partial<TaskDefaults>, overrides: SpecDefaults): TaskDefaults {
-  return {
-    cores: overrides.cores ?? fromFile.cores ?? 1,
-    gpus: overrides.gpus ?? fromFile.gpus ?? 0,
-    memoryMb: overrides.memoryMb ?? fromFile.memoryMb ?? 0,
-    timeoutMs: overrides.timeoutMs ?? fromFile.timeoutMs ?? 0,
-    env: { ...fromFile.env, ...overrides.env },
-    constraints: { ...fromFile.constraints, ...overrides.constraints },
-    affinity: fromFile.affinity
-  }
-}
-
-function readInput (ctx: SpecContext, v: unknown, field: string, params: Params): LocalInput {
-  let src: string
-  let as: string | undefined
-  if (typeof v === 'string') src = v
-  else if (isMap(v) && typeof v.src === 'string') {
-    checkKeys(ctx, v, ['src', 'as'], field)
-    src = v.src
-    if (v.as != null) as = String(v.as)
-  } else ctx.fail(field, `must be a file name or {src, as}, got ${show(v)}`)
-  src = fill(ctx, src, params, field)
-  const path = resolve(ctx.baseDir, src)
-  if (!existsSync(path) || !statSync(path).isFile()) {
-    throw new MeshfarmError('FILE_MISSING', `${ctx.file}: ${field}: no such file ${show(src)}`)
-  }
-  const name = as != null ? fill(ctx, as, params, `${field}.as`) : basename(src)
-  return { src: path, name: relativeName(ctx, name, field) }
-}
-
-function readTask (ctx: SpecContext, raw: unknown, field: string, index: number, defaults: TaskDefaults, params: Params): ParsedTask {
-  if (!isMap(raw)) ctx.fail(field, `must be a map with a command, got ${show(raw)}`)
-  checkKeys(ctx, raw, TASK_KEYS, field)
-  const p: Params = { ...params, index }
-  let commands: string[]
-  const command = raw.command ?? raw.launch_cmd
-  if (command != null && raw.commands != null) ctx.fail(field, "give either 'command' or 'commands', not both")
-  if (command != null) {
-    if (typeof command !== 'string' || command.trim() === '') ctx.fail(`${field}.command`, `must be a non-empty string, got ${show(command)}`)
-    commands = [command]
-  } else if (raw.commands != null) {
-    if (!Array.isArray(raw.commands) || raw.commands.length === 0) ctx.fail(`${field}.commands`, 'must be a non-empty list of commands')
-    commands = raw.commands.map((c, i) => {
-      if (typeof c !== 'string' || c.trim() === '') ctx.fail(`${field}.commands[${i}]`, `must be a non-empty string, got ${show(c)}`)
-      return c
-    })
-  } else ctx.fail(field, "needs a 'command' (or 'commands')")
-  const name = raw.name ?? raw.id
-  const list = (v: unknown, key: string): unknown[] => {
-    if (v == null) return []
-    if (!Array.isArray(v)) ctx.fail(`${field}.${key}`, `must be a list, got ${show(v)}`)
-    return v
-  }
-  const inputs = list(raw.inputs, 'inputs').map((v, i) => readInput(ctx, v, `${field}.inputs[${i}]`, p))
-  const seen = new Set<string>()
-  inputs.forEach((inp, i) => {
-    if (seen.has(inp.name)) ctx.fail(`${field}.inputs[${i}]`, `two inputs are named ${show(inp.name)}`)
-    seen.add(inp.name)
-  })
-  const outputs = list(raw.outputs, 'outputs').map((v, i) => {
-    if (typeof v !== 'string') ctx.fail(`${field}.outputs[${i}]`, `must be a name or glob, got ${show(v)}`)
-    return relativeName(ctx, fill(ctx, v, p, `${field}.outputs[${i}]`), `${field}.outputs[${i}]`)
-  })
-  const env = { ...defaults.env, ...(raw.env != null ? stringMap(ctx, raw.env, `${field}.env`) : {}) }
-  for (const k of Object.keys(env)) env[k] = fill(ctx, env[k], p, `${field}.env.${k}`)
-  const affinityTemplate = raw.affinity != null ? String(raw.affinity) : defaults.affinity
-  const task: ParsedTask = {
-    index,
-    name: name != null ? fill(ctx, String(name), p, `${field}.name`) : `task-${index}`,
-    commands: commands.map((c, i) => fill(ctx, c, p, raw.commands != null ? `${field}.commands[${i}]` : `${field}.command`)),
-    cores: raw.cores != null ? wholeNumber(ctx, raw.cores, `${field}.cores`, 1) : defaults.cores,
-    gpus: raw.gpus != null ? wholeNumber(ctx, raw.gpus, `${field}.gpus`, 0) : defaults.gpus,
-    memoryMb: raw.memory != null ? parseSizeMb(raw.memory, `${ctx.file}: ${field}.memory`, SPEC) : defaults.memoryMb,
-    timeoutMs: raw.timeout != null ? parseDuration(raw.timeout, `${ctx.file}: ${field}.timeout`, SPEC) : defaults.timeoutMs,
-    env,
-    constraints: { ...defaults.constraints, ...(raw.constraints != null ? stringMap(ctx, raw.constraints, `${field}.constraints`) : {}) },
-    inputs,
-    outputs
-  }
-  if (affinityTemplate != null) task.affinity = fill(ctx, affinityTemplate, p, `${field}.affinity`)
-  if (Object.keys(params).length > 0) task.params = { ...params }
-  return task
-}
 
 // ---- sweeps ----
 
@@ -336,6 +130,28 @@ export function parseJobFile (path: string, overrides: SpecDefaults = {}): Parse
   return ext === '.yaml' || ext === '.yml' ? parseJobYaml(text, path, baseDir, overrides) : parseTasklist(text, path, baseDir, overrides)
 }
 
+/**
+ * A job from text that has no file name to tell its kind (`meshfarm submit -` reads standard input): YAML when
+ * the first line that is not blank or a comment starts with a job-file key (`name:`, `tasks:`, `job_id:`, ...),
+ * which no shell command does; else a tasklist. `display` names it in errors; files are relative to baseDir.
+ */
+export function parseJobText (text: string, display: string, baseDir: string, overrides: SpecDefaults = {}, format?: 'yaml' | 'tasklist'): ParsedJob {
+  const first = text.split(/\r?\n/).find(l => l.trim() !== '' && !l.trimStart().startsWith('#')) ?? ''
+  const key = /^([A-Za-z_][A-Za-z0-9_]*):(\s|$)/.exec(first)?.[1]
+  const yaml = format != null ? format === 'yaml' : (key != null && TOP_KEYS.includes(key)) || first === '---'
+  return yaml ? parseJobYaml(text, display, baseDir, overrides) : parseTasklist(text, display, baseDir, overrides)
+}
+
+function readTaskList (ctx: SpecContext, raw: unknown): unknown[] {
+  if (isMap(raw)) {
+    checkKeys(ctx, raw, ['items'], 'tasks')
+    if (!Array.isArray(raw.items)) ctx.fail('tasks.items', 'must be a list of tasks')
+    return raw.items
+  }
+  if (!Array.isArray(raw)) ctx.fail('tasks', 'must be a list of tasks')
+  return raw
+}
+
 export function parseJobYaml (text: string, file: string, baseDir: string, overrides: SpecDefaults = {}): ParsedJob {
   const ctx: SpecContext = new SpecContext(file, baseDir)
   // prettyErrors computes the line of each error; the message's first line, less its "at line" tail, is the what.
@@ -349,61 +165,48 @@ export function parseJobYaml (text: string, file: string, baseDir: string, overr
   const raw = doc.toJS() as unknown
   if (!isMap(raw)) ctx.fail('(top)', 'a job file is a map with name, tasks and/or sweep')
   checkKeys(ctx, raw, TOP_KEYS, '')
-  const defaults = mergeDefaults(readDefaults(ctx, raw.defaults), overrides)
+  const ictasks = readIctasksSettings(ctx, raw)
+  const fromFile = readDefaults(ctx, raw.defaults)
+  for (const k of ['cores', 'gpus'] as const) {
+    const td = ictasks[k]
+    if (td == null) continue
+    if (fromFile[k] != null && fromFile[k] !== td) ctx.fail(`task_distribution.${k}_per_task`, `says ${td} but defaults.${k} says ${String(fromFile[k])}: give it once`)
+    fromFile[k] = td
+  }
+  const defaults = mergeDefaults(ctx, fromFile, overrides)
   const tasks: ParsedTask[] = []
   if (raw.tasks != null) {
-    const list = isMap(raw.tasks) && Array.isArray(raw.tasks.items) ? raw.tasks.items : raw.tasks
-    if (!Array.isArray(list)) ctx.fail('tasks', 'must be a list of tasks')
-    list.forEach((t, i) => tasks.push(readTask(ctx, t, `tasks[${i}]`, i, defaults, {})))
+    const ids = new Map<string, number>()
+    readTaskList(ctx, raw.tasks).forEach((t, i) => {
+      const task = readTask(ctx, t, `tasks[${i}]`, i, defaults, {})
+      const seen = ids.get(task.name)
+      if (seen != null) ctx.fail(`tasks[${i}]`, `${isMap(t) && t.id != null ? 'id' : 'name'} ${show(task.name)} is also tasks[${seen}]'s: each task needs its own (it names its results folder)`)
+      ids.set(task.name, i)
+      tasks.push(task)
+    })
   }
   if (raw.sweep != null) tasks.push(...readSweep(ctx, raw.sweep, defaults, tasks.length))
   if (tasks.length === 0) ctx.fail('tasks', 'the job has no tasks: give tasks or a sweep')
   const sharedRaw = raw.shared ?? []
   if (!Array.isArray(sharedRaw)) ctx.fail('shared', 'must be a list of files')
   const shared = sharedRaw.map((v, i) => readInput(ctx, v, `shared[${i}]`, {}))
-  const layout = overrides.layout ?? raw.layout ?? 'per-task'
-  if (layout !== 'per-task' && layout !== 'flat') ctx.fail('layout', `must be per-task or flat, got ${show(layout)}`)
+  for (const s of overrides.shared ?? []) shared.push(stagedAtSamePath(ctx, s, overrides.cwd ?? baseDir, '--shared'))
+  const layout = overrides.layout ?? raw.layout ?? (looksLikeIctasks(raw) ? 'ictasks' : 'per-task')
+  if (!LAYOUTS.includes(layout as ResultLayout)) ctx.fail('layout', `must be per-task, flat or ictasks, got ${show(layout)}`)
   const retries = overrides.retries ?? (raw.retries != null ? wholeNumber(ctx, raw.retries, 'retries', 0) : 0)
   const name = overrides.name ?? (raw.name ?? raw.job_id ?? basename(file, extname(file)))
-  return {
+  const job: ParsedJob = {
     name: String(name),
     label: raw.label != null ? String(raw.label) : undefined,
-    layout,
+    layout: layout as ResultLayout,
     retries,
     shared,
     tasks,
     specText: text,
     specFile: resolve(file)
   }
+  if (ictasks.perAgent != null) job.perAgent = ictasks.perAgent
+  if (ictasks.logNames != null) job.logNames = ictasks.logNames
+  return job
 }
 
-export function parseTasklist (text: string, file: string, baseDir: string, overrides: SpecDefaults = {}): ParsedJob {
-  const ctx: SpecContext = new SpecContext(file, baseDir)
-  const defaults = mergeDefaults({}, overrides)
-  const commands: string[] = []
-  const lineOf: number[] = [] // the file line each command starts on, for error messages
-  let pending = ''
-  text.split(/\r?\n/).forEach((line, i) => {
-    if (pending === '' && (line.trim() === '' || line.trimStart().startsWith('#'))) return
-    if (pending === '') lineOf.push(i + 1)
-    if (line.endsWith('\\')) {
-      pending += line.slice(0, -1) + ' '
-      return
-    }
-    commands.push((pending + line).trim())
-    pending = ''
-  })
-  if (pending.trim() !== '') commands.push(pending.trim())
-  else if (pending !== '') lineOf.pop()
-  if (commands.length === 0) ctx.fail('line 1', 'the tasklist has no commands')
-  const tasks = commands.map((command, index) => readTask(ctx, { command }, `line ${lineOf[index]}`, index, defaults, {}))
-  return {
-    name: overrides.name ?? basename(file, extname(file)),
-    layout: overrides.layout ?? 'per-task',
-    retries: overrides.retries ?? 0,
-    shared: [],
-    tasks,
-    specText: text,
-    specFile: resolve(file)
-  }
-}

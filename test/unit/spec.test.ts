@@ -263,10 +263,11 @@ test('the ictasks form of a task list: tasks.items with id and launch_cmd', () =
   assert.deepEqual(job.tasks.map(t => [t.name, t.commands[0]]), [['t1', 'echo 1'], ['t2', 'echo 2']])
 })
 
-test('a tasklist: one command per line, comments and blank lines skipped, backslash continues a line', () => {
+test('a tasklist: one command per line, comments and blank lines skipped, backslash continues a line; names keep ictasks numbers', () => {
   const job = parse({ 'tasks.txt': '# a comment\n\necho one\necho two \\\n  and more\n\n./three.sh {index}\r\n  # indented comment\n' }, { cores: 2 })
   assert.deepEqual(job.tasks.map(t => t.commands[0]), ['echo one', 'echo two    and more', './three.sh 2'])
-  assert.deepEqual(job.tasks.map(t => t.name), ['task-0', 'task-1', 'task-2'])
+  // ictasks numbers non-blank lines, comments included (it runs them as do-nothing tasks): task-N keeps that N.
+  assert.deepEqual(job.tasks.map(t => t.name), ['task-1', 'task-2', 'task-4'])
   assert.equal(job.name, 'tasks')
   assert.deepEqual(job.shared, [])
   assert.ok(job.tasks.every(t => t.cores === 2), 'command-line defaults apply')
@@ -316,7 +317,7 @@ test('each bad job file gets one line naming the file and the field', () => {
     ['sweep:\n  parameters: { x: [1] }\n', /sweep\.task: is missing/],
     ['sweep:\n  parameters: {}\n  task: { command: "run" }\n', /sweep\.parameters: must map each parameter name/],
     ['name: empty\n', /tasks: the job has no tasks/],
-    ['layout: sideways\ntasks: [{ command: a }]\n', /layout: must be per-task or flat/],
+    ['layout: sideways\ntasks: [{ command: a }]\n', /layout: must be per-task, flat or ictasks, got "sideways"/],
     ['retries: -1\ntasks: [{ command: a }]\n', /retries: must be a whole number >= 0, got -1/]
   ]
   for (const [text, want] of cases) assert.match(errorOf({ 'j.yaml': text }), want)
