@@ -115,8 +115,10 @@ export async function findCoordinator (node: MeshNode, mesh: MeshConfig, timeout
           }
         } catch { /* that peer is not reachable; try the next */ }
       }
-      // Nothing yet: a bootstrap peer may come up, or mDNS may find one. Retry the bootstrap list each round.
+      // Nothing yet: the coordinator may be coming back (a restart), a bootstrap peer may come up, or mDNS may
+      // find one. The remembered address and the bootstrap list are asked again every round.
       for (const addr of mesh.bootstrap) tried.delete(addr)
+      if (known != null) tried.delete(`known:${known.peerId}`)
       await new Promise(resolve => setTimeout(resolve, 250))
     }
   } finally {
