@@ -92,7 +92,17 @@ export class Coordinator {
     log(`coordinator: state loaded in ${Date.now() - startedAt} ms`)
 
     // The access list is enforced twice: here, on every encrypted connection, and again on every request.
-    const node = await createMeshNode({ mesh: config.mesh, listen: config.listen, privateKey: identity, allowPeer: peer => acl.admits(peer.toString(), Date.now()) })
+    const audit = auditOnce(log)
+    const node = await createMeshNode({
+      mesh: config.mesh,
+      listen: config.listen,
+      privateKey: identity,
+      allowPeer: peer => {
+        const ok = acl.admits(peer.toString(), Date.now())
+        if (!ok) audit(peer.toString(), `coordinator: refused a connection from ${peer.toString()}: not on the access list`)
+        return ok
+      }
+    })
     const self = (): { peerId: string, addrs: string[] } => ({ peerId: node.peerId.toString(), addrs: shareableAddrs(node) })
     const logs = new LogRelay({ core, store, blobs, deliver: (agentId, msg) => { sessions?.deliver(agentId, msg) } })
     sessions = new AgentSessions({ core, loop, acl, blobs, logs, heartbeatMs: config.heartbeatMs, log })
@@ -144,6 +154,18 @@ export class Coordinator {
     sessions.closeAll()
     try { await this.node.stop() } catch { /* already stopped */ }
     try { store.close() } catch { /* already closed or failed */ }
+  }
+}
+
+/** Logs a refusal once per peer a minute: an audit trail that a flood of attempts cannot turn into a log flood. */
+function auditOnce (log: (line: string) => void): (peer: string, line: string) => void {
+  const last = new Map<string, number>()
+  return (peer, line) => {
+    const now = Date.now()
+    if ((last.get(peer) ?? 0) > now - 60_000) return
+    if (last.size > 10_000) last.clear()
+    last.set(peer, now)
+    log(line)
   }
 }
 

@@ -49,7 +49,9 @@ export async function createMeshNode (opts: MeshNodeOptions): Promise<MeshNode> 
     streamMuxers: [yamux()],
     peerDiscovery,
     connectionGater,
-    connectionManager: { maxConnections: 1024 },
+    // A lab's agents all reconnect at once after a coordinator restart, and a login node or a test machine
+    // connects many peers from one address: libp2p's defaults (5 per second per host, 10 pending) would reset them.
+    connectionManager: { maxConnections: 1024, inboundConnectionThreshold: 50, maxIncomingPendingConnections: 128 },
     services: { identify: identify() },
     start: false
   })
