@@ -15,11 +15,13 @@ import type { AgentResources, Assignment, AttemptResult, CoordMessage, JobHeader
 
 const EMPTY = { name: '.meshfarm/stdout', hash: 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', size: 0 }
 
+type Sent = Assignment & { to: string }
+
 class Recorder implements CoordinatorComm {
   sent: Array<{ to: string, msg: CoordMessage }> = []
   send = (to: string, msg: CoordMessage): void => { this.sent.push({ to, msg }) }
   event = (): void => {}
-  take (): Assignment[] {
+  take (): Sent[] {
     const out = this.sent.flatMap(s => s.msg.t === 'coord.assign' ? s.msg.assignments.map(a => ({ ...a, to: s.to })) : [])
     this.sent = []
     return out
@@ -42,7 +44,7 @@ function done (a: Assignment): AttemptResult {
   return { attemptId: a.attemptId, jobId: a.jobId, index: a.index, state: 'done', exitCode: 0, signal: null, startedAt: 1, endedAt: 2, stdout: EMPTY, stderr: EMPTY, outputs: [] }
 }
 
-const perAgent = (as: Array<Assignment & { to: string }>, jobId: number): Record<string, number> => {
+const perAgent = (as: Sent[], jobId: number): Record<string, number> => {
   const out: Record<string, number> = {}
   for (const a of as) if (a.jobId === jobId) out[a.to] = (out[a.to] ?? 0) + 1
   return out
