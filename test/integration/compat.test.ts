@@ -10,6 +10,7 @@ import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSyn
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startLocalMesh, type LocalMesh } from '../../bin/local-mesh.ts'
+import { startMeshfarm } from '../../bin/processes.ts'
 import { runCli, runCliJson } from '../helpers/cli.ts'
 import { resumeSkips } from '../../shared/client/joblog.ts'
 import type { JobSummary, TaskRecord } from '../../shared/protocol/messages.ts'
@@ -136,6 +137,22 @@ test('meshfarm parallel: -k keeps order, -j 1 runs one task per agent at a time,
   }
   const halt = await cli(['parallel', '--halt', 'now,fail=1', 'exit {}', ':::', '0', '3', '0', '0'], { cwd: work })
   assert.equal(halt.code, 3, `--halt now,fail=1 exits with the failed task's status: ${halt.stderr}`)
+  // Arguments from standard input; the user's command keeps its own flags, --help included; --dry-run runs nothing.
+  const dry = await cli(['parallel', '--dry-run', 'grep', '--help', '-h', '{}'], { cwd: work, input: 'a b\nc\n' })
+  assert.equal(dry.stdout, "grep --help -h 'a b'\ngrep --help -h c\n", dry.stderr)
+})
+
+test('meshfarm parallel: Ctrl-C cancels the job on the mesh', { timeout: 60_000 }, async () => {
+  const p = startMeshfarm(['parallel', '--name', 'interrupted', 'sleep {}', ':::', '60', '61'], { home: mesh.clientHome })
+  let running = false
+  while (!running) {
+    const jobs = await runCliJson<JobSummary[]>(mesh.clientHome, ['status'])
+    running = jobs.some(j => j.name === 'interrupted' && j.counts.running === 2)
+  }
+  assert.equal(await p.stop('SIGINT'), 130, p.output())
+  const job = (await runCliJson<JobSummary[]>(mesh.clientHome, ['status'])).find(j => j.name === 'interrupted')
+  assert.equal(job?.state, 'cancelled')
+  assert.equal(job?.counts.cancelled, 2)
 })
 
 test('the real program: bash completion from `meshfarm completion bash`, and agent service flags checked before anything is written', { timeout: 60_000 }, async () => {
@@ -146,6 +163,10 @@ test('the real program: bash completion from `meshfarm completion bash`, and age
   assert.equal(complete('submit', '--for'), '--format\n')
   assert.equal(complete('fetch', '1', '--layout', 'ict'), 'ictasks\n')
   assert.equal(complete('agent', '--uninst'), '--uninstall-service\n')
+  if (spawnSync('zsh', ['--version'], { stdio: 'ignore' }).status === 0) {
+    const zsh = spawnSync('zsh', ['-n'], { input: execFileSync(BIN, ['completion', 'zsh'], { encoding: 'utf8' }), encoding: 'utf8' })
+    assert.equal(zsh.status, 0, zsh.stderr)
+  }
   const bad = await cli(['agent', '--install-service', '--cores', 'two'])
   assert.equal(bad.code, 2)
   assert.match(bad.stderr, /^error: --cores: /)
