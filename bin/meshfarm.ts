@@ -23,6 +23,11 @@ import { parallelCommand } from './commands/parallel.ts'
 import { bashCompletion, zshCompletion } from './completion.ts'
 import { colourEnabled, colours } from './colour.ts'
 
+/** A global option given after a command is refused by commander: say where it goes. */
+function globalHint (text: string): string {
+  return /unknown option '--home(=.*)?'/.test(text) ? ' (global options come before the command: meshfarm --home DIR COMMAND ...)' : ''
+}
+
 /** The whole command line program, every command registered; nothing runs until it parses. */
 export function buildProgram (): Command {
   const program = new Command()
@@ -33,7 +38,7 @@ export function buildProgram (): Command {
     .option('--home <dir>', 'state folder (default: $MESHFARM_HOME or ~/.meshfarm)')
     .enablePositionalOptions()
     .exitOverride()
-    .configureOutput({ outputError: (text, write) => { write(text.split('\n')[0] + '\n') } })
+    .configureOutput({ outputError: (text, write) => { write(text.split('\n')[0] + globalHint(text) + '\n') } })
 
   const ctx = cliContext(program)
   meshCommands(ctx)

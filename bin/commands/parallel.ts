@@ -135,7 +135,7 @@ async function followOnMesh (client: MeshClient, plan: ParallelPlan, o: Parallel
     void client.cancel(jobId).catch(err => { process.stderr.write(`meshfarm parallel: could not cancel job ${jobId}: ${String(err)}\n`) })
   }
   const onInterrupt = (): void => {
-    process.stderr.write(`meshfarm parallel: cancelling job ${jobId} (Ctrl-C again to leave it running)\n`)
+    process.stderr.write(`meshfarm parallel: cancelling job ${jobId} (Ctrl-C again to stop waiting for it)\n`)
     stop('interrupt')
   }
   process.once('SIGINT', onInterrupt)

@@ -1,4 +1,8 @@
-/** Long-running services: the coordinator and the agent. */
+/** Long-running services: the coordinator and the agent (and the agent's systemd unit). */
+import { readFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { userInfo } from 'node:os'
+import { fileURLToPath } from 'node:url'
 import { loadMeshConfig } from '../../shared/local/mesh-config.ts'
 import { MeshfarmError } from '../../shared/util/errors.ts'
 import { parseWholeNumber } from '../../shared/util/units.ts'
@@ -8,10 +12,6 @@ import { detectResources, parseGpuList, parseLabels, parseMemoryFlag } from '../
 import { checkAddrs, compileCoordinator, DEFAULTS, type CoordinatorFlags } from '../config.ts'
 import { collect, untilSignal, type CliContext } from '../cli-context.ts'
 import { agentService, type AgentFlags } from './agent-service.ts'
-import { readFileSync } from 'node:fs'
-import { spawnSync } from 'node:child_process'
-import { userInfo } from 'node:os'
-import { fileURLToPath } from 'node:url'
 
 /** bin/meshfarm, the wrapper that finds Node 24 and tsx wherever npm put them: what a unit starts. */
 const EXECUTABLE = fileURLToPath(new URL('../meshfarm', import.meta.url))

@@ -170,4 +170,6 @@ test('the real program: bash completion from `meshfarm completion bash`, and age
   const bad = await cli(['agent', '--install-service', '--cores', 'two'])
   assert.equal(bad.code, 2)
   assert.match(bad.stderr, /^error: --cores: /)
+  const late = await cli(['status', '--home', 'elsewhere'])
+  assert.equal(late.stderr, "error: unknown option '--home' (global options come before the command: meshfarm --home DIR COMMAND ...)\n")
 })
