@@ -19,6 +19,7 @@ import { TaskTable, emptyCounts, shapeKey, type JobRuntime } from './job-table.t
 import { schedView, type AgentRuntime } from './agent-registry.ts'
 import { addAttempt, attemptsOf, removeAttempt, taskKey, type Attempt, type CoreOptions, type CoreState } from './core-state.ts'
 import { recoverState } from './recovery.ts'
+import { perAgentLimits } from './job-limits.ts'
 import { TaskLedger } from './task-ledger.ts'
 import * as queries from './queries.ts'
 
@@ -239,7 +240,7 @@ export class CoordinatorCore {
       agents.push(schedView(agent, [...agent.attempts].map(id => this.s.attempts.get(id)!), this.opts.prefetch))
     }
     if (agents.length === 0) return 0
-    const { placements, newAffinity } = schedule({ queue: this.queuedTasks(), agents, affinity: this.s.affinity })
+    const { placements, newAffinity } = schedule({ queue: this.queuedTasks(), agents, affinity: this.s.affinity, limits: perAgentLimits(this.s) })
     for (const [k, v] of newAffinity) this.s.affinity.set(k, v)
     const byAgent = new Map<string, Array<Extract<CoordMessage, { t: 'coord.assign' }>['assignments'][number]>>()
     for (const p of placements) {
@@ -277,7 +278,8 @@ export class CoordinatorCore {
           memoryMb: shape.memoryMb,
           timeoutMs: shape.timeoutMs,
           constraints: shape.constraints,
-          affinity: affinity != null ? `${job.id}\u0000${affinity}` : undefined
+          affinity: affinity != null ? `${job.id}\u0000${affinity}` : undefined,
+          group: job.id
         }
       }
     }

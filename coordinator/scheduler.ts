@@ -7,6 +7,8 @@
  * so two agents of two slots take tasks alternately); GPU tasks prefer the fitting agent with the fewest free
  * GPUs (keeps big GPU boxes free for big tasks). Ties break on agent id. A task that fits nowhere is skipped, so
  * a blocked big task never holds up the small ones behind it. Affinity keys bind to the first agent chosen.
+ * A job may cap how many of its tasks one agent holds at once (`limits`, by the tasks' `group`): an agent at its
+ * cap is skipped for that job's tasks as if it were full, and other jobs' tasks still go there.
  */
 
 export interface SchedAgent {
@@ -32,7 +34,12 @@ export interface SchedTask {
   affinity?: string
   /** The task's time limit (0 or absent: none). */
   timeoutMs?: number
+  /** The task's job, for per-agent limits (ScheduleInput.limits). */
+  group?: number
 }
+
+/** At most `limit` tasks of one group (a job) at once on one agent; `held` is how many each agent holds now. */
+export interface PerAgentLimit { limit: number, held: ReadonlyMap<string, number> }
 
 export interface Placement { key: number, agentId: string, cores: number, gpuIds: number[], memoryMb: number }
 
@@ -40,6 +47,8 @@ export interface ScheduleInput {
   queue: Iterable<SchedTask>
   agents: SchedAgent[]
   affinity: ReadonlyMap<string, string>
+  /** Per-agent limits by group; groups absent here have none. */
+  limits?: ReadonlyMap<number, PerAgentLimit>
   maxScan?: number
 }
 
@@ -61,9 +70,16 @@ function better (a: SchedAgent, b: SchedAgent, task: SchedTask): boolean {
   return a.id < b.id
 }
 
-function shapeKey (t: SchedTask): string {
+/** What makes tasks interchangeable for placement: a task of a capped group is only like its group's tasks. */
+function shapeKey (t: SchedTask, capped: boolean): string {
   const c = Object.keys(t.constraints).sort().map(k => `${k}=${t.constraints[k]}`).join(',')
-  return `${t.cores}/${t.gpus}/${t.memoryMb}/${t.timeoutMs ?? 0}/${c}`
+  return `${t.cores}/${t.gpus}/${t.memoryMb}/${t.timeoutMs ?? 0}/${c}${capped ? `/${String(t.group)}` : ''}`
+}
+
+/** Room left under a group's per-agent limit (Infinity when it has none); `added` counts this pass's placements. */
+export function limitRoom (limits: ReadonlyMap<number, PerAgentLimit> | undefined, group: number | undefined, agentId: string, added = 0): number {
+  const l = group != null ? limits?.get(group) : undefined
+  return l == null ? Infinity : l.limit - (l.held.get(agentId) ?? 0) - added
 }
 
 export function schedule (input: ScheduleInput): ScheduleOutput {
@@ -73,6 +89,10 @@ export function schedule (input: ScheduleInput): ScheduleOutput {
   const newAffinity = new Map<string, string>()
   const blockedShapes = new Set<string>()
   const maxScan = input.maxScan ?? 100_000
+  // This pass's placements per group and agent, for the per-agent limits.
+  const added = new Map<string, number>()
+  const addedKey = (group: number | undefined, agentId: string): string => `${String(group)}\u0000${agentId}`
+  const room = (a: SchedAgent, t: SchedTask): boolean => limitRoom(input.limits, t.group, a.id, added.get(addedKey(t.group, a.id)) ?? 0) > 0
   let openSlots = agents.reduce((n, a) => n + (a.accepting ? Math.max(0, a.freeSlots) : 0), 0)
   let scanned = 0
   for (const task of input.queue) {
@@ -82,14 +102,15 @@ export function schedule (input: ScheduleInput): ScheduleOutput {
       const bound = newAffinity.get(task.affinity) ?? input.affinity.get(task.affinity)
       const boundAgent = bound != null ? byId.get(bound) : undefined
       if (boundAgent != null) {
-        if (!fits(boundAgent, task)) continue // waits for its host
+        if (!fits(boundAgent, task) || !room(boundAgent, task)) continue // waits for its host
         target = boundAgent
       }
     }
     if (target == null) {
-      const shape = task.affinity == null ? shapeKey(task) : null
+      const capped = task.group != null && input.limits?.has(task.group) === true
+      const shape = task.affinity == null ? shapeKey(task, capped) : null
       if (shape != null && blockedShapes.has(shape)) continue
-      for (const a of agents) if (fits(a, task) && (target == null || better(a, target, task))) target = a
+      for (const a of agents) if (fits(a, task) && room(a, task) && (target == null || better(a, target, task))) target = a
       if (target == null) {
         if (shape != null) blockedShapes.add(shape)
         continue
@@ -101,6 +122,7 @@ export function schedule (input: ScheduleInput): ScheduleOutput {
     target.freeCores -= task.cores
     target.freeMemoryMb -= task.memoryMb
     openSlots--
+    if (task.group != null && input.limits?.has(task.group) === true) added.set(addedKey(task.group, target.id), (added.get(addedKey(task.group, target.id)) ?? 0) + 1)
     placements.push({ key: task.key, agentId: target.id, cores: task.cores, gpuIds, memoryMb: task.memoryMb })
   }
   return { placements, newAffinity }

@@ -94,7 +94,8 @@ function reasonFor (core: CoordinatorCore, jobId: number, i: number, state: Task
   if (lending.length === 0) return `all matching desktops have their owners present (${up.map(a => `${a.resources.hostname}: ${a.status?.harvest?.reason ?? 'reclaimed'}`).join('; ')})`
   const ahead = queuedAhead(core, jobId, i)
   void now
-  return `waits for a free slot on ${lending.length} matching agent(s)${ahead > 0 ? `: ${ahead} tasks ahead of it` : ''}${notes.length > 0 ? `; ${notes.join('; ')}` : ''}`
+  const cap = job.header.perAgent != null ? `; the job runs at most ${job.header.perAgent} at once per agent` : ''
+  return `waits for a free slot on ${lending.length} matching agent(s)${ahead > 0 ? `: ${ahead} tasks ahead of it` : ''}${cap}${notes.length > 0 ? `; ${notes.join('; ')}` : ''}`
 }
 
 /** Queued tasks placed before this one (jobs submitted earlier, and this job's tasks ahead of it). */

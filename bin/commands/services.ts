@@ -1,4 +1,8 @@
-/** Long-running services: the coordinator and the agent. */
+/** Long-running services: the coordinator and the agent (and the agent's systemd unit). */
+import { readFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { userInfo } from 'node:os'
+import { fileURLToPath } from 'node:url'
 import { loadMeshConfig } from '../../shared/local/mesh-config.ts'
 import { MeshfarmError } from '../../shared/util/errors.ts'
 import { parseWholeNumber } from '../../shared/util/units.ts'
@@ -7,6 +11,10 @@ import { startAgent } from '../../node/agent.ts'
 import { detectResources, parseGpuList, parseLabels, parseMemoryFlag } from '../../node/resources.ts'
 import { checkAddrs, compileCoordinator, DEFAULTS, type CoordinatorFlags } from '../config.ts'
 import { collect, untilSignal, type CliContext } from '../cli-context.ts'
+import { agentService, type AgentFlags } from './agent-service.ts'
+
+/** bin/meshfarm, the wrapper that finds Node 24 and tsx wherever npm put them: what a unit starts. */
+const EXECUTABLE = fileURLToPath(new URL('../meshfarm', import.meta.url))
 
 export function serviceCommands (ctx: CliContext): void {
   const { program } = ctx
@@ -36,7 +44,26 @@ export function serviceCommands (ctx: CliContext): void {
     .option('--label <key=value>', 'a label tasks can require (repeatable)', collect, [])
     .option('--hostname <name>', 'name to report (default: the machine\'s)')
     .option('--allow-root', 'run tasks as root (refused by default)')
-    .action(async (o: { listen: string[], cores?: string, memory?: string, gpus?: string, slots?: string, label: string[], hostname?: string, allowRoot?: boolean }) => {
+    .option('--install-service', 'write a systemd unit that runs this agent, with these flags, across reboots, and enable it')
+    .option('--uninstall-service', 'stop, disable and remove the agent\'s systemd unit')
+    .option('--service-user <name>', 'as root: the account the agent runs as (default: the user sudo was run by)')
+    .action(async (o: AgentFlags & { installService?: boolean, uninstallService?: boolean }) => {
+      if (o.installService === true || o.uninstallService === true) {
+        if (o.installService === true && o.uninstallService === true) throw new MeshfarmError('BAD_ARGUMENT', '--install-service and --uninstall-service: give one of them')
+        const me = userInfo()
+        const said = agentService(o.installService === true ? 'install' : 'uninstall', o, { path: ctx.home(), given: ctx.program.opts().home != null || process.env.MESHFARM_HOME != null }, EXECUTABLE, {
+          root: '/',
+          run: cmd => { const r = spawnSync(cmd[0], cmd.slice(1), { encoding: 'utf8' }); return { status: r.status ?? 1, stderr: r.stderr ?? String(r.error ?? '') } },
+          uid: me.uid,
+          userName: me.username,
+          homeDir: me.homedir,
+          sudoUser: process.env.SUDO_USER,
+          passwd: () => readFileSync('/etc/passwd', 'utf8')
+        })
+        for (const line of said) console.log(`agent: ${line}`)
+        return
+      }
+      if (o.serviceUser != null) throw new MeshfarmError('BAD_ARGUMENT', '--service-user: only with --install-service')
       const resources = await detectResources({
         cores: o.cores != null ? parseWholeNumber(o.cores, '--cores', 1, 4096) : undefined,
         slots: o.slots != null ? parseWholeNumber(o.slots, '--slots', 1, 4096) : undefined,
