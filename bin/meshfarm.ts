@@ -12,6 +12,7 @@ import { initMesh, loadMeshConfig } from '../shared/local/mesh-config.ts'
 import { connect, type MeshClient } from '../shared/client/client.ts'
 import { startCoordinator } from '../coordinator/service.ts'
 import { startAgent } from '../node/agent.ts'
+import { parseIsolationFlag } from '../node/isolation.ts'
 import { detectResources, parseGpuList, parseLabels, parseMemoryFlag } from '../node/resources.ts'
 import { parseDuration, parseMemory, type SpecDefaults } from '../shared/client/spec.ts'
 import { jobsTable, peersTable, printJson, Progress, summaryLine, table, tasksTable } from './output.ts'
@@ -183,8 +184,11 @@ program.command('agent')
   .option('--slots <n>', 'tasks at once (default: cores)')
   .option('--label <key=value>', 'a label tasks can require (repeatable)', collect, [])
   .option('--hostname <name>', 'name to report (default: the machine\'s)')
-  .option('--allow-root', 'run tasks as root (refused by default)')
-  .action(async (o: { listen: string[], cores?: string, memory?: string, gpus?: string, slots?: string, label: string[], hostname?: string, allowRoot?: boolean }) => {
+  .option('--allow-root', 'run the agent as root (refused by default); its tasks run as slot users')
+  .option('--isolation <mode>', 'how tasks are kept from the mesh\'s keys: auto, namespace, slot-users, bubblewrap or none', 'auto')
+  .option('--work-dir <dir>', 'where task folders go (default /var/tmp/meshfarm-<uid>); never inside the state folder')
+  .action(async (o: { listen: string[], cores?: string, memory?: string, gpus?: string, slots?: string, label: string[], hostname?: string, allowRoot?: boolean, isolation: string, workDir?: string }) => {
+    const isolation = parseIsolationFlag(o.isolation)
     const mesh = loadMeshConfig(home())
     const int = (v: string | undefined, flag: string): number | undefined => {
       if (v == null) return undefined
@@ -201,10 +205,10 @@ program.command('agent')
       hostname: o.hostname
     })
     if (resources.runsAsRoot) {
-      if (o.allowRoot !== true) throw new MeshfarmError('FORBIDDEN', 'this agent runs as root and would run every task as root: run it as an ordinary user, or pass --allow-root')
-      console.log('agent: WARNING: running as root: tasks run as root (--allow-root)')
+      if (o.allowRoot !== true) throw new MeshfarmError('FORBIDDEN', 'this agent runs as root and would run its tasks as slot users it creates (or as root with --isolation none): run it as an ordinary user, or pass --allow-root')
     }
-    const agent = await startAgent({ mesh, listen: o.listen.length > 0 ? o.listen : ['/ip4/0.0.0.0/tcp/0'], resources })
+    const agent = await startAgent({ mesh, listen: o.listen.length > 0 ? o.listen : ['/ip4/0.0.0.0/tcp/0'], resources, isolation, workDir: o.workDir })
+    if (resources.runsAsRoot && agent.isolation.mode === 'none') console.log('agent: WARNING: running as root with --isolation none: tasks run as root')
     await untilSignal(agent.stop, agent.drained)
   })
 

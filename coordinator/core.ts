@@ -263,6 +263,33 @@ export class CoordinatorCore {
     if (stale.length > 0) this.comm.send(agent.id, { t: 'coord.cancel', attemptIds: stale, reason: 'stale attempt: the task was given to another agent' })
   }
 
+  /**
+   * Attempts an agent handed back (it stopped or drained, or its machine was reclaimed): requeued without counting
+   * against the task. Returns those to acknowledge (requeued) and those refused (not this agent's any more).
+   */
+  onVacated (agentId: string, attemptIds: number[], now: number): { acked: number[], refused: number[] } {
+    const acked: number[] = []
+    const refused: number[] = []
+    this.store.transaction(() => {
+      for (const id of attemptIds) {
+        const a = this.attempts.get(id)
+        if (a == null || a.agent !== agentId) {
+          refused.push(id)
+          continue
+        }
+        this.attemptLost(id, 'vacated by its agent', false, now)
+        acked.push(id)
+      }
+    })
+    return { acked, refused }
+  }
+
+  /** The agent's offer changed (a bridge's capacity, a desktop lent or reclaimed). */
+  onAgentUpdate (agentId: string, resources: AgentResources): void {
+    const agent = this.agents.get(agentId)
+    if (agent != null) agent.resources = resources
+  }
+
   onAgentDisconnected (agentId: string): void {
     const agent = this.agents.get(agentId)
     if (agent != null) agent.connected = false

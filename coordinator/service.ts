@@ -148,6 +148,7 @@ export async function startCoordinator (opts: CoordinatorOptions): Promise<Coord
       sessions.set(agentId, writer)
       previous?.close()
       writer.send({ t: 'coord.welcome', heartbeatMs })
+      writer.send({ t: 'coord.members', peerIds: memberIds() })
       core.onAgentHello(agentId, hello.resources, numbers(hello.running), numbers(hello.pending), hello.draining === true, [connection.remoteAddr.toString()], Date.now())
       log(`coordinator: agent ${hello.resources.hostname} (${agentId.slice(-8)}) joined with ${hello.resources.slots} slots`)
       kick()
@@ -184,6 +185,22 @@ export async function startCoordinator (opts: CoordinatorOptions): Promise<Coord
         })
         break
       }
+      case 'agent.vacated':
+        enqueue(afterCommit => {
+          const { acked, refused } = core.onVacated(agentId, numbers(msg.attemptIds), Date.now())
+          afterCommit.push(() => { writer.send({ t: 'coord.ack', attemptIds: acked, refused }) })
+        })
+        break
+      case 'agent.update':
+        if (msg.resources != null) {
+          const resources = msg.resources
+          enqueue(() => { core.onAgentUpdate(agentId, resources) })
+        }
+        break
+      case 'agent.suspended':
+      case 'agent.continued':
+      case 'agent.logs':
+        break
       case 'agent.hello':
         throw new MeshfarmError('PROTOCOL', 'agent.hello sent twice')
     }
@@ -352,7 +369,15 @@ export async function startCoordinator (opts: CoordinatorOptions): Promise<Coord
     }
   }
 
+  // Agents admit connections only from the coordinator and the members it lists: a changed list goes out at once.
+  const memberIds = (): string[] => acl.list().map(p => p.peerId)
+  let lastMembers = memberIds().join(',')
   const ticker = setInterval(() => {
+    const members = memberIds()
+    if (members.join(',') !== lastMembers) {
+      lastMembers = members.join(',')
+      for (const w of sessions.values()) w.send({ t: 'coord.members', peerIds: members })
+    }
     const lost = core.tick(Date.now())
     for (const id of lost) log(`coordinator: agent ${id.slice(-8)} lost; its tasks go back to the queue`)
     if (core.hasQueued()) kick()

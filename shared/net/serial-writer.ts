@@ -17,8 +17,13 @@ export class SerialWriter<Out extends object> {
   }
 
   send (msg: Out): void {
+    this.sendFrame(encodeMessage(msg))
+  }
+
+  /** Sends a frame already encoded (by encodeMessage), e.g. one whose size the caller checked. */
+  sendFrame (frame: Uint8Array): void {
     if (this.closed) return
-    this.queue.push(encodeMessage(msg))
+    this.queue.push(frame)
     if (this.pumping) return
     this.pumping = true
     // Nothing leaves before the caller's synchronous work is over: the coordinator sends acks and assignments

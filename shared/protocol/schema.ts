@@ -10,15 +10,22 @@ type FieldType = 'string' | 'number' | 'boolean' | 'array' | 'object' | 'bytes' 
 type Schema = Record<string, `${FieldType}` | `${FieldType}?`>
 
 const SCHEMAS: Record<string, Schema> = {
-  'agent.hello': { resources: 'object', running: 'array', pending: 'array', draining: 'boolean' },
+  'agent.hello': { resources: 'object', running: 'array', pending: 'array', draining: 'boolean', status: 'object?' },
   'agent.heartbeat': { running: 'array' },
   'agent.started': { attemptIds: 'array' },
   'agent.results': { results: 'array' },
+  'agent.update': { resources: 'object?', status: 'object?' },
+  'agent.suspended': { attemptIds: 'array' },
+  'agent.continued': { attemptIds: 'array' },
+  'agent.vacated': { attemptIds: 'array', kind: 'string', reason: 'string' },
+  'agent.logs': { requestId: 'number', data: 'bytes', offset: 'number', eof: 'boolean', error: 'string?' },
   'coord.welcome': { heartbeatMs: 'number' },
   'coord.assign': { assignments: 'array' },
   'coord.cancel': { attemptIds: 'array', reason: 'string' },
   'coord.ack': { attemptIds: 'array', refused: 'array' },
   'coord.drain': {},
+  'coord.members': { peerIds: 'array' },
+  'coord.logs': { requestId: 'number', attemptId: 'number', stream: 'string', offset: 'number', maxBytes: 'number' },
   'client.ping': {},
   'client.blobs.missing': { hashes: 'array' },
   'client.submit.begin': { job: 'object', total: 'number' },
