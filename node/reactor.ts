@@ -198,6 +198,7 @@ export class AgentReactor {
     this.held.delete(attemptId)
     this.comm.discard(attemptId)
     this.keepResult(unranResult(h.a, failure, now))
+    this.checkFinished()
   }
 
   taskStarted (attemptId: number): void {
@@ -296,6 +297,7 @@ export class AgentReactor {
     this.comm.discard(id)
     if (stop.kind === 'cancel') this.keepResult(unranResult(h.a, { kind: 'cancelled', message: stop.reason, retryable: false }, now))
     else this.keepVacate(id, stop.vacateKind ?? 'vacate', stop.reason)
+    this.checkFinished()
   }
 
   private release (h: Held): void {

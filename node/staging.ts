@@ -62,7 +62,12 @@ export class Stager {
       })
       if (a.gpuIds.length > 0) {
         const fh = await open(`${fdPath(root)}/gpu_ids.txt`, 'wx', 0o644)
-        try { await fh.writeFile(a.gpuIds.join('\n') + '\n') } finally { await fh.close() }
+        try {
+          await fh.writeFile(a.gpuIds.join('\n') + '\n')
+          await fh.chmod(0o644) // readable by a slot user, whatever the agent's umask
+        } finally {
+          await fh.close()
+        }
       }
       signal.throwIfAborted()
     } finally {
