@@ -143,7 +143,9 @@ export class Stager {
   async clean (keep: ReadonlySet<number>): Promise<void> {
     const { paths } = this.deps
     await rm(paths.jobs, { recursive: true, force: true })
-    await mkdir(paths.jobs, { mode: statSync(paths.work).mode & 0o777 })
+    const mode = statSync(paths.work).mode & 0o777
+    await mkdir(paths.jobs, { mode })
+    await chmod(paths.jobs, mode) // mkdir's mode passes through the agent's umask
     for (const name of await readdir(paths.tasks).catch(() => [] as string[])) {
       if (!keep.has(Number(name))) await rm(join(paths.tasks, name), { recursive: true, force: true })
     }

@@ -61,13 +61,16 @@ export function captureFiles (p: AgentPaths, attemptId: number): { stdout: strin
 
 /**
  * Creates the folders: state ones 0700, work ones 0700 too, or 0711 when tasks run as slot users without a
- * sandbox of ours around them (they must traverse to their own folder, never list). A work folder that is a
- * symlink or belongs to another user (planted in /var/tmp, say) is refused.
+ * sandbox of ours around them (they must traverse to their own folder, never list); /var/tmp/meshfarm-<uid>
+ * itself is 0711. A work folder that is a symlink or belongs to another user (planted in /var/tmp, say) is
+ * refused.
  */
 export function prepareDirs (p: AgentPaths, opts: { traversable: boolean }): void {
   for (const d of [p.state, p.outbox, p.capture, p.cache, p.bin]) ensureOwnDir(d, 0o700)
   const mode = opts.traversable ? 0o711 : 0o700
-  for (const d of [p.workRoot, p.work, p.tasks, p.jobs]) ensureOwnDir(d, mode)
+  // The folder shared by every agent of this user may be passed through (never listed) whatever each one needs.
+  if (p.workRoot !== p.work) ensureOwnDir(p.workRoot, 0o711)
+  for (const d of p.workRoot !== p.work ? [p.work, p.tasks, p.jobs] : [p.workRoot, p.tasks, p.jobs]) ensureOwnDir(d, mode)
 }
 
 function ensureOwnDir (dir: string, mode: number): void {

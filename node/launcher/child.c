@@ -148,14 +148,11 @@ static void setup_mounts (ChildSpec *s) {
    * (ids not mapped cannot own files in it); they are read-only once made.
    */
   char tmpfsOpts[96] = "size=64k,nr_inodes=1024,mode=0755";
-  if (s->userns) {
-    unsigned uid = s->hasUser ? s->uid : getuid(), gid = s->hasUser ? s->gid : getgid();
-    snprintf(tmpfsOpts, sizeof tmpfsOpts, "size=64k,nr_inodes=1024,mode=0755,uid=%u,gid=%u", uid, gid);
-    setfsuid(uid);
-    setfsgid(gid);
-  }
-  int covered[64] = {0};
+  unsigned mappedUid = s->hasUser ? s->uid : getuid(), mappedGid = s->hasUser ? s->gid : getgid();
+  if (s->userns) snprintf(tmpfsOpts, sizeof tmpfsOpts, "size=64k,nr_inodes=1024,mode=0755,uid=%u,gid=%u", mappedUid, mappedGid);
+  int covered[64];
   for (int i = 0; i < s->nhide && i < 64; i++) {
+    covered[i] = -1;
     struct stat st;
     if (stat(s->hide[i], &st) != 0) {
       if (errno == ENOENT) continue;
@@ -165,7 +162,12 @@ static void setup_mounts (ChildSpec *s) {
     if (mount("tmpfs", s->hide[i], "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, tmpfsOpts) != 0) {
       fail(s, STAGE_SANDBOX, errno, "cover %s", s->hide[i]);
     }
-    covered[i] = 1;
+    /* Kept open to remount it later by descriptor: its path may not be reachable with the mapped id. */
+    if ((covered[i] = open(s->hide[i], O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) fail(s, STAGE_SANDBOX, errno, "open %s", s->hide[i]);
+  }
+  if (s->userns) {
+    setfsuid(mappedUid);
+    setfsgid(mappedGid);
   }
   for (int i = 0; i < s->nbinds; i++) {
     char src[64];
@@ -176,7 +178,13 @@ static void setup_mounts (ChildSpec *s) {
     close(s->binds[i].srcFd);
   }
   /* The covering tmpfs becomes read-only once the mount points are made. */
-  for (int i = 0; i < s->nhide && i < 64; i++) if (covered[i]) remount(s, s->hide[i], 1, MS_NOEXEC);
+  for (int i = 0; i < s->nhide && i < 64; i++) {
+    if (covered[i] < 0) continue;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", covered[i]);
+    remount(s, path, 1, MS_NOEXEC);
+    close(covered[i]);
+  }
   if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) fail(s, STAGE_SANDBOX, errno, "mount /proc");
 }
 
