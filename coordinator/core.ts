@@ -578,7 +578,10 @@ export class CoordinatorCore {
       failure: failure ?? r?.failure,
       stdout: r?.stdout != null ? stripData(r.stdout) : undefined,
       stderr: r?.stderr != null ? stripData(r.stderr) : undefined,
-      outputs: (r?.outputs ?? []).map(stripData)
+      outputs: (r?.outputs ?? []).map(stripData),
+      ...(r?.missingOutputs != null && r.missingOutputs.length > 0 ? { missingOutputs: r.missingOutputs } : {}),
+      ...(r?.peakMemoryBytes != null ? { peakMemoryBytes: r.peakMemoryBytes } : {}),
+      ...(r?.suspensions != null && r.suspensions.length > 0 ? { suspensions: r.suspensions } : {})
     }
     if (agent == null && a != null) record.host = a.host
     this.store.commitTask(record, t.crashes[index])
