@@ -260,6 +260,8 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
     stopping ??= (async () => {
       // Unfinished attempts are stopped and reported vacated, so the coordinator requeues them at once, without
       // counting them against the tasks; the stop waits for that (or its grace), not for a polling loop.
+      const held = reactor.heldIds().length
+      if (held > 0) log(`agent: stopping: ${held} unfinished attempt(s) handed back to the coordinator`)
       reactor.stop(Date.now())
       const deadline = setTimeout(() => { reactor.stopDeadline(Date.now()) }, opts.stopGraceMs ?? 5000)
       await finished

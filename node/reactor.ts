@@ -102,6 +102,8 @@ export class AgentReactor {
   stop (now: number): void {
     if (this.lifecycle === 'stopping' || this.lifecycle === 'stopped' || this.lifecycle === 'failed') return
     this.to('stopping')
+    // First, offer nothing more: the coordinator must not hand the vacated attempts straight back.
+    if (this.session) this.comm.send({ t: 'agent.update', resources: { ...this.resources, slots: 0 } })
     this.vacate(this.heldIds(), 'vacate', 'agent stopped', now)
     this.checkFinished()
   }

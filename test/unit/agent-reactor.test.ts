@@ -209,6 +209,7 @@ test('stop: unfinished attempts are vacated, a task that still succeeds keeps it
   comm.take()
   r.stop(10)
   assert.equal(r.state, 'stopping')
+  assert.equal(comm.sent[0].t === 'agent.update' && comm.sent[0].resources?.slots, 0, 'first it offers nothing more')
   assert.deepEqual(comm.take(), ['stop 1', 'stop 2', 'discard 3', 'abort 4'])
   r.taskExited(1, outcome(null, 10, { signal: 'SIGTERM' }), 11)
   r.taskExited(2, outcome(0), 11)
