@@ -9,7 +9,7 @@
  */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
+import { chmodSync, chownSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -33,6 +33,8 @@ let dir: string
 let coordHome: string
 const procs: MeshProcess[] = []
 const homes = new Map<string, string>()
+const userDirs: string[] = []
+const uids = new Map<string, number>()
 
 function sha (path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex')
@@ -52,19 +54,26 @@ function fingerprint (): Map<string, string> {
   return out
 }
 
-async function addAgent (where: string, extra: string[], env: NodeJS.ProcessEnv = {}): Promise<void> {
+async function addAgent (where: string, extra: string[], env: NodeJS.ProcessEnv = {}, uid?: number): Promise<void> {
   let home = coordHome
   if (where !== 'first') {
-    home = join(dir, `agent-${where}`)
+    // An ordinary user's agent needs a state folder it owns, on a path it can reach.
+    home = uid != null ? join(mkdtempSync(join(tmpdir(), 'meshfarm-iso-user-')), 'home') : join(dir, `agent-${where}`)
     const mesh = loadMeshConfig(coordHome)
     writeMesh(home, mesh.swarmKey, { bootstrap: [bootstrap], mdns: false, coordinator: mesh.coordinator })
     const id = peerIdFromPrivateKey(await loadOrCreateIdentity(home)).toString()
     new AccessList(join(coordHome, 'coordinator', 'access.json'), mesh.coordinator!).add(id, ['agent'], where)
+    if (uid != null) {
+      chmodSync(join(home, '..'), 0o755)
+      for (const p of [home, ...readdirSync(home).map(n => join(home, n))]) chownSync(p, uid, uid)
+      userDirs.push(join(home, '..'))
+    }
   }
   homes.set(where, realHome(home))
+  uids.set(where, uid ?? process.getuid?.() ?? 0)
   const args = ['agent', '--listen', '/ip4/127.0.0.1/tcp/0', '--hostname', where, '--slots', '2', '--label', `where=${where}`, ...extra]
-  if (ROOT) args.push('--allow-root')
-  const p = startMeshfarm(args, { home, env, logFile: join(dir, `agent-${where}.log`) })
+  if (ROOT && uid == null) args.push('--allow-root')
+  const p = startMeshfarm(args, { home, env, logFile: join(dir, `agent-${where}.log`), uid })
   procs.push(p)
   await p.waitFor(/agent: connected to coordinator/, 60_000)
 }
@@ -87,13 +96,13 @@ before(async () => {
 
 after(async () => {
   await Promise.all(procs.map(async p => await p.stop()))
-  if (process.env.KEEP_TEST_DIR == null) rmSync(dir, { recursive: true, force: true })
+  if (process.env.KEEP_TEST_DIR == null) for (const d of [dir, ...userDirs]) rmSync(d, { recursive: true, force: true })
 })
 
 /** A victim job holding a secret in its running task's folder, then the attack job beside it; the report. */
 async function attack (where: string): Promise<{ report: string, state: string, start: string }> {
   const home = homes.get(where)!
-  const tasksDir = agentPaths(home, { uid: process.getuid?.() ?? 0 }).tasks
+  const tasksDir = agentPaths(home, { uid: uids.get(where)! }).tasks
   writeFileSync(join(dir, `victim-${where}.yaml`), [
     `name: victim-${where}`, 'shared: [model.bin]', `defaults: { constraints: { where: ${where} } }`,
     'tasks:', '  - command: "echo SIBLING-SECRET > secret.txt; sleep 60"', '    inputs: [data.txt]', ''
@@ -141,6 +150,8 @@ test('a hostile task reads and changes nothing of the mesh\'s, on the first mach
   const bwrap = findBwrap() != null
   if (bwrap) await addAgent('bwrap', ['--isolation', 'bubblewrap'], { MESHFARM_LAUNCHER: 'js' })
   else console.log('bubblewrap is not installed here: its case is skipped')
+  // An agent of an ordinary user: its tasks have its uid, and only the namespaces keep its keys from them.
+  if (ROOT) await addAgent('user', [], {}, 65534)
   await addAgent('none', ['--isolation', 'none'])
   const before = fingerprint()
 
@@ -161,6 +172,13 @@ test('a hostile task reads and changes nothing of the mesh\'s, on the first mach
     assertNothingReached(bw.report, 'bubblewrap')
   }
 
+  if (ROOT) {
+    const user = await attack('user')
+    assert.equal(user.state, 'done')
+    assert.match(user.start, /^agent: isolation: user \+ mount namespace \(hides .*meshfarm-iso-user-.*\/home, \/var\/tmp\/meshfarm-65534\)$/)
+    assertNothingReached(user.report, 'an ordinary user\'s agent')
+  }
+
   // The control: unisolated, the very same task does reach the keys.
   const none = await attack('none')
   assert.match(none.report, /^READ .*agent-none\/identity\.key$/m, 'without isolation the attack succeeds: the test can fail')
@@ -169,7 +187,7 @@ test('a hostile task reads and changes nothing of the mesh\'s, on the first mach
   const afterwards = fingerprint()
   const changed = [...before].filter(([p, h]) => afterwards.has(p) && afterwards.get(p) !== h && !p.includes('agent-none')).map(([p]) => p)
   assert.deepEqual(changed, [], 'no state file changed')
-  for (const where of ['first', 'ns', 'bwrap']) {
+  for (const where of ['first', 'ns', 'bwrap', 'user']) {
     const home = homes.get(where)
     if (home == null) continue
     const cache = join(home, 'agent', 'cache')
