@@ -2,7 +2,7 @@
  * The agent reactor's interface to the world (AgentComm), its options and its lifecycle: what node/agent.ts
  * implements around the reactor, and what tests replace with a recorder.
  */
-import type { AgentMessage, AgentResources, AgentStatus, Assignment, AttemptResult } from '../shared/protocol/messages.ts'
+import type { AgentMessage, AgentResources, AgentStatus, Assignment, AttemptResult, CoordMessage } from '../shared/protocol/messages.ts'
 import type { OutboxEntry, ResultEntry } from './results.ts'
 
 export type AgentLifecycle = 'starting' | 'connecting' | 'running' | 'draining' | 'stopping' | 'stopped' | 'failed'
@@ -74,4 +74,12 @@ export interface ReactorOptions {
   inlineMaxBytes: number
   /** Largest piece of a log sent in one agent.logs. */
   logPieceBytes: number
+}
+
+/** What to read for a coord.logs request (pure): a checked, capped piece; null if the attempt never ran here. */
+export function logRead (req: Extract<CoordMessage, { t: 'coord.logs' }>, ran: boolean, finished: boolean, pieceBytes: number): LogRequest | null {
+  if (!ran) return null
+  const offset = Number.isInteger(req.offset) && req.offset > 0 ? req.offset : 0
+  const maxBytes = Math.max(0, Math.min(Number.isInteger(req.maxBytes) ? req.maxBytes : 0, pieceBytes))
+  return { requestId: req.requestId, attemptId: req.attemptId, stream: req.stream === 'stderr' ? 'stderr' : 'stdout', offset, maxBytes, final: finished }
 }

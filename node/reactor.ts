@@ -6,8 +6,8 @@
  */
 import type { AgentMessage, AgentResources, AgentStatus, Assignment, AttemptResult, CoordMessage, Failure, Suspension } from '../shared/protocol/messages.ts'
 import type { TaskOutcome } from './backend/backend.ts'
-import { classify, entryId, inlineBytes, resultSkeleton, unranResult, type Fingerprint, type OutboxEntry, type ResultEntry, type StopReason } from './results.ts'
-import { LIFECYCLE_NEXT, type AgentComm, type AgentLifecycle, type ReactorOptions } from './agent-comm.ts'
+import { classify, entryId, pickDeliveries, resultSkeleton, unranResult, type Fingerprint, type OutboxEntry, type StopReason } from './results.ts'
+import { LIFECYCLE_NEXT, logRead, type AgentComm, type AgentLifecycle, type ReactorOptions } from './agent-comm.ts'
 
 export type { AgentComm, AgentLifecycle, LogRequest, ReactorOptions } from './agent-comm.ts'
 
@@ -171,15 +171,10 @@ export class AgentReactor {
 
   private logs (req: Extract<CoordMessage, { t: 'coord.logs' }>): void {
     const h = this.held.get(req.attemptId)
-    const p = this.pending.get(req.attemptId)
-    const ran = h != null ? h.phase === 'running' || h.phase === 'collecting' : p?.entry.kind === 'result'
-    if (!ran) {
-      if (this.session) this.comm.send({ t: 'agent.logs', requestId: req.requestId, data: new Uint8Array(0), offset: req.offset, eof: true, error: `attempt ${req.attemptId} has no logs on this agent` })
-      return
-    }
-    const offset = Number.isInteger(req.offset) && req.offset > 0 ? req.offset : 0
-    const maxBytes = Math.max(0, Math.min(Number.isInteger(req.maxBytes) ? req.maxBytes : 0, this.opts.logPieceBytes))
-    this.comm.readLogs({ requestId: req.requestId, attemptId: req.attemptId, stream: req.stream === 'stderr' ? 'stderr' : 'stdout', offset, maxBytes, final: h == null })
+    const ran = h != null ? h.phase === 'running' || h.phase === 'collecting' : this.pending.get(req.attemptId)?.entry.kind === 'result'
+    const read = logRead(req, ran, h == null, this.opts.logPieceBytes)
+    if (read != null) this.comm.readLogs(read)
+    else if (this.session) this.comm.send({ t: 'agent.logs', requestId: req.requestId, data: new Uint8Array(0), offset: req.offset, eof: true, error: `attempt ${req.attemptId} has no logs on this agent` })
   }
 
   // ---- attempts ----
@@ -367,29 +362,13 @@ export class AgentReactor {
     if (!this.session) return
     const started = this.started.splice(0).filter(id => !this.pending.has(id) && this.held.has(id))
     if (started.length > 0) this.comm.send({ t: 'agent.started', attemptIds: started })
-    const vacated = new Map<string, number[]>()
-    for (const [id, p] of this.pending) {
-      if (p.phase !== 'waiting' || p.entry.kind !== 'vacate') continue
-      p.phase = 'sent'
-      const key = `${p.entry.vacateKind}\u0000${p.entry.reason}`
-      vacated.set(key, [...(vacated.get(key) ?? []), id])
-    }
-    for (const [key, attemptIds] of vacated) {
-      const [kind, reason] = key.split('\u0000') as ['vacate' | 'preempt', string]
-      this.comm.send({ t: 'agent.vacated', attemptIds, kind, reason })
-    }
-    if (this.delivering) return
-    const batch: ResultEntry[] = []
-    let inline = 0
-    for (const p of this.pending.values()) {
-      if (p.phase !== 'waiting' || p.entry.kind !== 'result') continue
-      const bytes = inlineBytes(p.entry.result, this.opts.inlineMaxBytes)
-      if (batch.length > 0 && (batch.length >= this.opts.resultBatch || inline + bytes > this.opts.inlineBudgetBytes)) break
-      p.phase = 'sending'
-      batch.push(p.entry)
-      inline += bytes
+    const { vacated, batch } = pickDeliveries(this.pending, !this.delivering, this.opts)
+    for (const v of vacated) {
+      for (const id of v.attemptIds) this.pending.get(id)!.phase = 'sent'
+      this.comm.send({ t: 'agent.vacated', ...v })
     }
     if (batch.length === 0) return
+    for (const e of batch) this.pending.get(e.result.attemptId)!.phase = 'sending'
     this.delivering = true
     this.comm.deliver(batch, this.deliveryToken)
   }

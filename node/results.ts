@@ -81,3 +81,38 @@ export function inlineBytes (r: AttemptResult, inlineMax: number): number {
   for (const f of [r.stdout, r.stderr, ...r.outputs]) if (f.size <= inlineMax) n += f.size
   return n
 }
+
+/**
+ * What a flush sends (pure): every waiting vacate notice, grouped by kind and reason, and, when no delivery is
+ * under way, the next batch of waiting results: at most `resultBatch`, and inline bytes within the budget
+ * (a result larger than the budget still goes, alone).
+ */
+export function pickDeliveries (
+  pending: ReadonlyMap<number, { entry: OutboxEntry, phase: string }>,
+  takeResults: boolean,
+  limits: { resultBatch: number, inlineBudgetBytes: number, inlineMaxBytes: number }
+): { vacated: Array<{ attemptIds: number[], kind: 'vacate' | 'preempt', reason: string }>, batch: ResultEntry[] } {
+  const groups = new Map<string, { attemptIds: number[], kind: 'vacate' | 'preempt', reason: string }>()
+  const batch: ResultEntry[] = []
+  let inline = 0
+  let full = !takeResults
+  for (const [id, p] of pending) {
+    if (p.phase !== 'waiting') continue
+    if (p.entry.kind === 'vacate') {
+      const key = `${p.entry.vacateKind}\u0000${p.entry.reason}`
+      let g = groups.get(key)
+      if (g == null) groups.set(key, g = { attemptIds: [], kind: p.entry.vacateKind, reason: p.entry.reason })
+      g.attemptIds.push(id)
+      continue
+    }
+    if (full) continue
+    const bytes = inlineBytes(p.entry.result, limits.inlineMaxBytes)
+    if (batch.length > 0 && (batch.length >= limits.resultBatch || inline + bytes > limits.inlineBudgetBytes)) {
+      full = true
+      continue
+    }
+    batch.push(p.entry)
+    inline += bytes
+  }
+  return { vacated: [...groups.values()], batch }
+}

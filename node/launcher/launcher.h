@@ -75,6 +75,15 @@ typedef struct { int status; long maxrssKb; } ChildStatus;
 /* The signal the launcher sends an isolated task's init to have it stop (SIGSTOP) every process it holds. */
 #define RELAY_STOP (SIGRTMIN + 2)
 
+/* ---- requests (request.c) ---- */
+
+void set_base_env (char **environ_);
+void free_strings (char **v);
+/* Fills everything but the pipes and the files from a spawn request; an error text, or NULL. */
+const char *parse_spec (JVal *msg, ChildSpec *s);
+/* Writes an isolated child's uid/gid maps: the only id inside is the task's own, never 0. */
+int write_id_maps (pid_t pid, ChildSpec *s);
+
 /* The task's process ('none' isolation), forked by the launcher: never returns. */
 void run_plain_child (ChildSpec *s);
 /* Pid 1 of an isolated task's namespaces: sets up the mounts, forks the task and reports its status. */

@@ -13,7 +13,7 @@
 // task's process group gets SIGKILL.
 import { spawn } from 'node:child_process'
 import { closeSync, constants as fsc, existsSync, fstatSync, openSync, writeSync } from 'node:fs'
-import { setPriority } from 'node:os'
+import { getPriority } from 'node:os'
 
 // The base environment of tasks sent with envAdd: ours, less meshfarm's own settings.
 const BASE_ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MESHFARM_')))
@@ -84,6 +84,7 @@ function refusal (msg) {
   if (msg.cgroupProcs != null && (!Array.isArray(msg.cgroupProcs) || msg.cgroupProcs.some(f => typeof f !== 'string' || !f.startsWith('/')))) return 'bad request: cgroupProcs'
   if (msg.user != null && !(msg.user.uid > 0 && msg.user.gid > 0)) return 'bad request: user'
   if (msg.user != null && process.getuid() !== 0) return 'a slot user needs a launcher running as root'
+  if (msg.nice != null && !Number.isInteger(msg.nice)) return 'bad request: nice'
   return null
 }
 
@@ -103,7 +104,9 @@ function start (msg) {
   const opts = { cwd: msg.cwd, env, stdio: ['ignore', t.fdOut, t.fdErr], detached: true }
   if (msg.user != null) Object.assign(opts, { uid: msg.user.uid, gid: msg.user.gid })
   const cgroups = msg.cgroupProcs ?? []
-  const argv = cgroups.length > 0 ? ['/bin/sh', '-c', CGROUP_WRAPPER, 'meshfarm-cgroup', ...cgroups, '--', ...msg.argv] : msg.argv
+  // Node cannot change a child's priority before exec: nice(1) does, as an adjustment from ours.
+  let argv = typeof msg.nice === 'number' ? ['nice', '-n', String(msg.nice - getPriority()), '--', ...msg.argv] : msg.argv
+  if (cgroups.length > 0) argv = ['/bin/sh', '-c', CGROUP_WRAPPER, 'meshfarm-cgroup', ...cgroups, '--', ...argv]
   let child
   try {
     child = spawn(argv[0], argv.slice(1), opts)
@@ -112,7 +115,6 @@ function start (msg) {
   }
   t.child = child
   child.once('spawn', () => {
-    if (typeof msg.nice === 'number') { try { setPriority(child.pid, msg.nice) } catch {} }
     t.started = true
     send({ op: 'started', id: t.id, pid: child.pid, startedAt: t.startedAt })
   })

@@ -1,5 +1,5 @@
 /**
- * The native task launcher (launcher.c, json.c, child.c), built with the machine's C compiler into the agent's
+ * The native task launcher (launcher.c, json.c, child.c, request.c), built with the machine's C compiler into the agent's
  * state folder the first time an agent starts, and again only when the sources change. Where there is no
  * compiler (or MESHFARM_LAUNCHER=js), the agent uses launcher.mjs: same protocol, fewer features.
  */
@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-const SOURCES = ['launcher.c', 'json.c', 'child.c'].map(f => fileURLToPath(new URL(`./${f}`, import.meta.url)))
+const SOURCES = ['launcher.c', 'json.c', 'child.c', 'request.c'].map(f => fileURLToPath(new URL(`./${f}`, import.meta.url)))
 const HEADER = fileURLToPath(new URL('./launcher.h', import.meta.url))
 
 /** The launcher command to use: the native binary's path, or null for the Node launcher. */

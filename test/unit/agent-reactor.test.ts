@@ -149,7 +149,7 @@ test('cancel: a staged task gets a cancelled result at once, a running one is st
   assert.deepEqual(comm.collecting.map(c => [c.skeleton.attemptId, c.skeleton.failure?.kind, c.skipOutputs]), [[1, 'cancelled', true]])
   r.staged(4, 7)
   assert.deepEqual(comm.take(), ['discard 4'], 'a task cancelled while staging never runs')
-  assert.equal(comm.kept.at(-1)?.entry.kind === 'result' && comm.kept.at(-1)?.entry.result.attemptId, 4)
+  assert.equal((comm.kept.at(-1)?.entry as { result?: { attemptId: number } }).result?.attemptId, 4)
 })
 
 test('a session that drops: results go back to waiting and to disk, and the hello claims held and pending attempts', () => {
