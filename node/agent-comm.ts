@@ -5,17 +5,20 @@
 import type { AgentMessage, AgentResources, AgentStatus, Assignment, AttemptResult, CoordMessage } from '../shared/protocol/messages.ts'
 import type { OutboxEntry, ResultEntry } from './results.ts'
 
-export type AgentLifecycle = 'starting' | 'connecting' | 'running' | 'draining' | 'stopping' | 'stopped' | 'failed'
+/**
+ * starting -> connecting <-> running; either -> draining (coord.drain) or stopping (stop); draining -> stopping
+ * once every task is finished and delivered; stopping -> stopped once the loop has shut down.
+ */
+export type AgentLifecycle = 'starting' | 'connecting' | 'running' | 'draining' | 'stopping' | 'stopped'
 
 /** The lifecycle's legal moves; any other is a bug and throws. */
 export const LIFECYCLE_NEXT: Record<AgentLifecycle, readonly AgentLifecycle[]> = {
-  starting: ['connecting', 'stopping', 'failed'],
-  connecting: ['running', 'draining', 'stopping', 'failed'],
-  running: ['connecting', 'draining', 'stopping', 'failed'],
-  draining: ['stopping', 'failed'],
-  stopping: ['stopped', 'failed'],
-  stopped: [],
-  failed: []
+  starting: ['connecting', 'stopping'],
+  connecting: ['running', 'draining', 'stopping'],
+  running: ['connecting', 'draining', 'stopping'],
+  draining: ['stopping'],
+  stopping: ['stopped'],
+  stopped: []
 }
 
 export interface LogRequest {

@@ -229,21 +229,22 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
     }
   }
 
-  let closing = false
+  // Ends the connection loop (an event, not a flag it polls: a back-off sleep wakes at once).
+  const shutdown = new AbortController()
   const loop = (async () => {
     let backoff = 250
-    while (!closing) {
+    while (!shutdown.signal.aborted) {
       try {
         const coord = await findCoordinator(node, opts.mesh, 5000)
         gate.setCoordinator(coord.toString())
         known = { peerId: coord.toString(), addrs: (await node.peerStore.get(coord)).addresses.map(a => a.multiaddr.toString()) }
         backoff = 250
         await runSession(coord)
-        if (!closing) log('agent: coordinator went away; reconnecting')
+        if (!shutdown.signal.aborted) log('agent: coordinator went away; reconnecting')
       } catch (err) {
-        if (closing) break
+        if (shutdown.signal.aborted) break
         if (!isMeshfarmError(err) || err.code !== 'NO_COORDINATOR') log(`agent: session ended: ${errorMessage(err)}`)
-        await sleep(backoff)
+        await sleep(backoff, undefined, { signal: shutdown.signal }).catch(() => {})
         backoff = Math.min(backoff * 2, 5000)
       }
     }
@@ -266,7 +267,7 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
       const deadline = setTimeout(() => { reactor.stopDeadline(Date.now()) }, opts.stopGraceMs ?? 5000)
       await finished
       clearTimeout(deadline)
-      closing = true
+      shutdown.abort()
       // Whatever is not yet acknowledged waits on disk for the next start.
       await outbox.persistAll().catch(err => { log(`agent: cannot keep results on disk: ${errorMessage(err)}`) })
       await outbox.idle()

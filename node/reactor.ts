@@ -100,7 +100,7 @@ export class AgentReactor {
 
   /** Stop: unfinished attempts are vacated (handed back without counting against them). */
   stop (now: number): void {
-    if (this.lifecycle === 'stopping' || this.lifecycle === 'stopped' || this.lifecycle === 'failed') return
+    if (this.lifecycle === 'stopping' || this.lifecycle === 'stopped') return
     this.to('stopping')
     // First, offer nothing more: the coordinator must not hand the vacated attempts straight back.
     if (this.session) this.comm.send({ t: 'agent.update', resources: { ...this.resources, slots: 0 } })
@@ -117,8 +117,6 @@ export class AgentReactor {
 
   /** The loop has shut everything down. */
   closed (): void { this.to('stopped') }
-
-  failed (): void { this.lifecycle = 'failed' }
 
   // ---- the coordinator ----
 
@@ -315,7 +313,7 @@ export class AgentReactor {
   }
 
   private startReady (): void {
-    if (this.lifecycle === 'stopping' || this.lifecycle === 'stopped' || this.lifecycle === 'failed') return
+    if (this.lifecycle === 'stopping' || this.lifecycle === 'stopped') return
     while (this.ready.length > 0) {
       const h = this.held.get(this.ready[0])!
       if (!this.fits(h.a)) return
