@@ -274,6 +274,7 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
       sessionChannel?.abort(new Error('agent stopping'))
       for (const wake of waiters.splice(0)) wake()
       await backend.close()
+      await stager.close(new Set(reactor.pendingIds())).catch(err => { log(`agent: cleaning the work folder failed: ${errorMessage(err)}`) })
       await node.stop()
       await loop.catch(() => {})
       reactor.closed()

@@ -139,6 +139,16 @@ export class Stager {
     ])
   }
 
+  /** At a clean stop: what no kept result needs goes; with nothing kept, the agent's work folder goes whole. */
+  async close (keep: ReadonlySet<number>): Promise<void> {
+    const { paths } = this.deps
+    if (keep.size === 0 && paths.work !== paths.workRoot) {
+      await rm(paths.work, { recursive: true, force: true })
+      return
+    }
+    await this.clean(keep)
+  }
+
   /** At start: job folders are rebuilt from the cache on demand; task folders no entry refers to go. */
   async clean (keep: ReadonlySet<number>): Promise<void> {
     const { paths } = this.deps
