@@ -22,10 +22,12 @@ export interface MeshProcess {
   stop: (signal?: NodeJS.Signals) => Promise<number | string>
 }
 
-export function startMeshfarm (args: string[], opts: { home: string, env?: NodeJS.ProcessEnv, logFile?: string }): MeshProcess {
+export function startMeshfarm (args: string[], opts: { home: string, env?: NodeJS.ProcessEnv, logFile?: string, uid?: number, gid?: number }): MeshProcess {
   const child = spawn(process.execPath, ['--import', TSX_LOADER, CLI_ENTRY, '--home', opts.home, ...args], {
     env: { ...process.env, ...opts.env },
-    stdio: ['ignore', 'pipe', 'pipe']
+    stdio: ['ignore', 'pipe', 'pipe'],
+    // Tests run an agent as an ordinary user too (the one case where only the mount namespace keeps its keys).
+    ...(opts.uid != null ? { uid: opts.uid, gid: opts.gid ?? opts.uid } : {})
   })
   let text = ''
   const waiters = new Set<() => void>()

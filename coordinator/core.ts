@@ -164,9 +164,15 @@ export class CoordinatorCore {
     for (const a of this.mine(agentId, attemptIds)) this.ledger.suspendOrContinue(a, 'continue', now)
   }
 
-  /** Attempts the agent stopped and handed back: not the task's fault, nothing counted against it. */
-  onVacated (agentId: string, attemptIds: number[], kind: 'vacate' | 'preempt', reason: string, now: number): void {
-    for (const a of this.mine(agentId, attemptIds)) this.ledger.vacated(a, kind, reason, now)
+  /**
+   * Attempts the agent stopped and handed back: not the task's fault, nothing counted against it. Returns what to
+   * acknowledge (the agent keeps a notice until then) and what is not ours (already ended: also settled).
+   */
+  onVacated (agentId: string, attemptIds: number[], kind: 'vacate' | 'preempt', reason: string, now: number): { acked: number[], refused: number[] } {
+    const mine = this.mine(agentId, attemptIds)
+    for (const a of mine) this.ledger.vacated(a, kind, reason, now)
+    const acked = new Set(mine.map(a => a.id))
+    return { acked: [...acked], refused: attemptIds.filter(id => !acked.has(id)) }
   }
 
   /** Commits results; returns the attempt ids to acknowledge and those refused as stale. */

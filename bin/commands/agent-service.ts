@@ -5,6 +5,7 @@
  * tests run it under a temporary root.
  */
 import { isAbsolute } from 'node:path'
+import { parseIsolationFlag } from '../../node/isolation.ts'
 import { MeshfarmError } from '../../shared/util/errors.ts'
 import { parseWholeNumber } from '../../shared/util/units.ts'
 import { parseGpuList, parseLabels, parseMemoryFlag } from '../../node/resources.ts'
@@ -21,6 +22,8 @@ export interface AgentFlags {
   label: string[]
   hostname?: string
   allowRoot?: boolean
+  isolation?: string
+  workDir?: string
   serviceUser?: string
 }
 
@@ -48,6 +51,8 @@ export function agentArgsOf (o: AgentFlags): string[] {
     args.push('--hostname', o.hostname)
   }
   if (o.allowRoot === true) args.push('--allow-root')
+  if (o.isolation != null && o.isolation !== 'auto') args.push('--isolation', parseIsolationFlag(o.isolation))
+  if (o.workDir != null) args.push('--work-dir', o.workDir)
   return args
 }
 

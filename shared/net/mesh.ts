@@ -24,6 +24,8 @@ export interface MeshNodeOptions {
   listen: string[]
   /** Extra gate on encrypted connections (the access list). */
   allowPeer?: (peer: PeerId) => boolean
+  /** Gate on inbound encrypted connections only (an agent: the coordinator and the mesh's members). */
+  allowInbound?: (peer: PeerId) => boolean
   /** Use this identity instead of the state folder's (joining with an invite's one-time key). */
   privateKey?: PrivateKey
 }
@@ -34,10 +36,11 @@ export async function createMeshNode (opts: MeshNodeOptions): Promise<MeshNode> 
   if (opts.mesh.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: opts.mesh.bootstrap, timeout: 0 }))
   if (opts.mesh.mdns) peerDiscovery.push(mdns({ serviceTag: 'meshfarm.local', interval: 10_000 }))
   const allow = opts.allowPeer
+  const inbound = opts.allowInbound
   const connectionGater: ConnectionGater = {
     // Loopback and private addresses are where lab machines live: allow dialing them.
     denyDialMultiaddr: () => false,
-    denyInboundEncryptedConnection: (peer) => allow != null && !allow(peer),
+    denyInboundEncryptedConnection: (peer) => (allow != null && !allow(peer)) || (inbound != null && !inbound(peer)),
     denyOutboundEncryptedConnection: (peer) => allow != null && !allow(peer)
   }
   const node = await createLibp2p({

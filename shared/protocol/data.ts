@@ -191,7 +191,8 @@ export const AgentResources = T.Object({
   cores: T.Integer({ minimum: 1, maximum: 4096 }),
   physicalCores: T.Integer({ minimum: 0, maximum: 4096 }),
   memoryMb: T.Integer({ minimum: 0, maximum: 64 * 1024 * 1024 }),
-  slots: T.Integer({ minimum: 1, maximum: 4096 }),
+  /** 0 while the agent is stopping or lends nothing: it takes no tasks. */
+  slots: T.Integer({ minimum: 0, maximum: 4096 }),
   gpus: T.Array(GpuInfo, { maxItems: 64 }),
   labels: Labels,
   runsAsRoot: T.Boolean(),

@@ -62,8 +62,12 @@ test('kill -9 of an agent mid-task: every task still completes, once', async () 
   })
 })
 
+// The task writes a ledger outside its folder (the test's own), which an isolated task cannot: these agents run
+// tasks unisolated, as the agent's user.
+const UNISOLATED = ['--isolation', 'none']
+
 test('an agent frozen past the timeout: its tasks move, its late result is refused and its stale task stopped', async () => {
-  await withMesh([{ ip: '127.0.0.2', hostname: 'f1', slots: 1 }, { ip: '127.0.0.3', hostname: 'f2', slots: 1 }], async (mesh, client, dir) => {
+  await withMesh([{ ip: '127.0.0.2', hostname: 'f1', slots: 1, extraArgs: UNISOLATED }, { ip: '127.0.0.3', hostname: 'f2', slots: 1, extraArgs: UNISOLATED }], async (mesh, client, dir) => {
     const ledger = join(dir, 'ledger.txt')
     const job = tasklist(dir, 'freeze', [`echo start $MESHFARM_ATTEMPT_ID >> ${ledger}; sleep 5; echo end $MESHFARM_ATTEMPT_ID >> ${ledger}`])
     const { jobId } = await client.submit(job)
@@ -115,7 +119,8 @@ function readStdout (r: TaskRecord): string | undefined {
 }
 
 test('a task that kills every agent it touches is failed at the crash limit, and the mesh stays up', async () => {
-  await withMesh([{ ip: '127.0.0.2', hostname: 'k1', slots: 1 }, { ip: '127.0.0.3', hostname: 'k2', slots: 1 }], async (mesh, client, dir) => {
+  // An isolated task cannot signal its agent (another user, another pid namespace): only an unisolated one can.
+  await withMesh([{ ip: '127.0.0.2', hostname: 'k1', slots: 1, extraArgs: UNISOLATED }, { ip: '127.0.0.3', hostname: 'k2', slots: 1, extraArgs: UNISOLATED }], async (mesh, client, dir) => {
     const file = join(dir, 'crash.yaml')
     // The task runs a moment before it kills its agent, so its start is known: only a task that was running when
     // its agent died counts as a crash (agents that restart report the ones that did; see core.test.ts).
