@@ -46,7 +46,7 @@ export function parseProcCgroup (text: string): Map<string, string> {
 /** The folder of a cgroup path on a mount, allowing for mounts that show only a subtree. Pure. */
 export function cgroupDir (mount: CgroupMount, path: string): string {
   const rel = mount.root !== '/' && (path === mount.root || path.startsWith(mount.root + '/')) ? path.slice(mount.root.length) : path
-  return join(mount.mountPoint, rel)
+  return join(mount.mountPoint, rel).replace(/(.)\/+$/, '$1')
 }
 
 export const V1_CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'freezer', 'pids'] as const

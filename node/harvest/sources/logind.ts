@@ -42,7 +42,7 @@ export function parseSessionIds (text: string): string[] {
   const ids: string[] = []
   for (const line of text.split('\n')) {
     const id = line.trim().split(/\s+/)[0]
-    if (id != null && /^[A-Za-z0-9_-]{1,64}$/.test(id)) ids.push(id)
+    if (id != null && /^[A-Za-z0-9_-]{1,64}$/.test(id) && /\d/.test(id)) ids.push(id) // ids are "2" or "c1": never a bare word
   }
   return ids.slice(0, MAX_SESSIONS)
 }
@@ -50,14 +50,18 @@ export function parseSessionIds (text: string): string[] {
 const yes = (v: string | undefined): boolean => v === 'yes'
 const num = (v: string | undefined): number => (v != null && /^\d+$/.test(v) ? Number(v) : 0)
 
-/** `loginctl show-session ID... -p ...` output: key=value lines, a new session at each Id=. */
+/**
+ * `loginctl show-session ID... -p ...` output: key=value lines, sessions separated by a blank line (a key seen
+ * twice also starts a new session, whatever order systemd prints them in).
+ */
 export function parseShowSession (text: string): LogindSession[] {
-  const blocks: Array<Record<string, string>> = []
+  const blocks: Array<Record<string, string>> = [{}]
   for (const line of text.split('\n')) {
     const eq = line.indexOf('=')
+    if (line.trim() === '') { if (Object.keys(blocks[blocks.length - 1]).length > 0) blocks.push({}); continue }
     if (eq <= 0) continue
     const key = line.slice(0, eq)
-    if (key === 'Id' || blocks.length === 0) blocks.push({})
+    if (key in blocks[blocks.length - 1]) blocks.push({})
     blocks[blocks.length - 1][key] = line.slice(eq + 1).trim()
   }
   return blocks.filter(b => b.Id != null && b.Id !== '').map(b => ({
