@@ -148,6 +148,11 @@ export async function openV1 (o: V1Options): Promise<TaskGroups> {
       return (await readdir(first, { withFileTypes: true })).filter(d => d.isDirectory()).map(d => d.name)
     },
     reopen: id => new V1Group(id, dirsFor(id)),
-    close: async () => { for (const p of new Set(parents.values())) await removeDir(p).catch(() => {}) }
+    close: async () => {
+      for (const p of new Set(parents.values())) {
+        await removeDir(p).catch(() => {})
+        await removeDir(join(p, '..'), 0).catch(() => {}) // the shared "meshfarm" folder, once no agent uses it
+      }
+    }
   }
 }

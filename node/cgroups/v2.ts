@@ -149,6 +149,9 @@ export async function openV2 (o: V2Options): Promise<TaskGroups> {
     },
     leftovers: async () => (await readdir(parent, { withFileTypes: true })).filter(d => d.isDirectory()).map(d => d.name),
     reopen: id => new V2Group(id, join(parent, id), hasKill),
-    close: async () => { await removeDir(parent).catch(() => {}) }
+    close: async () => {
+      await removeDir(parent).catch(() => {})
+      if (realRoot) await removeDir(join(parent, '..'), 0).catch(() => {}) // the shared "meshfarm" folder, once empty
+    }
   }
 }
