@@ -5,7 +5,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, execFileSync } from 'node:child_process'
-import { mkdtempSync, rmSync, utimesSync, existsSync, openSync, writeSync, closeSync, constants } from 'node:fs'
+import { mkdtempSync, rmSync, utimesSync, existsSync, openSync, writeSync, closeSync, readFileSync, constants } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setupPresence, observe } from '../../node/harvest/compose.ts'
@@ -52,8 +52,11 @@ test('logind: a machine without it says why (and is not taken for idle)', async 
 })
 
 test('ttys: input typed into a real pty shows as recent; an old pty as idle', async () => {
-  // `script` allocates a pty; the shell inside reads one line from it.
-  const child = spawn('script', ['-q', '-c', 'tty; read line; echo got $line; sleep 30', '/dev/null'], { stdio: ['pipe', 'pipe', 'inherit'] })
+  // `script` allocates a pty; the shell inside reads one line from it and says so in a file, not on the pty:
+  // input moves the terminal's access time, output its modification time, and only input is the owner's.
+  const dir = mkdtempSync(join(tmpdir(), 'mf-pty-'))
+  const mark = join(dir, 'got')
+  const child = spawn('script', ['-q', '-c', `tty; read line; echo $line > ${mark}; sleep 30`, '/dev/null'], { stdio: ['pipe', 'pipe', 'inherit'] })
   try {
     let out = ''
     child.stdout.on('data', d => { out += d })
@@ -66,7 +69,7 @@ test('ttys: input typed into a real pty shows as recent; an old pty as idle', as
     console.log(`# ${pts} before typing: idle ${Math.round(before.idleMs! / 1000)} s`)
     assert.ok(before.idleMs! > 3500_000)
     child.stdin.write('hello\n')
-    await waitUntil(() => out.includes('got hello'), 'the shell reading the line')
+    await waitUntil(() => existsSync(mark) && readFileSync(mark, 'utf8') === 'hello\n', 'the shell reading the line')
     const after = (await src.read(ctx())).channels!.find(c => c.label === pts)!
     console.log(`# ${pts} after typing: idle ${Math.round(after.idleMs! / 1000)} s`)
     assert.ok(after.idleMs! < 10_000, `input seen: ${after.idleMs} ms`)
@@ -75,6 +78,7 @@ test('ttys: input typed into a real pty shows as recent; an old pty as idle', as
     assert.equal((await src.read({ ...ctx(), ours: { ...NO_OURS, ttys: new Set([rdev]) } })).channels!.some(c => c.label === pts), false)
   } finally {
     child.kill('SIGKILL')
+    rmSync(dir, { recursive: true, force: true })
   }
 })
 
