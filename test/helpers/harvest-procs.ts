@@ -7,6 +7,8 @@ export const NO_SETTINGS: LaunchSettings = { procFiles: [], nice: 0, ioIdle: fal
 
 export interface RunningTask {
   child: ChildProcess
+  /** SIGKILL to the task's process group (not double-forked children: they left it). */
+  killGroup: () => void
   exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
   output: () => string
 }
@@ -22,7 +24,7 @@ export function startTask (attemptId: string, script: string, settings: LaunchSe
   child.stdout!.on('data', (d: Buffer) => { out += d.toString() })
   child.stderr!.on('data', (d: Buffer) => { out += d.toString() })
   const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(resolve => child.on('exit', (code, signal) => resolve({ code, signal })))
-  return { child, exited, output: () => out }
+  return { child, exited, output: () => out, killGroup: () => { try { process.kill(-child.pid!, 'SIGKILL') } catch {} } }
 }
 
 /** Polls `cond` (an event we wait for, not a timer we race) until it holds, or fails naming `what`. */
@@ -44,3 +46,16 @@ export async function stats (pids: number[]): Promise<ProcStat[]> {
 export const TREE_SCRIPT = "sleep 300 & (setsid sh -c 'while :; do :; done' </dev/null >/dev/null 2>&1 &); echo started; wait"
 
 export const isRoot = process.getuid?.() === 0
+
+/**
+ * Waits until the tree of TREE_SCRIPT is complete: the shell, its sleep, and the double-forked busy child whose
+ * parent is no longer in the tree (the intermediate subshell has exited). Returns all pids and the busy one.
+ */
+export async function waitForTree (pidsOf: () => Promise<number[]>, shellPid: number): Promise<{ pids: number[], busy: number }> {
+  return await waitUntil(async () => {
+    const pids = await pidsOf()
+    const st = await stats(pids)
+    const busy = st.find(s => s.comm === 'sh' && s.pid !== shellPid && !pids.includes(s.ppid))
+    return st.length === 3 && busy != null && st.some(s => s.pid === shellPid) ? { pids, busy: busy.pid } : null
+  }, 'the task tree: shell, sleep and a double-forked child')
+}

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import { openTaskGroups, launchSettings, memoryFailure, type TaskGroups, type TaskGroup } from '../../node/cgroups/index.ts'
 import { openV2 } from '../../node/cgroups/v2.ts'
 import { readLayout } from '../../node/cgroups/detect.ts'
-import { isRoot, startTask, stats, waitUntil, TREE_SCRIPT } from '../helpers/harvest-procs.ts'
+import { isRoot, startTask, stats, waitUntil, waitForTree, TREE_SCRIPT } from '../helpers/harvest-procs.ts'
 
 const NAME = `test-${process.pid}`
 const MiB = 2 ** 20
@@ -16,13 +16,8 @@ const MiB = 2 ** 20
 /** Start the tree in `group`; resolves once its three processes are in the group, the busy one reparented away. */
 async function startTree (groups: TaskGroups, group: TaskGroup, id: string): Promise<{ task: ReturnType<typeof startTask>, busy: number, pids: number[] }> {
   const task = startTask(id, TREE_SCRIPT, launchSettings(groups, group, { memoryBytes: 256 * MiB, cores: 1, harvested: true }))
-  const pids = await waitUntil(async () => { const p = await group.pids(); return p.length >= 3 ? p : null }, 'three processes in the group')
-  const st = await stats(pids)
-  const shell = st.find(s => s.pid === task.child.pid)
-  assert.ok(shell != null, `the task's shell (${task.child.pid}) is in the group: ${JSON.stringify(st)}`)
-  const busy = st.find(s => s.comm === 'sh' && s.pid !== shell.pid && s.ppid !== shell.pid)
-  assert.ok(busy != null, `a double-forked child, reparented away from the shell: ${JSON.stringify(st.map(s => [s.pid, s.ppid, s.comm]))}`)
-  return { task, busy: busy.pid, pids }
+  const { pids, busy } = await waitForTree(async () => await group.pids(), task.child.pid!)
+  return { task, busy, pids }
 }
 
 /** Freeze, check nothing runs, thaw, check it runs again, kill, check nothing is left. */

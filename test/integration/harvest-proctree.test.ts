@@ -6,7 +6,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { openProcessTree } from '../../node/cgroups/fallback.ts'
 import { OursTracker } from '../../node/harvest/ours.ts'
-import { startTask, stats, waitUntil, TREE_SCRIPT } from '../helpers/harvest-procs.ts'
+import { startTask, stats, waitUntil, waitForTree, TREE_SCRIPT } from '../helpers/harvest-procs.ts'
 
 test('SIGSTOP fallback: the whole tree, double-forked child included, is in state T within a second; then continued and killed', async () => {
   const groups = openProcessTree('test')
@@ -14,10 +14,7 @@ test('SIGSTOP fallback: the whole tree, double-forked child included, is in stat
   const group = await groups.create('31', { memoryBytes: null, cores: 1, harvested: true }, task.child.pid)
   const other = startTask('32', 'sleep 300') // another task of the same agent: must not be touched
   try {
-    const pids = await waitUntil(async () => { const p = await group.pids(); return p.length >= 3 ? p : null }, 'the task\'s three processes')
-    const st = await stats(pids)
-    const busy = st.find(s => s.comm === 'sh' && s.pid !== task.child.pid && s.ppid !== task.child.pid)
-    assert.ok(busy != null, `a double-forked child reparented away: ${JSON.stringify(st.map(s => [s.pid, s.ppid, s.comm]))}`)
+    const { pids, busy } = await waitForTree(async () => await group.pids(), task.child.pid!)
     const t0 = performance.now()
     await group.freeze(1000)
     const took = performance.now() - t0
@@ -29,15 +26,15 @@ test('SIGSTOP fallback: the whole tree, double-forked child included, is in stat
     assert.notEqual(otherState, 'T', 'the other task runs on')
     await group.thaw(1000)
     assert.ok((await stats(pids)).every(s => s.state !== 'T'))
-    const before = (await stats([busy.pid]))[0].cpuTicks
-    await waitUntil(async () => (await stats([busy.pid]))[0].cpuTicks > before, 'the busy child running again')
+    const before = (await stats([busy]))[0].cpuTicks
+    await waitUntil(async () => (await stats([busy]))[0].cpuTicks > before, 'the busy child running again')
     await group.kill(5000)
     assert.equal((await task.exited).signal, 'SIGKILL')
     assert.deepEqual((await stats(pids)).filter(s => s.state !== 'Z'), [], 'nothing of the task left alive')
     assert.deepEqual(await group.pids(), [])
   } finally {
     await group.kill().catch(() => {})
-    other.child.kill('SIGKILL')
+    other.killGroup()
   }
 })
 

@@ -15,7 +15,7 @@ import { decideHarvest, initialHarvestState, type HarvestOutcome, type HarvestSt
 import { InjectedSource, type InjectedState } from '../../node/harvest/sources/injected.ts'
 import { observe } from '../../node/harvest/compose.ts'
 import { OursTracker } from '../../node/harvest/ours.ts'
-import { startTask, stats, waitUntil, TREE_SCRIPT, type RunningTask } from '../helpers/harvest-procs.ts'
+import { startTask, stats, waitForTree, TREE_SCRIPT, type RunningTask } from '../helpers/harvest-procs.ts'
 
 const MIN = 60_000
 const T0 = Date.UTC(2026, 10, 23, 12, 0, 0)
@@ -63,7 +63,7 @@ class Loop {
     const held: Held = { view: { id, gpu: false, state: 'running' }, group, run }
     this.held.set(id, held)
     this.tracker.add(id, group, run.child.pid)
-    await waitUntil(async () => (await group.pids()).length >= 3, `${id}'s processes`)
+    await waitForTree(async () => await group.pids(), run.child.pid!)
     return held
   }
 
