@@ -12,11 +12,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startOwnerControl, hereStatus, lend, reclaim, lendNever, policyDefault, type HereStatus, type OwnerControl } from '../../node/harvest/owner-control.ts'
 import { requestLocal } from '../../node/harvest/local-socket.ts'
-import { decideHarvest, initialHarvestState, applyOwnerCommand, type TaskView } from '../../node/harvest/policy.ts'
+import type { TaskView } from '../../node/harvest/policy.ts'
+import { Harvester } from '../../node/harvest/harvester.ts'
 import { DEFAULT_HARVEST_CONFIG } from '../../node/harvest/config.ts'
 import { InjectedSource } from '../../node/harvest/sources/injected.ts'
 import { HelperSource } from '../../node/harvest/sources/helper.ts'
-import { composeObservation, observe } from '../../node/harvest/compose.ts'
+import { composeObservation } from '../../node/harvest/compose.ts'
 import { runPresenceHelper, type Exec } from '../../node/harvest/presence-helper.ts'
 import { NO_OURS } from '../../node/harvest/types.ts'
 import { isRoot } from '../helpers/harvest-procs.ts'
@@ -35,25 +36,24 @@ async function withLoop (fn: (ctl: OwnerControl, dir: string, loop: { tasks: Tas
   const helper = new HelperSource()
   const sources = [new InjectedSource(file), helper]
   const tasks: TaskView[] = []
-  let state = initialHarvestState(Date.now())
+  const harvester = new Harvester({ config: DEFAULT_HARVEST_CONFIG, sources, ours: { snapshot: async () => NO_OURS }, now: Date.now() })
   const pass = async (): Promise<HereStatus> => {
     const now = Date.now()
-    const obs = await observe(sources, NO_OURS, now)
-    const out = decideHarvest({ observation: obs, tasks }, DEFAULT_HARVEST_CONFIG, state, now)
-    state = out.state
+    await harvester.observe(now)
+    const out = harvester.decide(tasks, now)
     for (const d of out.decisions) {
       const t = tasks.find(x => x.id === d.taskId)!
       if (d.op === 'suspend') t.state = 'suspended'
       if (d.op === 'continue') t.state = 'running'
       if (d.op === 'vacate') tasks.splice(tasks.indexOf(t), 1)
     }
-    return { harvest: out.summary, tasks: tasks.map(t => ({ id: t.id, job: 'j1', submitter: 'alice', state: t.state, since: now })), sources: obs.details }
+    return { harvest: out.summary, tasks: tasks.map(t => ({ id: t.id, job: 'j1', submitter: 'alice', state: t.state, since: now })), sources: harvester.details }
   }
   const ctl = await startOwnerControl({
     socketPath: join(dir, 'owner.sock'),
     tokenPath: join(dir, 'owner.token'),
     ownerUid,
-    onCommand: async cmd => { state = applyOwnerCommand(state, cmd, Date.now()); return await pass() },
+    onCommand: async cmd => { harvester.command(cmd, Date.now()); return await pass() },
     onStatus: pass,
     onPresence: r => helper.report(r, Date.now())
   })

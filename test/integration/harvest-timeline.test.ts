@@ -11,9 +11,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { openTaskGroups, launchSettings, type TaskGroup, type TaskGroups } from '../../node/cgroups/index.ts'
 import { DEFAULT_HARVEST_CONFIG } from '../../node/harvest/config.ts'
-import { decideHarvest, initialHarvestState, type HarvestOutcome, type HarvestState, type TaskView } from '../../node/harvest/policy.ts'
+import type { HarvestOutcome, TaskView } from '../../node/harvest/policy.ts'
+import { Harvester } from '../../node/harvest/harvester.ts'
 import { InjectedSource, type InjectedState } from '../../node/harvest/sources/injected.ts'
-import { observe } from '../../node/harvest/compose.ts'
 import { OursTracker } from '../../node/harvest/ours.ts'
 import { startTask, stats, waitForTree, TREE_SCRIPT, type RunningTask } from '../helpers/harvest-procs.ts'
 
@@ -24,20 +24,21 @@ interface Held { view: TaskView, group: TaskGroup, run: RunningTask }
 
 /** What the agent's reactor will do each tick, in miniature: observe, decide, act through the groups. */
 class Loop {
-  state: HarvestState = initialHarvestState(T0)
+  readonly harvester: Harvester
   readonly held = new Map<string, Held>()
   last!: HarvestOutcome
   vacated: Held[] = []
   private next = 1
 
-  constructor (readonly groups: TaskGroups, readonly tracker: OursTracker, readonly file: string) {}
+  constructor (readonly groups: TaskGroups, readonly tracker: OursTracker, readonly file: string) {
+    this.harvester = new Harvester({ config: DEFAULT_HARVEST_CONFIG, sources: [new InjectedSource(file)], ours: tracker, now: T0 })
+  }
 
   presence (s: InjectedState): void { writeFileSync(this.file, JSON.stringify(s)) }
 
   async tick (now: number): Promise<HarvestOutcome> {
-    const obs = await observe([new InjectedSource(this.file)], await this.tracker.snapshot(), now)
-    const out = decideHarvest({ observation: obs, tasks: [...this.held.values()].map(h => ({ ...h.view })) }, DEFAULT_HARVEST_CONFIG, this.state, now)
-    this.state = out.state
+    await this.harvester.observe(now)
+    const out = this.harvester.decide([...this.held.values()].map(h => ({ ...h.view })), now)
     for (const d of out.decisions) {
       const h = this.held.get(d.taskId)!
       if (d.op === 'suspend') { await h.group.freeze(1000); h.view.state = 'suspended' }
