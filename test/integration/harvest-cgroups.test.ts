@@ -38,6 +38,11 @@ async function freezeThawKill (groups: TaskGroups, frozenState: string): Promise
     assert.equal((await stats([busy]))[0].cpuTicks, before, 'the double-forked busy child made no progress while frozen')
     await group.thaw(1000)
     await waitUntil(async () => (await stats([busy]))[0].cpuTicks > before, 'the busy child running again after thaw')
+    // The group's CPU counter, and the parent's over all tasks, are what "load not ours" subtracts.
+    const own = await group.cpuSec()
+    const all = await groups.tasksCpuSec()
+    console.log(`# ${groups.kind}: task CPU ${own?.toFixed(3)} s, all tasks ${all?.toFixed(3)} s`)
+    assert.ok(own != null && own > 0 && all != null && all >= own, `${own} ${all}`)
     await group.kill(5000)
     assert.deepEqual(await group.pids(), [])
     assert.equal((await task.exited).signal, 'SIGKILL')
