@@ -59,7 +59,7 @@ export function checkOwnerRequest (v: unknown): OwnerRequest {
     case 'presence': return { op: 'presence', report: checkPresenceReport(r.report) }
     case 'lend': {
       if (r.untilMs != null && (typeof r.untilMs !== 'number' || !Number.isSafeInteger(r.untilMs) || r.untilMs < 0)) throw bad('untilMs', 'expected ms since epoch or null')
-      if (r.label != null && (typeof r.label !== 'string' || r.label.length > 64)) throw bad('label', 'expected a short text')
+      if (r.label != null && (typeof r.label !== 'string' || !/^[\x20-\x7e]{1,64}$/.test(r.label))) throw bad('label', 'expected up to 64 printable characters')
       return { op: 'command', command: { op: 'lend', untilMs: (r.untilMs as number | null) ?? null, label: (r.label as string | null) ?? null } }
     }
     default: return { op: 'command', command: { op: r.op as 'reclaim' | 'never' | 'default' } }

@@ -8,6 +8,10 @@ import assert from 'node:assert/strict'
 import { openTaskGroups, launchSettings, memoryFailure, type TaskGroups, type TaskGroup } from '../../node/cgroups/index.ts'
 import { openV2 } from '../../node/cgroups/v2.ts'
 import { readLayout } from '../../node/cgroups/detect.ts'
+import { removeDir } from '../../node/cgroups/fsutil.ts'
+import { spawn } from 'node:child_process'
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
 import { isRoot, startTask, stats, waitUntil, waitForTree, TREE_SCRIPT } from '../helpers/harvest-procs.ts'
 
 const NAME = `test-${process.pid}`
@@ -75,6 +79,31 @@ test('cgroup v2 (the unified hierarchy): freeze via cgroup.freeze, kill via cgro
     await freezeThawKill(groups, 'S')
   } finally {
     await groups.close()
+  }
+})
+
+test('cgroup v2, delegated: an agent in its own cgroup moves itself to <own>/agent and runs tasks under <own>/tasks', async t => {
+  const layout = await readLayout()
+  if (!isRoot || layout.v2 == null) { t.skip('needs root and a cgroup2 mount'); return }
+  const own = join(layout.v2.mount.mountPoint, `mf-delegated-${process.pid}`)
+  mkdirSync(own)
+  try {
+    const child = spawn('/bin/sh', ['-c', `echo 0 > ${own}/cgroup.procs && exec "$0" --import tsx "$1"`, process.execPath, join(import.meta.dirname, '../helpers/v2-delegated-child.ts')], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.on('data', d => { out += d })
+    const code = await new Promise(resolve => child.on('exit', resolve))
+    assert.equal(code, 0, out)
+    const r = JSON.parse(out.trim().split('\n').pop()!)
+    const v2Line = r.self.split('\n').find((l: string) => l.startsWith('0::'))
+    console.log(`# ${r.describe}; agent now in ${v2Line}; task joined ${r.procFile}; frozen: ${r.frozen.join(' ')} (${r.events})`)
+    assert.equal(r.ownPath, `/mf-delegated-${process.pid}`)
+    assert.match(r.describe, /^cgroups v2 \(delegated \/mf-delegated-\d+\): .*freeze.*kill/)
+    assert.equal(v2Line, `0::/mf-delegated-${process.pid}/agent`)
+    assert.equal(r.procFile, join(own, 'tasks', 'd1', 'cgroup.procs'))
+    assert.match(r.events, /frozen 1/)
+    assert.deepEqual(r.exit, { code: null, signal: 'SIGKILL' })
+  } finally {
+    for (const d of [join(own, 'tasks'), join(own, 'agent'), own]) await removeDir(d).catch(() => {})
   }
 })
 

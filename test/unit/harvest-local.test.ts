@@ -67,6 +67,7 @@ describe('owner requests', () => {
     oneLine(() => checkOwnerRequest({ v: 1, op: 'lend', untilMs: 'soon' }), 'PROTOCOL', /^owner request: untilMs:/)
     oneLine(() => checkOwnerRequest({ v: 1, op: 'lend', untilMs: 1e300 }), 'PROTOCOL', /^owner request: untilMs:/)
     oneLine(() => checkOwnerRequest({ v: 1, op: 'lend', label: 'x'.repeat(65) }), 'PROTOCOL', /^owner request: label:/)
+    oneLine(() => checkOwnerRequest({ v: 1, op: 'lend', label: '18:00\nowner present' }), 'PROTOCOL', /^owner request: label: expected up to 64 printable characters/)
     oneLine(() => checkOwnerRequest({ v: 1, op: 'presence', report: { idleMs: 'x' } }), 'PROTOCOL', /^presence report: idleMs:/)
     oneLine(() => checkOwnerRequest({ v: 1, op: '__proto__' }), 'PROTOCOL', /op: expected one of/)
   })
