@@ -44,7 +44,8 @@ const EXEC_TIMEOUT_MS = 1500
 
 export const execText: Exec = (file, args) => new Promise((resolve, reject) => {
   execFile(file, args, { timeout: EXEC_TIMEOUT_MS, encoding: 'utf8' }, (err, stdout, stderr) => {
-    if (err != null) reject(new Error(`${file}: ${(stderr.trim().split('\n')[0] || err.message).slice(0, 200)}`))
+    if ((err as NodeJS.ErrnoException | null)?.code === 'ENOENT') reject(new Error(`no ${file} (ENOENT)`))
+    else if (err != null) reject(new Error(`${file}: ${(stderr.trim().split('\n')[0] || err.message).slice(0, 200)}`))
     else resolve(stdout)
   })
 })
@@ -55,9 +56,18 @@ export interface IdleProbe {
   ask: (exec: Exec) => Promise<{ idleMs: number, locked: boolean }>
 }
 
-async function gdbus (exec: Exec, dest: string, path: string, method: string): Promise<string> {
-  return await exec('gdbus', ['call', '--session', '--dest', dest, '--object-path', path, '--method', method])
+/** One D-Bus call on the session bus: gdbus (GLib), else busctl --user (systemd). Returns the raw answer. */
+async function sessionCall (exec: Exec, dest: string, path: string, method: string): Promise<string> {
+  try {
+    return await exec('gdbus', ['call', '--session', '--dest', dest, '--object-path', path, '--method', method])
+  } catch (err) {
+    if (!/ENOENT|not found|no gdbus/i.test(String((err as Error).message))) throw err
+    const dot = method.lastIndexOf('.')
+    return await exec('busctl', ['--user', 'call', dest, path, method.slice(0, dot), method.slice(dot + 1)])
+  }
 }
+
+const uint = (text: string): number | null => parseGdbusUint(text) ?? parseBusctlUint(text)
 
 function need<T> (v: T | null, what: string): T {
   if (v == null) throw new Error(`${what}: unexpected answer`)
@@ -69,8 +79,8 @@ export const IDLE_PROBES: IdleProbe[] = [
   {
     via: 'gnome',
     ask: async exec => {
-      const idle = need(parseGdbusUint(await gdbus(exec, 'org.gnome.Mutter.IdleMonitor', '/org/gnome/Mutter/IdleMonitor/Core', 'org.gnome.Mutter.IdleMonitor.GetIdletime')), 'Mutter GetIdletime')
-      const locked = await gdbus(exec, 'org.gnome.ScreenSaver', '/org/gnome/ScreenSaver', 'org.gnome.ScreenSaver.GetActive').then(parseDbusBool, () => null)
+      const idle = need(uint(await sessionCall(exec, 'org.gnome.Mutter.IdleMonitor', '/org/gnome/Mutter/IdleMonitor/Core', 'org.gnome.Mutter.IdleMonitor.GetIdletime')), 'Mutter GetIdletime')
+      const locked = await sessionCall(exec, 'org.gnome.ScreenSaver', '/org/gnome/ScreenSaver', 'org.gnome.ScreenSaver.GetActive').then(parseDbusBool, () => null)
       return { idleMs: idle, locked: locked === true }
     }
   },
@@ -78,8 +88,8 @@ export const IDLE_PROBES: IdleProbe[] = [
     via: 'kde',
     // KDE answers in ms (the freedesktop draft says seconds; read as ms, a seconds answer only errs toward "present").
     ask: async exec => {
-      const idle = need(parseGdbusUint(await gdbus(exec, 'org.freedesktop.ScreenSaver', '/org/freedesktop/ScreenSaver', 'org.freedesktop.ScreenSaver.GetSessionIdleTime')), 'ScreenSaver GetSessionIdleTime')
-      const locked = await gdbus(exec, 'org.freedesktop.ScreenSaver', '/org/freedesktop/ScreenSaver', 'org.freedesktop.ScreenSaver.GetActive').then(parseDbusBool, () => null)
+      const idle = need(uint(await sessionCall(exec, 'org.freedesktop.ScreenSaver', '/org/freedesktop/ScreenSaver', 'org.freedesktop.ScreenSaver.GetSessionIdleTime')), 'ScreenSaver GetSessionIdleTime')
+      const locked = await sessionCall(exec, 'org.freedesktop.ScreenSaver', '/org/freedesktop/ScreenSaver', 'org.freedesktop.ScreenSaver.GetActive').then(parseDbusBool, () => null)
       return { idleMs: idle, locked: locked === true }
     }
   },

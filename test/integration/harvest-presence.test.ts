@@ -15,6 +15,7 @@ import { InputSource } from '../../node/harvest/sources/input.ts'
 import { LoadSource } from '../../node/harvest/sources/load.ts'
 import { GpuSource } from '../../node/harvest/sources/gpu.ts'
 import { NO_OURS } from '../../node/harvest/types.ts'
+import { pickIdleProbe, execText } from '../../node/harvest/presence-helper.ts'
 import { waitUntil } from '../helpers/harvest-procs.ts'
 
 const ctx = (now = Date.now()): { now: number, monotonicMs: number, ours: typeof NO_OURS } => ({ now, monotonicMs: Number(process.hrtime.bigint() / 1_000_000n), ours: NO_OURS })
@@ -43,10 +44,17 @@ test('every real source on this machine: probed, read, printed', async () => {
   }
 })
 
+test('the presence helper on this machine: which desktop interface answers, or why none does', async () => {
+  const picked = await pickIdleProbe(execText)
+  console.log(`# helper: ${picked.probe != null ? `asks ${picked.probe.via}` : 'no desktop here'}${picked.tried.length > 0 ? ` (${picked.tried.join('; ')})` : ''}`)
+  if (picked.probe == null) assert.equal(picked.tried.length, 3)
+  for (const why of picked.tried) assert.ok(!why.includes('\n'), why)
+})
+
 test('logind: a machine without it says why (and is not taken for idle)', async t => {
   const probe = await new LogindSource().probe()
   if (probe.available) { t.skip(`logind runs here: ${probe.why}`); return }
-  assert.match(probe.why, /no loginctl|bus|booted|systemd|Failed/i)
+  assert.match(probe.why, /^(no loginctl|no system bus|not booted with systemd|loginctl list-sessions: .+)$/)
   const reading = await new LogindSource().read(ctx())
   assert.ok(reading.error != null, 'a failed read is an error, which makes presence unknown')
 })

@@ -187,6 +187,16 @@ describe('presence helper', () => {
     assert.equal(picked.probe?.via, 'kde')
     assert.deepEqual(await picked.probe!.ask(kde), { idleMs: 5000, locked: false })
     assert.match(picked.tried[0], /^gnome: gdbus: not here/)
+    // No gdbus: the same calls through busctl --user.
+    const busctlOnly: Exec = async (file, args) => {
+      if (file === 'gdbus') throw new Error('no gdbus (ENOENT)')
+      if (file === 'busctl' && args.join(' ') === '--user call org.gnome.Mutter.IdleMonitor /org/gnome/Mutter/IdleMonitor/Core org.gnome.Mutter.IdleMonitor GetIdletime') return 't 777\n'
+      if (file === 'busctl' && args.includes('org.gnome.ScreenSaver')) return 'b true\n'
+      throw new Error(`${file}: not here`)
+    }
+    const gnome = await pickIdleProbe(busctlOnly)
+    assert.equal(gnome.probe?.via, 'gnome')
+    assert.deepEqual(await gnome.probe!.ask(busctlOnly), { idleMs: 777, locked: true })
     const none = await pickIdleProbe(async () => { throw new Error('no session bus') })
     assert.equal(none.probe, null)
     assert.equal(none.tried.length, 3)

@@ -146,7 +146,9 @@ export class LogindSource implements PresenceSource {
       const ids = parseSessionIds(await this.exec('loginctl', ['list-sessions', '--no-legend', '--no-pager']))
       return { available: true, why: `${ids.length} session${ids.length === 1 ? '' : 's'}` }
     } catch (err) {
-      return { available: false, why: (err as Error).message }
+      const msg = (err as Error).message
+      const why = /booted with systemd/.test(msg) ? 'not booted with systemd' : /connect to bus/i.test(msg) ? 'no system bus' : msg
+      return { available: false, why }
     }
   }
 
