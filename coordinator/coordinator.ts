@@ -116,7 +116,14 @@ export class Coordinator {
     await node.handle(PROTOCOL_BLOB, serveBlobs(blobs, acl, log, config.debug === true), STREAM_LIMITS.blob)
     await node.handle(PROTOCOL_ROSTER, (stream) => { serveRoster(stream, self) }, STREAM_LIMITS.roster)
 
+    // Agents admit the mesh's members: when the access list changes on disk (an edit, a join), tell them.
+    let members = acl.memberIds().join(',')
     const ticker = setInterval(() => {
+      const now = acl.memberIds().join(',')
+      if (now !== members) {
+        members = now
+        sessions?.broadcastMembers()
+      }
       loop.run(() => core.tick(Date.now())).then(lost => {
         for (const id of lost) log(`coordinator: agent ${id.slice(-8)} lost; its tasks go back to the front of the queue`)
         if (core.hasQueued()) loop.kick()

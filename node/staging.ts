@@ -6,7 +6,7 @@
  * (launch-plan.ts: Isolation.inputs, Isolation.shared). Nothing here follows a link a task could have planted.
  */
 import { statSync } from 'node:fs'
-import { chmod, lchown, mkdir, open, readdir, rm, unlink } from 'node:fs/promises'
+import { chmod, lchown, lstat, mkdir, open, readdir, rm, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Assignment, FileRef } from '../shared/protocol/messages.ts'
 import { runLimited } from '../shared/util/limit.ts'
@@ -119,12 +119,19 @@ export class Stager {
     await p
   }
 
-  /** The slot user gets its task folder (and the folders staging made in it); files stay the agent's, read-only. */
+  /**
+   * The slot user gets its task folder, the folders staging made in it, and its own copies of its inputs. Hard
+   * links (shared files) stay the agent's and read-only: they share the cache's inode.
+   */
   async grant (attemptId: number, user: SlotUser): Promise<void> {
     const dir = taskDir(this.deps.paths, attemptId)
     const walk = async (d: string): Promise<void> => {
       await lchown(d, user.uid, user.gid)
-      for (const e of await readdir(d, { withFileTypes: true })) if (e.isDirectory()) await walk(join(d, e.name))
+      for (const e of await readdir(d, { withFileTypes: true })) {
+        const path = join(d, e.name)
+        if (e.isDirectory()) await walk(path)
+        else if (e.isFile() && (await lstat(path)).nlink === 1) await lchown(path, user.uid, user.gid)
+      }
     }
     await walk(dir)
   }
