@@ -97,6 +97,7 @@ export class Coordinator {
       mesh: config.mesh,
       listen: config.listen,
       privateKey: identity,
+      log,
       allowPeer: peer => {
         const ok = acl.admits(peer.toString(), Date.now())
         if (!ok) audit(peer.toString(), `coordinator: refused a connection from ${peer.toString()}: not on the access list`)

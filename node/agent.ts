@@ -129,7 +129,7 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
   const waiters: Array<() => void> = []
   const gate = new MemberGate(join(paths.state, 'members.json'), opts.mesh.coordinator)
   const node = await createMeshNode({
-    mesh: opts.mesh, listen: opts.listen, privateKey: await identityFor(opts.mesh.home, opts.mesh.coordinator, 'agent'),
+    mesh: opts.mesh, listen: opts.listen, log, privateKey: await identityFor(opts.mesh.home, opts.mesh.coordinator, 'agent'),
     allowInbound: peer => gate.allows(peer.toString())
   })
 
