@@ -156,14 +156,21 @@ export class Stager {
     await this.clean(keep)
   }
 
-  /** At start: attempts a previous run launched (their capture files exist) and never finished: they died with it. */
+  /**
+   * At start: attempts a previous run launched that were still running when it died: their stdout capture exists
+   * and is still writable (the launcher makes it read-only when the task exits). A task that ran to its end but
+   * whose result was lost with the agent did not die: it is not counted as a crash.
+   */
   async launchedWithoutResult (keep: ReadonlySet<number>): Promise<number[]> {
-    const ids = new Set<number>()
+    const ids: number[] = []
     for (const name of await readdir(this.deps.paths.capture).catch(() => [] as string[])) {
-      const id = Number(name.split('.')[0])
-      if (Number.isSafeInteger(id) && id > 0 && !keep.has(id)) ids.add(id)
+      const m = /^(\d+)\.out$/.exec(name)
+      const id = Number(m?.[1])
+      if (m == null || !Number.isSafeInteger(id) || id <= 0 || keep.has(id)) continue
+      const st = await lstat(join(this.deps.paths.capture, name)).catch(() => null)
+      if (st != null && (st.mode & 0o200) !== 0) ids.push(id)
     }
-    return [...ids]
+    return ids
   }
 
   /** At start: job folders are rebuilt from the cache on demand; task folders no entry refers to go. */
