@@ -94,15 +94,15 @@ export class CoordinatorCore {
     agent.state = draining || agent.state === 'draining' ? 'draining' : 'up'
     const runningSet = new Set(running)
     const claimed = new Set([...running, ...pending])
+    // The agent's own record says which tasks were running when it died (their started notices may never have
+    // reached us): those, and only those, died with it.
     const died = new Set(crashed)
     for (const id of [...agent.attempts]) {
       const a = this.s.attempts.get(id)!
-      // The agent's own record says whether the task was running when it died (its started notice may not
-      // have reached us): only then is it a crash.
-      if (died.has(id)) a.running = true
-      if (!claimed.has(id)) this.ledger.attemptGone(a, died.has(id) ? 'the task was running when its agent died' : 'the agent restarted without this attempt (it never ran)', now)
+      if (!claimed.has(id)) this.ledger.attemptGone(a, died.has(id), died.has(id) ? 'the task was running when its agent died' : 'the agent restarted without this attempt', now)
       else if (a.orphan) this.ledger.reclaim(a, runningSet.has(id), now)
     }
+    this.ledger.settleSuspects(agentId, died)
     this.cancelStale(agent, [...claimed])
     this.ledger.emit({ time: now, type: 'agent.joined', agent: agentId, host: resources.hostname, data: { slots: resources.slots, cores: resources.cores } })
   }
@@ -132,6 +132,7 @@ export class CoordinatorCore {
       agent.state = 'up'
       agent.connected = true
       const runningSet = new Set(running)
+      this.ledger.cameBack(agentId)
       for (const id of [...agent.attempts]) {
         const a = this.s.attempts.get(id)!
         if (a.orphan && runningSet.has(id)) this.ledger.reclaim(a, true, now)
@@ -258,7 +259,7 @@ export class CoordinatorCore {
       const agent = this.s.agents.get(p.agentId)!
       const a: Attempt = {
         id: this.store.allocateAttemptId(), jobId, index, agent: agent.id, host: agent.resources.hostname,
-        cores: p.cores, gpuIds: p.gpuIds, memoryMb: p.memoryMb, startedAt: now, running: false, orphan: false
+        cores: p.cores, gpuIds: p.gpuIds, memoryMb: p.memoryMb, startedAt: now, running: false, orphan: false, suspect: false
       }
       this.store.insertAttempt(a)
       addAttempt(this.s, a)

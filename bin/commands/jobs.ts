@@ -34,6 +34,7 @@ async function printFailures (client: MeshClient, s: JobSummary): Promise<void> 
     const tail = await stderrTail(client, s.jobId, f.index).catch(() => '')
     console.log(`  task ${s.jobId}.${f.index} ${f.name}: ${f.message}${tail !== '' ? `; stderr: ${tail}` : ''}`)
   }
+  for (const m of s.missingOutputs ?? []) console.log(`  task ${s.jobId}.${m.index} ${m.name}: declared outputs never written: ${m.missing.join(', ')}`)
 }
 
 /** The job `submit` was given: a file, or standard input for `-` (paths in it relative to this folder). */

@@ -246,6 +246,8 @@ export interface JobSummary {
   priority?: number
   /** Failed tasks of a finished job (the first few): what failed, with what, and the end of its stderr. */
   failures?: Array<{ index: number, name: string, exitCode: number | null, message: string }>
+  /** Tasks of a finished job whose declared outputs were never written (the first few). */
+  missingOutputs?: Array<{ index: number, name: string, missing: string[] }>
 }
 
 export interface AgentSummary {
