@@ -12,6 +12,7 @@ import { cliContext } from './cli-context.ts'
 import { meshCommands } from './commands/mesh.ts'
 import { serviceCommands } from './commands/services.ts'
 import { jobCommands } from './commands/jobs.ts'
+import { dashboardCommands } from './commands/dashboard.ts'
 import { runDemo } from './demo.ts'
 import { parseWholeNumber } from '../shared/util/units.ts'
 import { printJson } from './output.ts'
@@ -32,6 +33,7 @@ const ctx = cliContext(program)
 meshCommands(ctx)
 serviceCommands(ctx)
 jobCommands(ctx)
+dashboardCommands(ctx)
 
 program.command('ping')
   .description('check that the coordinator answers')
