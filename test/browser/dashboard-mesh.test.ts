@@ -24,7 +24,7 @@ import { chromiumArgs, ensureChromium } from './chromium.ts'
 const check = await ensureChromium()
 const skip = check.ok ? false : `no Chromium: ${check.reason}`
 if (!check.ok) console.log(`browser tests skipped: ${check.reason}`)
-const timeout = 90_000
+const timeout = 60_000
 // Callbacks given to page.evaluate run in the page; this file is type-checked without the DOM library.
 declare const document: any
 declare const window: any
@@ -116,7 +116,7 @@ Promise.allSettled([
   console.log(`browser version (from the browser): ${browser.version()}`)
   ctx = await browser.newContext({ viewport: { width: 1280, height: 1000 } })
   page = await ctx.newPage()
-})
+}, { timeout: 180_000 })
 
 after(async () => {
   await browser?.close()

@@ -21,12 +21,13 @@ import { runCli, runCliJson } from '../helpers/cli.ts'
 let dir: string
 let mesh: LocalMesh
 let client: MeshClient
+const timeout = 60_000
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'meshfarm-dashc-'))
   mesh = await startLocalMesh({ dir, coordinatorArgs: ['--dashboard', '0'], agents: [{ ip: '127.0.0.2', hostname: 'd1', slots: 2 }] })
   client = await connect({ home: mesh.clientHome })
-})
+}, { timeout: 120_000 })
 
 after(async () => {
   await client?.close()
@@ -58,7 +59,7 @@ async function login (d: Dashboard): Promise<string> {
   return set.split(';')[0]
 }
 
-test('--dashboard takes a port number and nothing else, in one line', async () => {
+test('--dashboard takes a port number and nothing else, in one line', { timeout }, async () => {
   for (const bad of ['abc', '70000']) {
     const r = await runCli(mesh.clientHome, ['coordinator', '--dashboard', bad, '--listen', '/ip4/127.0.0.1/tcp/0'])
     assert.equal(r.code, 2, bad)
@@ -66,7 +67,7 @@ test('--dashboard takes a port number and nothing else, in one line', async () =
   }
 })
 
-test('the coordinator serves its dashboard on 127.0.0.1; a code logs in; the event stream is the mesh\'s', async () => {
+test('the coordinator serves its dashboard on 127.0.0.1; a code logs in; the event stream is the mesh\'s', { timeout }, async () => {
   const d = served()
   assert.match(mesh.coordinator.output(), /dashboard: listening on http:\/\/127\.0\.0\.1:\d+\//)
   assert.equal((await raw(d, '/api/overview')).status, 401)
@@ -94,7 +95,7 @@ test('the coordinator serves its dashboard on 127.0.0.1; a code logs in; the eve
   assert.deepEqual(f.failures.map((x: { index: number, exitCode: number, stderrTail: string }) => [x.index, x.exitCode, x.stderrTail]), [[1, 4, 'disk quota exceeded']])
 })
 
-test('after a restart the coordinator\'s dashboard shows the finished job from its store; old sessions are gone', async () => {
+test('after a restart the coordinator\'s dashboard shows the finished job from its store; old sessions are gone', { timeout }, async () => {
   const before = served()
   const cookie = await login(before)
   const [job] = await client.status()
@@ -112,7 +113,7 @@ test('after a restart the coordinator\'s dashboard shows the finished job from i
   assert.equal(f.failures[0].stderrTail, 'disk quota exceeded')
 })
 
-test('a coordinator without --dashboard says so, in one line', async () => {
+test('a coordinator without --dashboard says so, in one line', { timeout }, async () => {
   await mesh.coordinator.stop()
   const p = mesh.coordinator
   // The same coordinator, started by hand without the flag.

@@ -35,7 +35,7 @@ async function report (args: string[]): Promise<{ code: number, stdout: string, 
 const barsOf = (svg: string): string[] => svg.match(/<rect class="bar [^>]*>/g) ?? []
 const taskOf = (bar: string): number => Number(/data-task="(\d+)"/.exec(bar)![1])
 
-test('report on a finished job: durations, hosts, failures with stderr, and one bar per task in SVG and PNG', async () => {
+test('report on a finished job: durations, hosts, failures with stderr, and one bar per task in SVG and PNG', { timeout: 120_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'meshfarm-report-'))
   const mesh = await startLocalMesh({ dir, agents: [{ ip: '127.0.0.2', hostname: 'r1', slots: 2 }, { ip: '127.0.0.3', hostname: 'r2', slots: 2 }] })
   const client = await connect({ home: mesh.clientHome })
@@ -125,7 +125,7 @@ test('report on a finished job: durations, hosts, failures with stderr, and one 
   }
 })
 
-test('report refuses a folder that is not results, and a bad task.json, in one line', async () => {
+test('report refuses a folder that is not results, and a bad task.json, in one line', { timeout: 60_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'meshfarm-report-bad-'))
   try {
     const none = await report([join(dir, 'missing')])
