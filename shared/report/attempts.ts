@@ -3,6 +3,8 @@
  * the events say where each earlier one ran and when it ended. A `task.started` followed by a `task.requeued`
  * (a retry after a failure, or a lost agent) or a `task.vacated` (an owner came back, a batch system took it
  * back) before the task's next start is an attempt that did not count; the timeline draws it beside the record's.
+ * An attempt that ended before its agent said it had started (a short one) has no `task.started`; a requeue
+ * event that names its `host` and the attempt's `data.startedAt` still gives its bar.
  */
 import type { MeshEvent } from '../protocol/events.ts'
 import type { TimelineBar } from './timeline-svg.ts'
@@ -43,7 +45,8 @@ export function earlierAttemptBars (events: Iterable<MeshEvent>, names: (index: 
       }
       case 'task.requeued':
       case 'task.vacated': {
-        const o = open.get(i)
+        const startedAt = e.data?.startedAt
+        const o = open.get(i) ?? (e.host != null && typeof startedAt === 'number' ? { host: e.host, start: startedAt } : undefined)
         if (o == null) break
         open.delete(i)
         lastBar.set(i, bars.length)

@@ -138,10 +138,9 @@ async function login (p: Page, home: string): Promise<{ url: string, code: strin
 }
 
 test('`meshfarm dashboard` prints the address and a code; with it the page shows the agents and the jobs by person', { skip, timeout }, async () => {
-  const human = await runCli(maria, ['dashboard'])
+  const [human, d] = await Promise.all([runCli(maria, ['dashboard']), login(page, maria)])
   assert.equal(human.code, 0, human.stderr)
   assert.match(human.stdout, new RegExp(`^dashboard: ${url.replace(/\./g, '\\.')}\nlogin code: [0-9A-Z]{4}(-[0-9A-Z]{4}){7}   \\(works once, until .+\\)\n`))
-  const d = await login(page, maria)
   assert.equal(d.url, url)
   assert.match(await page.locator('#me').innerText(), /^maria \(admin\)$/)
   await page.locator('#agents tbody tr').nth(1).waitFor()
@@ -269,8 +268,7 @@ test('the screenshot shows the agents, the jobs and the timeline in its outcome 
 })
 
 test('`meshfarm status` of a job with failures, captured for the README', { skip, timeout }, async () => {
-  const all = await runCli(maria, ['status'], { env: { NO_COLOR: '1' } })
-  const one = await runCli(maria, ['status', String(calibrate)], { env: { NO_COLOR: '1' } })
+  const [all, one] = await Promise.all([runCli(maria, ['status'], { env: { NO_COLOR: '1' } }), runCli(maria, ['status', String(calibrate)], { env: { NO_COLOR: '1' } })])
   assert.equal(all.code, 0, all.stderr)
   assert.equal(one.code, 0, one.stderr)
   assert.match(one.stdout, /task \d+\.2 task-2: .*stderr: .*ValueError: the fit did not converge/)

@@ -2,7 +2,8 @@
  * The dashboard of a real coordinator over raw HTTP (the browser tests need Chromium; this needs nothing):
  * `--dashboard` checked at the edge, login with the code `meshfarm dashboard` prints, the page's event stream
  * carries the same events as `meshfarm watch`, stderr tails come from the coordinator's blob store, and after
- * the coordinator restarts its dashboard still shows the finished job from the store.
+ * the coordinator restarts its dashboard still shows the finished job from the store. (A coordinator without a
+ * dashboard answering `meshfarm dashboard`: report.test.ts.)
  */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -10,7 +11,6 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startLocalMesh, type LocalMesh } from '../../bin/local-mesh.ts'
-import { startMeshfarm } from '../../bin/processes.ts'
 import { connect, type MeshClient } from '../../shared/client/client.ts'
 import { parseJobFile } from '../../shared/client/spec.ts'
 import type { MeshEvent } from '../../shared/protocol/events.ts'
@@ -60,7 +60,8 @@ async function login (d: Dashboard): Promise<string> {
 }
 
 test('--dashboard takes a port number and nothing else, in one line', { timeout }, async () => {
-  for (const bad of ['abc', '70000']) {
+  // One process; the values it refuses are the unit test's (dashboard-config.test.ts).
+  for (const bad of ['70000']) {
     const r = await runCli(mesh.clientHome, ['coordinator', '--dashboard', bad, '--listen', '/ip4/127.0.0.1/tcp/0'])
     assert.equal(r.code, 2, bad)
     assert.match(r.stderr, /^error: --dashboard: must be a port number from 0 to 65535 \(0: any free port\), got "[^"]*"\n$/, bad)
@@ -111,20 +112,4 @@ test('after a restart the coordinator\'s dashboard shows the finished job from i
   assert.equal(svg.match(/<rect class="bar /g)?.length, 3, 'one bar per task')
   const f = JSON.parse((await raw(d, `/api/jobs/${job.jobId}/failures`, { headers: { cookie: fresh } })).body)
   assert.equal(f.failures[0].stderrTail, 'disk quota exceeded')
-})
-
-test('a coordinator without --dashboard says so, in one line', { timeout }, async () => {
-  await mesh.coordinator.stop()
-  const p = mesh.coordinator
-  // The same coordinator, started by hand without the flag.
-  const listen = /listening on (\/ip4\/127\.0\.0\.1\/tcp\/\d+)/.exec(p.output())![1]
-  const plain = startMeshfarm(['coordinator', '--listen', listen], { home: mesh.coordinatorHome })
-  try {
-    await plain.waitFor(/coordinator: ready/, 60_000)
-    const r = await runCli(mesh.clientHome, ['dashboard'])
-    assert.equal(r.code, 5)
-    assert.equal(r.stderr, 'error: this coordinator serves no dashboard (start it with --dashboard)\n')
-  } finally {
-    await plain.stop()
-  }
 })

@@ -1,6 +1,6 @@
 /**
- * `report` on a real job: a coordinator and two agents on loopback run a small tasklist (some tasks fail
- * with stderr, one succeeds on its retry). `meshfarm report JOB` asks the coordinator (records, events, agents'
+ * `report` on a real job: a coordinator (without --dashboard) and two agents on loopback run a small tasklist
+ * (some tasks fail with stderr, one succeeds on its retry). `meshfarm report JOB` asks the coordinator (records, events, agents'
  * slots, stderr through `logs`); bin/report.ts reads the fetched results folder. Both run as their own process.
  */
 import { test } from 'node:test'
@@ -40,9 +40,10 @@ test('report on a finished job: durations, hosts, failures with stderr, and one 
   const mesh = await startLocalMesh({ dir, agents: [{ ip: '127.0.0.2', hostname: 'r1', slots: 2 }, { ip: '127.0.0.3', hostname: 'r2', slots: 2 }] })
   const client = await connect({ home: mesh.clientHome })
   try {
-    // Tasks 3 and 8 fail twice (one retry each); task 12 fails once, then succeeds.
-    const lines = Array.from({ length: 12 }, (_, i) => i % 5 === 3 ? `echo "bad input ${i}" >&2; exit 3` : `sleep 0.${2 + (i % 3)}; echo ${i}`)
-    lines.push(`mkdir ${join(dir, 'once')} 2>/dev/null && exit 5; echo 12`)
+    // Tasks 3 and 8 fail twice (one retry each); task 12 fails once, then succeeds. Failing attempts last long
+    // enough for their agent's started notice, so the events tell where they ran.
+    const lines = Array.from({ length: 12 }, (_, i) => i % 5 === 3 ? `sleep 0.3; echo "bad input ${i}" >&2; exit 3` : `sleep 0.${2 + (i % 3)}; echo ${i}`)
+    lines.push(`sleep 0.3; mkdir ${join(dir, 'once')} 2>/dev/null && exit 5; echo 12`)
     const file = join(dir, 'r.txt')
     writeFileSync(file, lines.join('\n') + '\n')
     const { jobId } = await client.submit(parseTasklist(lines.join('\n'), file, dir, { retries: 1 }))
@@ -86,7 +87,18 @@ test('report on a finished job: durations, hosts, failures with stderr, and one 
     }
     assert.ok(has(OUTCOME_COLOURS.done) && has(OUTCOME_COLOURS.failed), 'the PNG shows done and failed bars')
 
-    const human = await report([results])
+    // The remaining commands do not depend on each other: run at once, they cost one process start, not six.
+    const fromMesh = join(dir, 'from-mesh')
+    const here = join(dir, 'here')
+    mkdirSync(here)
+    const [human, m, mh, missing, notANumber, noDashboard] = await Promise.all([
+      report([results]),
+      runCli(mesh.clientHome, ['report', String(jobId), '--out', fromMesh, '--json']),
+      runCli(mesh.clientHome, ['report', String(jobId)], { cwd: here }),
+      runCli(mesh.clientHome, ['report', '999']),
+      runCli(mesh.clientHome, ['report', 'x']),
+      runCli(mesh.clientHome, ['dashboard'])
+    ])
     assert.equal(human.code, 0, human.stderr)
     assert.match(human.stdout, new RegExp(`^job ${jobId} .*: 13 tasks \\(11 done, 2 failed\\)`))
     assert.match(human.stdout, /task durations over 13 attempts: min [\d.]+ s, median [\d.]+ s, max [\d.]+ s/)
@@ -95,8 +107,6 @@ test('report on a finished job: durations, hosts, failures with stderr, and one 
     assert.match(human.stdout, /timeline: .*job-\d+-timeline\.svg, .*\.png/)
 
     // meshfarm report JOB: from the coordinator, with the earlier attempts its events tell of.
-    const fromMesh = join(dir, 'from-mesh')
-    const m = await runCli(mesh.clientHome, ['report', String(jobId), '--out', fromMesh, '--json'])
     assert.equal(m.code, 0, m.stderr)
     const mj = JSON.parse(m.stdout)
     assert.equal(mj.jobId, jobId)
@@ -109,15 +119,17 @@ test('report on a finished job: durations, hosts, failures with stderr, and one 
     assert.deepEqual(meshBars.filter(b => !b.includes('bar-earlier')).map(taskOf).sort((a, b) => a - b), Array.from({ length: 13 }, (_, i) => i), 'one bar per task')
     assert.deepEqual(meshBars.filter(b => b.includes('bar-earlier')).map(taskOf).sort((a, b) => a - b), [3, 8, 12], 'and one per earlier attempt, apart')
     assert.ok(PNG.sync.read(readFileSync(mj.files.png)).width > 0)
-    const mh = await runCli(mesh.clientHome, ['report', String(jobId)], { cwd: fromMesh })
     assert.equal(mh.code, 0, mh.stderr)
     assert.match(mh.stdout, /task durations over 16 attempts/)
     assert.match(mh.stdout, /task 3 task-3, end of stderr:\n {2}\| bad input 3/)
-    assert.match(mh.stdout, new RegExp(`timeline: ${fromMesh}/job-${jobId}-timeline\\.svg`))
-    const missing = await runCli(mesh.clientHome, ['report', '999'])
+    assert.match(mh.stdout, new RegExp(`timeline: ${here}/job-${jobId}-timeline\\.svg`), 'the current folder by default')
     assert.equal(missing.code, 5)
     assert.match(missing.stderr, /^error: .*999/)
-    assert.equal((await runCli(mesh.clientHome, ['report', 'x'])).code, 2)
+    assert.equal(notANumber.code, 2)
+    assert.equal(notANumber.stderr, 'error: JOB: must be a whole number from 1 to 9007199254740991, got "x"\n')
+    // This coordinator runs without --dashboard.
+    assert.equal(noDashboard.code, 5)
+    assert.equal(noDashboard.stderr, 'error: this coordinator serves no dashboard (start it with --dashboard)\n')
   } finally {
     await client.close()
     await mesh.stop()

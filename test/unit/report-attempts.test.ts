@@ -34,7 +34,11 @@ const events = stream([
   [17, 'task.started', 3, 'alpha'],
   [18, 'task.finished', 3, 'alpha'],
   // A requeue without a start seen (the start was pruned from the store): no bar.
-  [19, 'task.requeued', 5, undefined, { kind: 'lose' }]
+  [19, 'task.requeued', 5, undefined, { kind: 'lose' }],
+  // An attempt that failed before its started notice: the requeue names its host and start.
+  [20, 'task.requeued', 6, 'beta', { kind: 'retry', startedAt: T0 + 19_500 }],
+  [21, 'task.started', 6, 'alpha'],
+  [22, 'task.finished', 6, 'alpha']
 ])
 
 test('earlier attempts: a start followed by a return to the queue, with its outcome', () => {
@@ -44,21 +48,22 @@ test('earlier attempts: a start followed by a return to the queue, with its outc
     [1, 'alpha', 0, 3, 'lost', true],
     [0, 'alpha', 0, 5, 'failed', true],
     [3, 'gamma', 13, 14, 'lost', true],
-    [3, 'delta', 15, 16, 'lost', true]
+    [3, 'delta', 15, 16, 'lost', true],
+    [6, 'beta', 19.5, 20, 'failed', true]
   ])
   assert.equal(bars[0].name, 't1')
 })
 
 test('a reclaimed attempt is not an earlier one; if it is lost again, it spans from its first start', () => {
-  const again = [...events, ...stream([[20, 'task.started', 6, 'beta'], [21, 'task.requeued', 6, undefined, { kind: 'lose' }], [22, 'task.started', 6, 'beta', { reclaimed: true }], [25, 'task.requeued', 6, undefined, { kind: 'lose' }]])]
-  const bars = earlierAttemptBars(again).filter(b => b.index === 6)
+  const again = [...events, ...stream([[20, 'task.started', 7, 'beta'], [21, 'task.requeued', 7, undefined, { kind: 'lose' }], [22, 'task.started', 7, 'beta', { reclaimed: true }], [25, 'task.requeued', 7, undefined, { kind: 'lose' }]])]
+  const bars = earlierAttemptBars(again).filter(b => b.index === 7)
   assert.deepEqual(bars.map(b => [(b.start - T0) / 1000, (b.end! - T0) / 1000]), [[20, 25]])
   assert.equal(earlierAttemptBars(events).filter(b => b.index === 2).length, 0)
 })
 
 test('the timeline draws earlier attempts faded and apart; the report counts them on their hosts', () => {
   const records = [rec(0, 'beta', 6, 10), rec(1, 'alpha', 4, 11), rec(2, 'beta', 0, 12), rec(3, 'alpha', 17, 18)]
-  const earlier = earlierAttemptBars(events)
+  const earlier = earlierAttemptBars(events).filter(b => b.index <= 3)
   const svg = renderTimelineSvg([...barsFromRecords(records), ...earlier], { now: T0 + 20_000 })
   const bars = svg.match(/<rect class="bar [^>]*>/g)!
   assert.equal(bars.length, 8)
