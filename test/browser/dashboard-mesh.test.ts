@@ -44,6 +44,11 @@ let ctx: BrowserContext
 let page: Page
 let attacker: Server
 let attackerPort = 0
+type Code = { url: string, code: string, expiresAt: number }
+type Run = Awaited<ReturnType<typeof runCli>>
+/** CLI runs started early, beside the slower setup (each is a process start), awaited by their tests. */
+let ritaCode: Promise<Code>
+let statusRuns: Promise<[Run, Run]>
 
 const DOCS = new URL('../../docs/', import.meta.url)
 
@@ -88,6 +93,8 @@ before(async () => {
       'sleep 1.3; echo ok 4',
       'sleep 1.1; echo "MemoryError: asked for 64 GiB" >&2; exit 2'
     ], 1)
+    ritaCode = runCliJson<Code>(rita, ['dashboard'])
+    ritaCode.catch(() => {}) // its test reports a failure
     assert.notEqual((await admin.watch(calibrate)).state, 'active')
     // ana's sweep: four tasks that end (one fails), then four that wait for their gate file.
     sweep = await submitLines(anaClient, 'sweep', [
@@ -97,6 +104,8 @@ before(async () => {
     let last = ''
     await until(async () => { const [s] = await admin.status(sweep); last = JSON.stringify(s.counts); return s.counts.done + s.counts.failed === 4 && s.counts.running === 4 }, 60_000, 'the sweep half done')
       .catch(err => { throw new Error(`${String(err)}: ${last}`) })
+    statusRuns = Promise.all([runCli(maria, ['status'], { env: { NO_COLOR: '1' } }), runCli(maria, ['status', String(calibrate)], { env: { NO_COLOR: '1' } })])
+    statusRuns.catch(() => {})
   } finally {
     await anaClient.close()
   }
@@ -126,9 +135,9 @@ after(async () => {
   if (dir != null && process.env.KEEP_TEST_DIR == null) rmSync(dir, { recursive: true, force: true })
 })
 
-/** Logs `p` in with a fresh code from `meshfarm dashboard --json` run from `home`. */
-async function login (p: Page, home: string): Promise<{ url: string, code: string, expiresAt: number }> {
-  const d = await runCliJson<{ url: string, code: string, expiresAt: number }>(home, ['dashboard'])
+/** Logs `p` in with a code from `meshfarm dashboard --json` (run from `home` now, or given). */
+async function login (p: Page, from: string | Promise<Code>): Promise<Code> {
+  const d = typeof from === 'string' ? await runCliJson<Code>(from, ['dashboard']) : await from
   await p.goto(d.url)
   assert.match(p.url(), /\/login$/, 'no session: the login form')
   await p.fill('#code', d.code)
@@ -222,7 +231,7 @@ test('a foreign Host is refused (DNS rebinding), and a page of another origin ca
 test('a reader sees the mesh without actions; a member removed from the mesh is logged out at once', { skip, timeout }, async () => {
   const other = await browser.newContext()
   const p = await other.newPage()
-  await login(p, rita)
+  await login(p, ritaCode)
   assert.match(await p.locator('#me').innerText(), /^rita \(reader\)$/)
   await p.locator(`tr[data-job="${sweep}"]`).waitFor()
   assert.equal(await p.locator('button.danger').count(), 0, 'no cancel for a reader')
@@ -268,7 +277,7 @@ test('the screenshot shows the agents, the jobs and the timeline in its outcome 
 })
 
 test('`meshfarm status` of a job with failures, captured for the README', { skip, timeout }, async () => {
-  const [all, one] = await Promise.all([runCli(maria, ['status'], { env: { NO_COLOR: '1' } }), runCli(maria, ['status', String(calibrate)], { env: { NO_COLOR: '1' } })])
+  const [all, one] = await statusRuns
   assert.equal(all.code, 0, all.stderr)
   assert.equal(one.code, 0, one.stderr)
   assert.match(one.stdout, /task \d+\.2 task-2: .*stderr: .*ValueError: the fit did not converge/)
