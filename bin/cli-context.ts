@@ -6,18 +6,22 @@ import type { Command } from 'commander'
 import { resolveHome } from '../shared/local/home.ts'
 import { connect, type MeshClient } from '../shared/client/client.ts'
 import { compileClient } from './config.ts'
+import { colourEnabled, colours, type Colours } from './colour.ts'
 
 export interface CliContext {
   program: Command
   home: () => string
   withClient: <T>(fn: (c: MeshClient) => Promise<T>) => Promise<T>
+  /** Styles for what goes to stdout: ANSI colours on a terminal (NO_COLOR, FORCE_COLOR), plain text elsewhere. */
+  paint: Colours
 }
 
-export function cliContext (program: Command): CliContext {
+export function cliContext (program: Command, stdout: { isTTY?: boolean } = process.stdout, env: NodeJS.ProcessEnv = process.env): CliContext {
   const home = (): string => resolveHome(program.opts().home)
   return {
     program,
     home,
+    paint: colours(colourEnabled(stdout, env)),
     withClient: async <T>(fn: (c: MeshClient) => Promise<T>): Promise<T> => {
       const client = await connect({ home: home(), timeoutMs: compileClient(process.env).discoveryMs })
       try {

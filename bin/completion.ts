@@ -22,7 +22,9 @@ function optionInfo (o: Option): CmdInfo['options'][number] {
 /** Every command path of the program ('' is the program itself) with what can follow it. */
 export function describeProgram (program: Command): CmdInfo[] {
   const globals = program.options.map(optionInfo)
-  const inner = globals.filter(o => !o.flags.includes('--version')) // meaningful only before a command
+  // With positional options (meshfarm's), global flags come only before a command; else anywhere but --version.
+  const positional = (program as unknown as { _enablePositionalOptions?: boolean })._enablePositionalOptions === true
+  const inner = positional ? [] : globals.filter(o => !o.flags.includes('--version'))
   const out: CmdInfo[] = []
   const walk = (cmd: Command, path: string): void => {
     const own = cmd === program ? [] : cmd.options.map(optionInfo)

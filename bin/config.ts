@@ -72,13 +72,23 @@ export interface SubmitFlags {
   layout?: string
   priority?: string
   allowUnplaceable?: boolean
+  format?: string
+  /** Repeatable: files staged into every task, names or globs brought back from every task, files staged once per machine. */
+  input?: string[]
+  output?: string[]
+  shared?: string[]
 }
 
 /** What `submit` asks of the job as a whole, beside its file. */
 export interface JobOptions { priority?: number, allowUnplaceable?: boolean }
 
-/** Flags of `submit` that override the job file, checked like the file's own fields. */
-export function compileSubmitOverrides (f: SubmitFlags): { spec: Readonly<SpecDefaults>, job: Readonly<JobOptions> } {
+export type JobFormat = 'yaml' | 'tasklist'
+
+/**
+ * Flags of `submit` that override the job file, checked like the file's own fields. --input/--output/--shared
+ * are relative to `cwd` (where the command runs); that the files exist is checked where they are read.
+ */
+export function compileSubmitOverrides (f: SubmitFlags, cwd: string = process.cwd()): { spec: Readonly<SpecDefaults>, job: Readonly<JobOptions>, format?: JobFormat } {
   const d: SpecDefaults = {}
   const job: JobOptions = {}
   if (f.cores != null) d.cores = parseWholeNumber(f.cores, '--cores', 1, 4096)
@@ -93,7 +103,37 @@ export function compileSubmitOverrides (f: SubmitFlags): { spec: Readonly<SpecDe
   if (f.layout != null) d.layout = checkLayout(f.layout)
   if (f.priority != null) job.priority = parseWholeNumber(f.priority, '--priority', -1000, 1000)
   if (f.allowUnplaceable === true) job.allowUnplaceable = true
-  return { spec: Object.freeze(d), job: Object.freeze(job) }
+  const files = (values: string[] | undefined, flag: string, inside: boolean): string[] | undefined => {
+    if (values == null || values.length === 0) return undefined
+    return Object.freeze(values.map(v => checkPathFlag(v, flag, inside))) as string[]
+  }
+  const inputs = files(f.input, '--input', false)
+  const outputs = files(f.output, '--output', true)
+  const shared = files(f.shared, '--shared', false)
+  if (inputs != null) d.inputs = inputs
+  if (outputs != null) d.outputs = outputs
+  if (shared != null) d.shared = shared
+  if (inputs != null || shared != null) d.cwd = cwd
+  const out: { spec: Readonly<SpecDefaults>, job: Readonly<JobOptions>, format?: JobFormat } = { spec: Object.freeze(d), job: Object.freeze(job) }
+  if (f.format != null) {
+    if (f.format !== 'yaml' && f.format !== 'tasklist') throw bad(`--format: must be yaml or tasklist, got ${JSON.stringify(f.format)}`)
+    out.format = f.format
+  }
+  return Object.freeze(out)
+}
+
+/** A path flag: a file here (--input, --shared), or a name or glob inside the task folder (--output). */
+function checkPathFlag (v: string, flag: string, insideTask: boolean): string {
+  if (v.trim() === '' || /[\u0000-\u001f]/.test(v)) throw bad(`${flag}: must be a file name, got ${JSON.stringify(v)}`)
+  if (insideTask && (v.startsWith('/') || v.split('/').includes('..') || v.includes('\\'))) {
+    throw bad(`${flag}: must be a name or glob inside the task folder, got ${JSON.stringify(v)}`)
+  }
+  return v
+}
+
+/** `fetch` flags. */
+export function compileFetch (f: { layout?: string }): { readonly layout?: ResultLayout } {
+  return Object.freeze(f.layout != null ? { layout: checkLayout(f.layout) } : {})
 }
 
 function checkLayout (v: string): ResultLayout {

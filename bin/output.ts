@@ -1,15 +1,23 @@
-/** The CLI's output layer: tables, progress bars and --json, so commands only compute what to show. */
+/**
+ * The CLI's output layer: tables, progress bars and --json, so commands only compute what to show. Colours
+ * (colour.ts) come in as a `Colours` the caller decided once for its stream: on a terminal, states in colour and
+ * table heads in bold; anywhere else the plain text, byte for byte as without colours (scripts parse it).
+ */
 import Table from 'cli-table3'
 import cliProgress from 'cli-progress'
 import type { AgentSummary, JobSummary, TaskRecord } from '../shared/protocol/messages.ts'
 import type { MeshEvent } from '../shared/protocol/events.ts'
+import { colours, stateColour, type Colours } from './colour.ts'
+
+const PLAIN = colours(false)
 
 export function printJson (value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n')
 }
 
-export function table (head: string[], rows: Array<Array<string | number>>): string {
-  const t = new Table({ head, style: { head: [], border: [] } })
+export function table (head: string[], rows: Array<Array<string | number>>, c: Colours = PLAIN): string {
+  // cli-table3 measures cells without their ANSI codes, so coloured cells keep the columns aligned.
+  const t = new Table({ head: head.map(h => c.bold(h)), style: { head: [], border: [] } })
   for (const r of rows) t.push(r.map(String))
   return t.toString()
 }
@@ -20,25 +28,25 @@ function age (ms: number): string {
   return `${Math.round(ms / 60_000)}m ago`
 }
 
-export function jobsTable (jobs: JobSummary[]): string {
+export function jobsTable (jobs: JobSummary[], c: Colours = PLAIN): string {
   return table(['job', 'name', 'owner', 'state', 'done', 'failed', 'running', 'queued', 'held', 'cancelled', 'total'], jobs.map(j => [
-    j.jobId, j.name, j.ownerName ?? j.owner.slice(-8), j.state, j.counts.done, j.counts.failed, j.counts.running + j.counts.staging + j.counts.suspended,
+    j.jobId, j.name, j.ownerName ?? j.owner.slice(-8), stateColour(c, j.state), j.counts.done, j.counts.failed, j.counts.running + j.counts.staging + j.counts.suspended,
     j.counts.queued, j.counts.held, j.counts.cancelled, j.total
-  ]))
+  ]), c)
 }
 
-export function tasksTable (tasks: TaskRecord[]): string {
+export function tasksTable (tasks: TaskRecord[], c: Colours = PLAIN): string {
   return table(['task', 'name', 'state', 'host', 'exit', 'attempts', 'duration', 'why'], tasks.map(t => [
-    t.id, t.name, t.state, t.host ?? '', t.exitCode ?? '', t.attempts, t.durationMs != null ? `${(t.durationMs / 1000).toFixed(2)}s` : '', t.failure?.message ?? ''
-  ]))
+    t.id, t.name, stateColour(c, t.state), t.host ?? '', t.exitCode ?? '', t.attempts, t.durationMs != null ? `${(t.durationMs / 1000).toFixed(2)}s` : '', t.failure?.message ?? ''
+  ]), c)
 }
 
-export function peersTable (agents: AgentSummary[]): string {
+export function peersTable (agents: AgentSummary[], c: Colours = PLAIN): string {
   return table(['peer', 'host', 'state', 'slots', 'running', 'cores', 'memory', 'gpus', 'labels', 'seen', 'isolation', 'notes'], agents.map(a => [
-    a.peerId.slice(-12), a.hostname, a.state, a.slots, a.running + (a.suspended != null && a.suspended > 0 ? ` (+${a.suspended} suspended)` : ''), a.cores,
+    a.peerId.slice(-12), a.hostname, a.state === 'up' ? c.green(a.state) : a.state === 'lost' ? c.red(a.state) : a.state, a.slots, a.running + (a.suspended != null && a.suspended > 0 ? ` (+${a.suspended} suspended)` : ''), a.cores,
     `${(a.memoryMb / 1024).toFixed(1)}G`, a.gpus.map(g => g.index).join(',') || '-', Object.entries(a.labels).map(([k, v]) => `${k}=${v}`).join(' '),
     age(a.lastSeen), `${a.isolation ?? '?'}${a.runsAsRoot ? ' (root)' : ''}`, agentNotes(a)
-  ]))
+  ]), c)
 }
 
 function agentNotes (a: AgentSummary): string {
@@ -50,8 +58,8 @@ function agentNotes (a: AgentSummary): string {
   return notes.join('; ').slice(0, 120)
 }
 
-export function whyTable (reasons: Array<{ index?: number, name?: string, state: string, reason: string }>): string {
-  return table(['task', 'state', 'why'], reasons.map(r => [r.index != null ? String(r.index) : '', r.state, r.reason]))
+export function whyTable (reasons: Array<{ index?: number, name?: string, state: string, reason: string }>, c: Colours = PLAIN): string {
+  return table(['task', 'state', 'why'], reasons.map(r => [r.index != null ? String(r.index) : '', stateColour(c, r.state), r.reason]), c)
 }
 
 /** One event as a line: time, what, where. */
@@ -69,9 +77,9 @@ export function eventLine (e: MeshEvent): string {
   return `${time} #${e.seq} ${e.type}${task}${where}${detail !== '' ? ` (${detail})` : ''}`
 }
 
-export function summaryLine (s: JobSummary): string {
-  const c = s.counts
-  return `job ${s.jobId} ${s.name} (${s.ownerName ?? s.owner.slice(-8)}): ${s.state}, ${c.done} done, ${c.failed} failed, ${c.cancelled} cancelled of ${s.total}`
+export function summaryLine (s: JobSummary, c: Colours = PLAIN): string {
+  const n = s.counts
+  return `job ${s.jobId} ${s.name} (${s.ownerName ?? s.owner.slice(-8)}): ${stateColour(c, s.state)}, ${n.done} done, ${n.failed} failed, ${n.cancelled} cancelled of ${s.total}`
 }
 
 /** A progress bar on a terminal; plain lines when stdout is not one (logs, CI). */

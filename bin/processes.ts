@@ -22,10 +22,15 @@ export interface MeshProcess {
   stop: (signal?: NodeJS.Signals) => Promise<number | string>
 }
 
-export function startMeshfarm (args: string[], opts: { home: string, env?: NodeJS.ProcessEnv, logFile?: string }): MeshProcess {
-  const child = spawn(process.execPath, ['--import', TSX_LOADER, CLI_ENTRY, '--home', opts.home, ...args], {
+export function startMeshfarm (args: string[], opts: { home: string, env?: NodeJS.ProcessEnv, logFile?: string, uid?: number, gid?: number, wrap?: string[] }): MeshProcess {
+  // `wrap` runs it through another command first (tests: `ip netns exec <host>`, a host of a simulated LAN).
+  const argv = [process.execPath, '--import', TSX_LOADER, CLI_ENTRY, '--home', opts.home, ...args]
+  const command = [...(opts.wrap ?? []), ...argv]
+  const child = spawn(command[0], command.slice(1), {
     env: { ...process.env, ...opts.env },
-    stdio: ['ignore', 'pipe', 'pipe']
+    stdio: ['ignore', 'pipe', 'pipe'],
+    // Tests run an agent as an ordinary user too (the one case where only the mount namespace keeps its keys).
+    ...(opts.uid != null ? { uid: opts.uid, gid: opts.gid ?? opts.uid } : {})
   })
   let text = ''
   const waiters = new Set<() => void>()

@@ -97,7 +97,12 @@ export class AgentSessions {
       case 'agent.started': return fire(() => { core.onStarted(agentId, msg.attemptIds, now()) })
       case 'agent.suspended': return fire(() => { core.onSuspended(agentId, msg.attemptIds, now()) })
       case 'agent.continued': return fire(() => { core.onContinued(agentId, msg.attemptIds, now()) })
-      case 'agent.vacated': return fire(() => { core.onVacated(agentId, msg.attemptIds, msg.kind, msg.reason, now()) })
+      case 'agent.vacated':
+        // The agent keeps its notice until it is acknowledged, after the commit.
+        loop.run(() => core.onVacated(agentId, msg.attemptIds, msg.kind, msg.reason, now())).then(({ acked, refused }) => {
+          writer.send({ t: 'coord.ack', attemptIds: acked, refused })
+        }, err => { this.deps.log(`coordinator: vacate notice of ${agentId.slice(-8)} not committed: ${errorMessage(err)}`) })
+        return
       case 'agent.update': return fire(() => { core.onAgentUpdate(agentId, msg.resources, msg.status, now()) })
       case 'agent.logs': this.deps.logs.answer(agentId, msg); return
       case 'agent.results': {

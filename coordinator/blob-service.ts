@@ -13,8 +13,13 @@ export function serveBlobs (blobs: BlobStore, acl: AccessList, log: (line: strin
   return (stream: Stream, connection: Connection): void => {
     void serveBlobStream(stream, connection.remotePeer.toString(), blobs, {
       authorize: (peer, op) => {
-        if (acl.roles(peer).length === 0) throw new MeshfarmError('FORBIDDEN', `peer ${peer.slice(-8)} is not on this mesh's access list`)
-        if (op === 'put' && !acl.has(peer, 'agent')) acl.require(peer, 'submitter', 'uploading files')
+        try {
+          if (acl.roles(peer).length === 0) throw new MeshfarmError('FORBIDDEN', `peer ${peer.slice(-8)} is not on this mesh's access list`)
+          if (op === 'put' && !acl.has(peer, 'agent')) acl.require(peer, 'submitter', 'uploading files')
+        } catch (err) {
+          log(`coordinator: refused a blob ${op} from ${peer.slice(-8)}: ${(err as Error).message}`)
+          throw err
+        }
       },
       onServed: (peer, hash, bytes) => { if (debug) log(`blob-sent ${hash} ${peer} ${bytes}`) }
     })

@@ -95,7 +95,18 @@ export class Coordinator {
     log(`coordinator: state loaded in ${Date.now() - startedAt} ms`)
 
     // The access list is enforced twice: here, on every encrypted connection, and again on every request.
-    const node = await createMeshNode({ mesh: config.mesh, listen: config.listen, privateKey: identity, allowPeer: peer => acl.admits(peer.toString(), Date.now()) })
+    const audit = auditOnce(log)
+    const node = await createMeshNode({
+      mesh: config.mesh,
+      listen: config.listen,
+      privateKey: identity,
+      log,
+      allowPeer: peer => {
+        const ok = acl.admits(peer.toString(), Date.now())
+        if (!ok) audit(peer.toString(), `coordinator: refused a connection from ${peer.toString()}: not on the access list`)
+        return ok
+      }
+    })
     const self = (): { peerId: string, addrs: string[] } => ({ peerId: node.peerId.toString(), addrs: shareableAddrs(node) })
     const logs = new LogRelay({ core, store, blobs, deliver: (agentId, msg) => { sessions?.deliver(agentId, msg) } })
     sessions = new AgentSessions({ core, loop, acl, blobs, logs, heartbeatMs: config.heartbeatMs, log })
@@ -115,7 +126,14 @@ export class Coordinator {
     await node.handle(PROTOCOL_BLOB, serveBlobs(blobs, acl, log, config.debug === true), STREAM_LIMITS.blob)
     await node.handle(PROTOCOL_ROSTER, (stream) => { serveRoster(stream, self) }, STREAM_LIMITS.roster)
 
+    // Agents admit the mesh's members: when the access list changes on disk (an edit, a join), tell them.
+    let members = acl.memberIds().join(',')
     const ticker = setInterval(() => {
+      const now = acl.memberIds().join(',')
+      if (now !== members) {
+        members = now
+        sessions?.broadcastMembers()
+      }
       loop.run(() => core.tick(Date.now())).then(lost => {
         for (const id of lost) log(`coordinator: agent ${id.slice(-8)} lost; its tasks go back to the front of the queue`)
         if (core.hasQueued()) loop.kick()
@@ -154,6 +172,18 @@ export class Coordinator {
     sessions.closeAll()
     try { await this.node.stop() } catch { /* already stopped */ }
     try { store.close() } catch { /* already closed or failed */ }
+  }
+}
+
+/** Logs a refusal once per peer a minute: an audit trail that a flood of attempts cannot turn into a log flood. */
+function auditOnce (log: (line: string) => void): (peer: string, line: string) => void {
+  const last = new Map<string, number>()
+  return (peer, line) => {
+    const now = Date.now()
+    if ((last.get(peer) ?? 0) > now - 60_000) return
+    if (last.size > 10_000) last.clear()
+    last.set(peer, now)
+    log(line)
   }
 }
 

@@ -13,12 +13,13 @@ import type { AgentResources, AgentStatus, AttemptResult, CoordMessage, Failure,
 import { TERMINAL_STATES } from '../shared/protocol/data.ts'
 import type { MeshEvent } from '../shared/protocol/events.ts'
 import { MeshfarmError } from '../shared/util/errors.ts'
-import { schedule, type SchedTask } from './scheduler.ts'
+import { schedule, type OwnerQueue, type SchedTask } from './scheduler.ts'
 import { constraintKey, type Store } from './store.ts'
 import { TaskTable, emptyCounts, shapeKey, type JobRuntime } from './job-table.ts'
 import { schedView, type AgentRuntime } from './agent-registry.ts'
-import { addAttempt, attemptsOf, removeAttempt, taskKey, type Attempt, type CoreOptions, type CoreState } from './core-state.ts'
+import { addAttempt, attemptsOf, removeAttempt, runningCores, taskKey, type Attempt, type CoreOptions, type CoreState } from './core-state.ts'
 import { recoverState } from './recovery.ts'
+import { perAgentLimits } from './job-limits.ts'
 import { TaskLedger } from './task-ledger.ts'
 import * as queries from './queries.ts'
 
@@ -163,9 +164,15 @@ export class CoordinatorCore {
     for (const a of this.mine(agentId, attemptIds)) this.ledger.suspendOrContinue(a, 'continue', now)
   }
 
-  /** Attempts the agent stopped and handed back: not the task's fault, nothing counted against it. */
-  onVacated (agentId: string, attemptIds: number[], kind: 'vacate' | 'preempt', reason: string, now: number): void {
-    for (const a of this.mine(agentId, attemptIds)) this.ledger.vacated(a, kind, reason, now)
+  /**
+   * Attempts the agent stopped and handed back: not the task's fault, nothing counted against it. Returns what to
+   * acknowledge (the agent keeps a notice until then) and what is not ours (already ended: also settled).
+   */
+  onVacated (agentId: string, attemptIds: number[], kind: 'vacate' | 'preempt', reason: string, now: number): { acked: number[], refused: number[] } {
+    const mine = this.mine(agentId, attemptIds)
+    for (const a of mine) this.ledger.vacated(a, kind, reason, now)
+    const acked = new Set(mine.map(a => a.id))
+    return { acked: [...acked], refused: attemptIds.filter(id => !acked.has(id)) }
   }
 
   /** Commits results; returns the attempt ids to acknowledge and those refused as stale. */
@@ -209,6 +216,8 @@ export class CoordinatorCore {
       this.ledger.emit({ time: now, type: drained ? 'agent.left' : 'agent.lost', agent: agent.id, host: agent.resources.hostname })
     }
     this.s.agents.forgetGone()
+    const usage = this.s.usage.takeDirty()
+    if (usage != null) this.store.saveUsage(usage)
     return lost
   }
 
@@ -239,7 +248,7 @@ export class CoordinatorCore {
       agents.push(schedView(agent, [...agent.attempts].map(id => this.s.attempts.get(id)!), this.opts.prefetch))
     }
     if (agents.length === 0) return 0
-    const { placements, newAffinity } = schedule({ queue: this.queuedTasks(), agents, affinity: this.s.affinity })
+    const { placements, newAffinity } = schedule({ queues: this.queues(now), agents, affinity: this.s.affinity, limits: perAgentLimits(this.s) })
     for (const [k, v] of newAffinity) this.s.affinity.set(k, v)
     const byAgent = new Map<string, Array<Extract<CoordMessage, { t: 'coord.assign' }>['assignments'][number]>>()
     for (const p of placements) {
@@ -262,11 +271,30 @@ export class CoordinatorCore {
     return placements.length
   }
 
-  /** Queued tasks of active, unheld jobs in queue order, lazily. */
-  private * queuedTasks (): Generator<SchedTask> {
+  /**
+   * One queue per member: their active, unheld jobs by priority (higher first), then in submission order, each
+   * job's tasks in its queue order (requeued ones first); with the member's load for fair share.
+   */
+  private queues (now: number): OwnerQueue[] {
+    const byOwner = new Map<string, JobRuntime[]>()
     for (const job of this.s.jobs.values()) {
+      if (job.tasks == null || job.held || job.counts.queued === 0) continue
+      const list = byOwner.get(job.owner)
+      if (list == null) byOwner.set(job.owner, [job])
+      else list.push(job)
+    }
+    const running = runningCores(this.s)
+    return [...byOwner.entries()].map(([owner, jobs]) => {
+      jobs.sort((a, b) => (b.header.priority ?? 0) - (a.header.priority ?? 0) || a.id - b.id)
+      return { owner, load: this.s.usage.load(owner, running.get(owner) ?? 0, now), tasks: this.queuedTasks(jobs) }
+    })
+  }
+
+  /** The queued tasks of these jobs, in order, lazily. */
+  private * queuedTasks (jobs: JobRuntime[]): Generator<SchedTask> {
+    for (const job of jobs) {
       const t = job.tasks
-      if (t == null || job.held || job.counts.queued === 0) continue
+      if (t == null || job.counts.queued === 0) continue
       for (const index of t.queued()) {
         const shape = t.shape(index)
         const affinity = t.affinity.get(index)
@@ -277,7 +305,8 @@ export class CoordinatorCore {
           memoryMb: shape.memoryMb,
           timeoutMs: shape.timeoutMs,
           constraints: shape.constraints,
-          affinity: affinity != null ? `${job.id}\u0000${affinity}` : undefined
+          affinity: affinity != null ? `${job.id}\u0000${affinity}` : undefined,
+          group: job.id
         }
       }
     }
@@ -322,10 +351,10 @@ export class CoordinatorCore {
   /** The live attempt running a task, if any (logs). */
   attemptOf (jobId: number, index: number): Attempt | undefined { return attemptsOf(this.s, jobId, index).find(a => !a.orphan) ?? attemptsOf(this.s, jobId, index)[0] }
   get state (): Readonly<CoreState> { return this.s }
+  /** A member's name on the access list, if it has one. */
+  nameOf = (peerId: string): string | undefined => this.opts.nameOf?.(peerId)
   /** For tests and the benchmark: how many attempts are in flight. */
   get inFlight (): number { return this.s.attempts.size }
-  isTerminal (jobId: number, index: number): boolean { const t = this.s.jobs.get(jobId)?.tasks; return t == null || TERMINAL_STATES.has(t.state(index)) }
-  removeAttemptForTest (a: Attempt): void { removeAttempt(this.s, a) }
 }
 
 export type { Failure }

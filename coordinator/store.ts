@@ -90,6 +90,7 @@ CREATE TABLE IF NOT EXISTS events (
   seq INTEGER PRIMARY KEY, time INTEGER NOT NULL, type TEXT NOT NULL, job_id INTEGER, idx INTEGER,
   agent TEXT, host TEXT, data BLOB);
 CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, seq) WHERE job_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS usage (owner TEXT PRIMARY KEY, core_seconds REAL NOT NULL, at INTEGER NOT NULL);
 `
 
 /** Columns added since the first release, for databases created by it. */
@@ -154,6 +155,8 @@ export class Store {
       eventsAfter: db.prepare('SELECT seq, time, type, job_id, idx, agent, host, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?'),
       eventsOfJobAfter: db.prepare('SELECT seq, time, type, job_id, idx, agent, host, data FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?'),
       pruneEvents: db.prepare('DELETE FROM events WHERE seq <= ?'),
+      loadUsage: db.prepare('SELECT owner, core_seconds, at FROM usage'),
+      saveUsage: db.prepare('INSERT INTO usage (owner, core_seconds, at) VALUES (?, ?, ?) ON CONFLICT (owner) DO UPDATE SET core_seconds = excluded.core_seconds, at = excluded.at'),
       getMeta: db.prepare('SELECT value FROM meta WHERE key = ?'),
       setMeta: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value')
     }
@@ -292,6 +295,16 @@ export class Store {
       gpuIds: r.gpu_ids === '' ? [] : String(r.gpu_ids).split(',').map(Number), memoryMb: r.memory_mb, startedAt: r.started_at,
       running: r.running === 1, orphan: r.orphan === 1
     }))
+  }
+
+  // ---- fair share ----
+
+  loadUsage (): Array<[string, { coreSeconds: number, at: number }]> {
+    return (this.stmts.loadUsage.all() as Array<{ owner: string, core_seconds: number, at: number }>).map(r => [r.owner, { coreSeconds: r.core_seconds, at: r.at }])
+  }
+
+  saveUsage (entries: Array<[string, { coreSeconds: number, at: number }]>): void {
+    for (const [owner, r] of entries) this.stmts.saveUsage.run(owner, r.coreSeconds, r.at)
   }
 
   // ---- the event stream ----

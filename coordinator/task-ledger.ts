@@ -94,7 +94,7 @@ export class TaskLedger {
   }
 
   vacated (a: Attempt, kind: 'vacate' | 'preempt', reason: string, now: number): void {
-    this.endAttempt(a)
+    this.endAttempt(a, now)
     const job = this.activeJob(a)
     if (job == null || this.othersActive(a)) return
     job.tasks!.bump(a.index, 'vacates')
@@ -103,7 +103,7 @@ export class TaskLedger {
 
   /** An attempt's result: commit it, retry the task, or fail it. */
   finished (a: Attempt, r: AttemptResult, now: number): void {
-    this.endAttempt(a)
+    this.endAttempt(a, now, r.endedAt - r.startedAt)
     const job = this.activeJob(a)
     if (job == null) return
     const t = job.tasks!
@@ -185,7 +185,7 @@ export class TaskLedger {
 
   /** The agent came back without this attempt (it restarted): gone for good; a crash if it was running. */
   attemptGone (a: Attempt, why: string, now: number): void {
-    this.endAttempt(a)
+    this.endAttempt(a, now)
     const job = this.activeJob(a)
     if (job == null) return
     if (a.running) {
@@ -220,10 +220,14 @@ export class TaskLedger {
     return attemptsOf(this.s, a.jobId, a.index).some(o => o.id !== a.id && !o.orphan)
   }
 
-  private endAttempt (a: Attempt): void {
+  /** Ends an attempt; the cores it held count towards its member's usage (fair share) for as long as it held them. */
+  private endAttempt (a: Attempt, now?: number, ranMs?: number): void {
     if (!this.s.attempts.has(a.id)) return
     removeAttempt(this.s, a)
     this.store.endAttempt(a.id)
+    const owner = this.s.jobs.get(a.jobId)?.owner
+    const ms = ranMs ?? (now != null ? now - a.startedAt : 0)
+    if (owner != null && now != null && ms > 0) this.s.usage.charge(owner, a.cores * ms / 1000, now)
   }
 
   /** The attempt's job, if it is still active and the task not yet ended. */

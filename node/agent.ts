@@ -1,262 +1,305 @@
 /**
- * The agent process: finds the coordinator through the mesh, registers its resources, heartbeats, runs the
- * tasks it is given and delivers their results. Tasks keep running while the coordinator is away; the agent
- * reconnects by itself and delivers what finished meanwhile.
+ * The agent process: the network loop around the reactor. It finds the coordinator through the mesh, holds a
+ * session with it (hello, welcome, heartbeats), reconnects with back-off, and feeds the reactor every message and
+ * local event; the reactor decides (node/reactor.ts), AgentIO acts (node/agent-io.ts). Tasks keep running while
+ * the coordinator is away, and their results arrive when it returns.
  */
+import { chmodSync, existsSync, readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
+import { rm, stat } from 'node:fs/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { PeerId } from '@libp2p/interface'
-import { Channel } from '../shared/protocol/codec.ts'
-import { PROTOCOL_AGENT, PROTOCOL_ROSTER } from '../shared/protocol/constants.ts'
-import { MeshfarmError, errorMessage } from '../shared/util/errors.ts'
-import { ensurePrivateDir, homePaths } from '../shared/local/home.ts'
-import { identityFor } from '../shared/local/identity.ts'
-import { createMeshNode, HANDLER_OPTIONS, type MeshNode } from '../shared/net/mesh.ts'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { encodeMessage, type Channel } from '../shared/protocol/codec.ts'
+import { INLINE_BLOB_BYTES, MAX_FRAME_BYTES, PROTOCOL_AGENT, PROTOCOL_ROSTER } from '../shared/protocol/constants.ts'
+import { MeshfarmError, errorMessage, isMeshfarmError } from '../shared/util/errors.ts'
+import { homePaths } from '../shared/local/home.ts'
+import { identityFor, loadOrCreateIdentity } from '../shared/local/identity.ts'
+import { createMeshNode, type MeshNode } from '../shared/net/mesh.ts'
 import type { MeshConfig } from '../shared/local/mesh-config.ts'
-import type { AgentMessage, AgentResources, AttemptResult, CoordMessage } from '../shared/protocol/messages.ts'
+import type { AgentMessage, AgentResources, CoordMessage } from '../shared/protocol/messages.ts'
 import { COORD_MESSAGES } from '../shared/protocol/schema.ts'
 import { BlobStore } from '../shared/files/blob-store.ts'
 import { downloadBlob, uploadBlob } from '../shared/net/blob-protocol.ts'
 import { findCoordinator, serveRoster, type CoordinatorAddress } from '../shared/net/discovery.ts'
 import { SerialWriter } from '../shared/net/serial-writer.ts'
 import { openChannel } from '../shared/net/rpc.ts'
-import { checkTaskSpec, checkFileRef } from '../shared/protocol/schema.ts'
-import type { Assignment } from '../shared/protocol/messages.ts'
-import { Executor } from './executor.ts'
+import { AgentReactor, type AgentLifecycle } from './reactor.ts'
+import { AgentIO, type Session } from './agent-io.ts'
+import { checkAssignments } from './assignment-check.ts'
 import { Outbox } from './outbox.ts'
+import { Stager } from './staging.ts'
+import { MemberGate } from './gate.ts'
 import { lockAgentDir } from './agent-lock.ts'
-import { LauncherPool } from './launcher-pool.ts'
-import { nativeLauncher } from './native-launcher.ts'
-import { stat } from 'node:fs/promises'
+import { LauncherPool } from './launcher/pool.ts'
+import { NODE_LAUNCHER } from './launcher/client.ts'
+import { nativeLauncher } from './launcher/native.ts'
+import { LocalBackend, type LocalTaskHooks } from './backend/local.ts'
+import type { Isolation } from './backend/launch-plan.ts'
+import { describeIsolation, type IsolationChoice } from './isolation.ts'
+import { chooseIsolation, traversableLayout } from './isolation-probe.ts'
+import { entryId } from './results.ts'
+import { agentPaths, checkWorkDir, prepareDirs, realHome, type AgentPaths } from './work-dir.ts'
+import { findBwrap } from './bwrap.ts'
 
-export type AgentState = 'starting' | 'running' | 'draining' | 'stopped'
+export type { AgentLifecycle } from './reactor.ts'
 
 export interface AgentOptions {
   mesh: MeshConfig
   listen: string[]
   resources: AgentResources
+  /** --isolation (default auto); parse it with parseIsolationFlag. */
+  isolation?: IsolationChoice
+  /** --work-dir: where task and job folders go (default /var/tmp/meshfarm-<uid>/<id>); never the state folder. */
+  workDir?: string
+  /** Between SIGTERM and SIGKILL for a task being stopped (default 5 s). */
+  killGraceMs?: number
+  /** How long stop() waits for tasks to end and their vacate notices to be acknowledged (default 5 s). */
+  stopGraceMs?: number
+  /** Resource management around each task (node/cgroups/). */
+  hooks?: LocalTaskHooks
   log?: (line: string) => void
 }
 
 export interface AgentService {
   node: MeshNode
-  state: () => AgentState
-  /** Resolves when a drain has finished and the agent stopped by itself. */
+  state: () => AgentLifecycle
+  isolation: Isolation
+  /** Policies (harvesting, a batch bridge) act through the reactor: suspend, resume, vacate, updateResources. */
+  reactor: AgentReactor
+  /** Resolves when a drain has finished and the agent stopped taking work by itself. */
   drained: Promise<void>
   stop: () => Promise<void>
 }
 
+const LONG_TASK_MS = 1000
 const RESULT_BATCH = 256
+/** Inline file bytes per agent.results message: well under the frame limit, whatever else the message holds. */
+const INLINE_BUDGET_BYTES = 4 * 1024 * 1024
+const LOG_PIECE_BYTES = 1024 * 1024
+const ROSTER_TIMEOUT_MS = 5000
 
 export async function startAgent (opts: AgentOptions): Promise<AgentService> {
+  // Everything this process creates is its own alone (tasks get the usual 022 from the launcher).
+  process.umask(0o077)
   const log = opts.log ?? ((line: string) => { console.log(line) })
-  const paths = homePaths(opts.mesh.home)
-  const workDir = join(paths.agentDir, 'work')
-  const jobsDir = join(paths.agentDir, 'jobs')
-  ensurePrivateDir(workDir)
-  ensurePrivateDir(jobsDir)
-  const unlock = lockAgentDir(paths.agentDir)
-  const cache = new BlobStore(join(paths.agentDir, 'cache'))
-  const outbox = new Outbox(workDir)
-  const recovered = await outbox.load()
-  if (recovered > 0) log(`agent: ${recovered} finished result(s) from before the restart wait for delivery`)
-  const launcher = new LauncherPool(LauncherPool.sizeFor(opts.resources.slots, opts.resources.cores), nativeLauncher(join(paths.agentDir, 'bin'), log) ?? undefined)
-  const node = await createMeshNode({ mesh: opts.mesh, listen: opts.listen, privateKey: await identityFor(opts.mesh.home, opts.mesh.coordinator, 'agent') })
-  let state: AgentState = 'starting'
-  let coordinator: PeerId | null = null
-  let known: CoordinatorAddress | null = null
-  let writer: SerialWriter<AgentMessage> | null = null
-  let session: Channel<CoordMessage, AgentMessage> | null = null
-  let stopping = false
-  let resolveDrained!: () => void
-  const drained = new Promise<void>(resolve => { resolveDrained = resolve })
+  const home = realHome(opts.mesh.home)
+  const paths = agentPaths(home, { workDir: opts.workDir, uid: process.getuid?.() ?? 0 })
+  checkWorkDir(paths)
+  prepareDirs(paths, { traversable: false })
+  tightenState(paths)
+  const unlock = lockAgentDir(paths.state)
+  const pool = new LauncherPool(LauncherPool.sizeFor(opts.resources.slots, opts.resources.cores), nativeLauncher(paths.bin, log) ?? NODE_LAUNCHER)
+  try {
+    return await startWithLock(opts, log, paths, pool, unlock)
+  } catch (err) {
+    await pool.close()
+    unlock()
+    throw err
+  }
+}
 
-  await node.handle(PROTOCOL_ROSTER, (stream) => { serveRoster(stream, () => known) }, HANDLER_OPTIONS)
+async function startWithLock (opts: AgentOptions, log: (line: string) => void, paths: AgentPaths, pool: LauncherPool, unlock: () => void): Promise<AgentService> {
+  const features = await pool.features()
+  const root = process.getuid?.() === 0
+  const own = peerIdFromPrivateKey(await loadOrCreateIdentity(paths.home)).toString()
+  const bwrap = findBwrap()
+  const { decision, isolation } = await chooseIsolation({
+    choice: opts.isolation ?? 'auto',
+    facts: { root, nativeSandbox: features.has('sandbox'), canSwitchUser: features.has('user'), bwrap: bwrap != null },
+    paths, slots: opts.resources.slots, bwrap, launcher: pool, log,
+    sharesCoordinatorState: opts.mesh.coordinator === own || existsSync(homePaths(paths.home).coordinatorDir),
+    prepare: traversable => { prepareDirs(paths, { traversable }) }
+  })
+  if (!decision.ok || isolation == null) throw new MeshfarmError('FORBIDDEN', decision.ok ? 'no isolation' : decision.message)
+  prepareDirs(paths, { traversable: traversableLayout(decision.candidate) })
+  for (const note of decision.notes) log(`agent: isolation: could not use ${note}`)
+  log(`agent: ${describeIsolation(decision.candidate, isolation.hide)}`)
+  const resources: AgentResources = { ...opts.resources, isolation: isolation.mode }
 
-  const executor = new Executor({
-    workDir,
-    jobsDir,
-    cache,
-    launcher,
-    resources: opts.resources,
-    log,
-    fetchToCache: async (hash) => {
-      if (coordinator == null) throw new MeshfarmError('NO_COORDINATOR', 'no coordinator to fetch inputs from')
-      // A partial download from an earlier try resumes where it stopped.
-      const tmp = cache.downloadPath(hash)
-      await downloadBlob(node, coordinator, hash, tmp, await fileSize(tmp))
-      await cache.adopt(hash, tmp)
-    },
-    onStarted: (attemptId) => { startedBuffer.push(attemptId); scheduleFlush() },
-    onFinished: (result: AttemptResult, dir: string) => {
-      void outbox.add(result, dir, writer != null).then(scheduleFlush, err => { log(`agent: cannot keep result of attempt ${result.attemptId}: ${errorMessage(err)}`) })
-    }
+  const cache = new BlobStore(paths.cache)
+  const outbox = new Outbox(paths.outbox, { persistAfterMs: LONG_TASK_MS })
+  const { entries, broken } = await outbox.load()
+  if (broken > 0) log(`agent: ${broken} unreadable result file(s) from before the restart were removed`)
+  if (entries.length > 0) log(`agent: ${entries.length} finished result(s) from before the restart wait for delivery`)
+
+  type Live = Session & { coordinator: PeerId }
+  let session: Live | null = null
+  let sessionChannel: Channel<CoordMessage, AgentMessage> | null = null
+  const waiters: Array<() => void> = []
+  const gate = new MemberGate(join(paths.state, 'members.json'), opts.mesh.coordinator)
+  const node = await createMeshNode({
+    mesh: opts.mesh, listen: opts.listen, log, privateKey: await identityFor(opts.mesh.home, opts.mesh.coordinator, 'agent'),
+    allowInbound: peer => gate.allows(peer.toString())
   })
 
-  // Started notices and results are batched: one message per turn of the loop, not one per task.
-  const startedBuffer: number[] = []
-  let flushQueued = false
-  let flushing = false
-  function scheduleFlush (): void {
-    if (flushQueued) return
-    flushQueued = true
-    setImmediate(() => { flushQueued = false; void flush() })
-  }
-
-  async function flush (): Promise<void> {
-    const w = writer
-    if (w == null || coordinator == null) return
-    // A task that already finished needs no started notice: its result says it all (short tasks: half the messages).
-    const started = startedBuffer.splice(0).filter(id => !outbox.has(id))
-    if (started.length > 0) w.send({ t: 'agent.started', attemptIds: started })
-    if (flushing) return
-    flushing = true
-    try {
-      while (outbox.waiting > 0 && writer === w) {
-        const coord = coordinator
-        const batch = await outbox.takeBatch(RESULT_BATCH, async (ref, path) => {
-          await uploadBlob(node, coord, ref.hash, ref.size, path)
-        })
-        if (batch.length === 0) break
-        w.send({ t: 'agent.results', results: batch })
-      }
-    } catch (err) {
-      log(`agent: delivering results failed: ${errorMessage(err)}`)
-    } finally {
-      flushing = false
-    }
-    maybeFinishDrain()
-  }
-
-  function maybeFinishDrain (): void {
-    if (state === 'draining' && executor.busy === 0 && outbox.size === 0) {
-      log('agent: drained: all tasks finished and delivered; stopping')
-      resolveDrained()
-    }
-  }
-
-  function onCoordMessage (msg: CoordMessage): void {
-    switch (msg.t) {
-      case 'coord.assign':
-        for (const raw of msg.assignments) {
-          const a = checkAssignment(raw)
-          if (a == null) continue
-          if (state === 'draining') {
-            executor.cancel([a.attemptId], 'agent is draining')
-            continue
-          }
-          executor.accept(a)
+  /** Brings a blob into the cache; while the coordinator is away (restarting, say), waits and tries again. */
+  const fetch = async (hash: string, signal: AbortSignal): Promise<void> => {
+    let backoff = 250
+    let mismatches = 0
+    while (true) {
+      signal.throwIfAborted()
+      const s = session ?? await new Promise<Live | null>((resolve, reject) => {
+        const onAbort = (): void => { reject(signal.reason) }
+        signal.addEventListener('abort', onAbort, { once: true })
+        waiters.push(() => { signal.removeEventListener('abort', onAbort); resolve(session) })
+      })
+      if (s == null) continue
+      const tmp = cache.downloadPath(hash)
+      try {
+        await downloadBlob(node, s.coordinator, hash, tmp, (await stat(tmp).catch(() => null))?.size ?? 0)
+        await cache.adopt(hash, tmp)
+        return
+      } catch (err) {
+        const code = isMeshfarmError(err) ? err.code : null
+        if (code === 'HASH_MISMATCH') {
+          // A partial download that does not add up is discarded and fetched again from the start.
+          await rm(tmp, { force: true })
+          if (++mismatches >= 3) throw err
+        } else if (code === 'NOT_FOUND' || code === 'DISK' || code === 'FORBIDDEN' || code === 'UNSAFE_PATH') {
+          throw err
         }
-        break
-      case 'coord.cancel':
-        executor.cancel(msg.attemptIds.filter(Number.isInteger), msg.reason)
-        break
-      case 'coord.ack':
-        void outbox.settle([...msg.attemptIds, ...msg.refused].filter(Number.isInteger)).then(maybeFinishDrain)
-        break
-      case 'coord.drain':
-        state = 'draining'
-        log('agent: draining: finishing running tasks, taking no new ones')
-        maybeFinishDrain()
-        break
-      case 'coord.welcome':
-        break
+        await sleep(backoff, undefined, { signal })
+        backoff = Math.min(backoff * 2, 5000)
+      }
     }
   }
+
+  const stager = new Stager({ paths, cache, isolation, fetch })
+  const crashed = await stager.launchedWithoutResult(new Set(entries.map(entryId)))
+  if (crashed.length > 0) log(`agent: ${crashed.length} task(s) were running when this agent last stopped without warning; the coordinator counts them as crashes`)
+  await stager.clean(new Set(entries.map(entryId)))
+  const backend = new LocalBackend({
+    launcher: pool, isolation, killGraceMs: opts.killGraceMs ?? 5000, agentHasGpus: resources.gpus.length > 0, agentPid: process.pid, hooks: opts.hooks
+  })
+  let finish!: (why: 'drained' | 'stopped') => void
+  const finished = new Promise<'drained' | 'stopped'>(resolve => { finish = resolve })
+  const io = new AgentIO({
+    paths, isolation, stager, backend, outbox, gate, session: () => session, log,
+    inlineMaxBytes: INLINE_BLOB_BYTES, inlineBudgetBytes: INLINE_BUDGET_BYTES, onFinished: why => { finish(why) }
+  })
+  const reactor = new AgentReactor(io, {
+    resources, longTaskMs: LONG_TASK_MS, resultBatch: RESULT_BATCH, inlineBudgetBytes: INLINE_BUDGET_BYTES,
+    inlineMaxBytes: INLINE_BLOB_BYTES, logPieceBytes: LOG_PIECE_BYTES
+  })
+  io.reactor = reactor
+  reactor.start(entries, crashed)
+
+  let known: CoordinatorAddress | null = null
+  // The agent's own protocol: a few streams per peer, each answered or dropped within seconds.
+  await node.handle(PROTOCOL_ROSTER, (stream) => {
+    const timer = setTimeout(() => { stream.abort(new MeshfarmError('TIMEOUT', 'roster query too slow')) }, ROSTER_TIMEOUT_MS)
+    stream.addEventListener('close', () => { clearTimeout(timer) }, { once: true })
+    serveRoster(stream, () => known)
+  }, { maxInboundStreams: 4, maxOutboundStreams: 4 })
 
   /** One session with the coordinator; returns when the stream ends. */
   async function runSession (coord: PeerId): Promise<void> {
     const ch = await openChannel<CoordMessage, AgentMessage>(node, coord, PROTOCOL_AGENT, COORD_MESSAGES)
-    session = ch
-    const w = new SerialWriter(ch)
-    w.send({ t: 'agent.hello', resources: opts.resources, running: executor.held(), pending: outbox.ids(), draining: state === 'draining' })
-    const welcome = await ch.expect()
-    if (welcome.t !== 'coord.welcome') throw new MeshfarmError('PROTOCOL', `expected coord.welcome, got ${welcome.t}`)
-    coordinator = coord
-    writer = w
-    if (state === 'starting') state = 'running'
-    log(`agent: connected to coordinator ${coord.toString().slice(-8)}`)
-    const heartbeat = setInterval(() => { w.send({ t: 'agent.heartbeat', running: executor.held() }) }, welcome.heartbeatMs)
-    scheduleFlush()
+    sessionChannel = ch
+    const writer = new SerialWriter(ch)
+    const send = (msg: AgentMessage): boolean => {
+      const frame = encodeMessage(msg)
+      if (frame.byteLength - 4 > MAX_FRAME_BYTES) return false
+      writer.sendFrame(frame)
+      return true
+    }
+    let heartbeat: NodeJS.Timeout | undefined
     try {
+      send(reactor.hello())
+      const welcome = await ch.expect()
+      if (welcome.t !== 'coord.welcome') throw new MeshfarmError('PROTOCOL', `expected coord.welcome, got ${welcome.t}`)
+      session = { coordinator: coord, send, upload: async (ref, path) => { await uploadBlob(node, coord, ref.hash, ref.size, path) } }
+      for (const wake of waiters.splice(0)) wake()
+      reactor.sessionUp()
+      log(`agent: connected to coordinator ${coord.toString().slice(-8)}`)
+      heartbeat = setInterval(() => { reactor.heartbeat() }, Math.max(100, welcome.heartbeatMs))
       while (true) {
         const msg = await ch.read()
         if (msg == null) break
-        onCoordMessage(msg)
+        if (msg.t === 'coord.assign') msg.assignments = checkAssignments(msg.assignments, line => { log(`agent: ${line}`) })
+        reactor.message(msg, Date.now())
       }
     } finally {
       clearInterval(heartbeat)
-      writer = null
-      session = null
-      outbox.requeueInFlight()
+      writer.close()
+      sessionChannel = null
+      if (session != null) {
+        session = null
+        reactor.sessionDown()
+      }
     }
   }
 
-  // The connection loop: find the coordinator, hold a session, and start over when it ends.
+  // Ends the connection loop (an event, not a flag it polls: a back-off sleep wakes at once).
+  const shutdown = new AbortController()
   const loop = (async () => {
     let backoff = 250
-    while (!stopping) {
+    while (!shutdown.signal.aborted) {
       try {
         const coord = await findCoordinator(node, opts.mesh, 5000)
+        gate.setCoordinator(coord.toString())
         known = { peerId: coord.toString(), addrs: (await node.peerStore.get(coord)).addresses.map(a => a.multiaddr.toString()) }
         backoff = 250
         await runSession(coord)
-        if (!stopping) log('agent: coordinator went away; reconnecting')
+        if (!shutdown.signal.aborted) log('agent: coordinator went away; reconnecting')
       } catch (err) {
-        if (stopping) break
-        if ((err as MeshfarmError).code !== 'NO_COORDINATOR') log(`agent: session ended: ${errorMessage(err)}`)
-        await new Promise(resolve => setTimeout(resolve, backoff))
+        if (shutdown.signal.aborted) break
+        if (!isMeshfarmError(err) || err.code !== 'NO_COORDINATOR') log(`agent: session ended: ${errorMessage(err)}`)
+        await sleep(backoff, undefined, { signal: shutdown.signal }).catch(() => {})
         backoff = Math.min(backoff * 2, 5000)
       }
     }
   })()
 
-  log(`agent: ${opts.resources.hostname} ${node.peerId.toString()} with ${opts.resources.slots} slots, ${opts.resources.cores} cores, ${opts.resources.memoryMb} MB, GPUs [${opts.resources.gpus.map(g => g.index).join(',')}]${opts.resources.runsAsRoot ? ' (running as root)' : ''}`)
+  log(`agent: ${resources.hostname} ${node.peerId.toString()} with ${resources.slots} slots, ${resources.cores} cores, ${resources.memoryMb} MB, GPUs [${resources.gpus.map(g => g.index).join(',')}]${resources.runsAsRoot ? ' (running as root)' : ''}`)
   log(`agent: listening on ${node.getMultiaddrs().map(String).join(' ')}`)
 
-  return {
-    node,
-    state: () => state,
-    drained,
-    stop: async () => {
-      // Running tasks are stopped and reported as cancelled, so the coordinator requeues them at once
-      // instead of waiting for this agent to be declared lost.
-      executor.stopAll('agent stopped')
-      const deadline = Date.now() + 5000
-      while ((executor.busy > 0 || outbox.waiting > 0) && writer != null && Date.now() < deadline) {
-        scheduleFlush()
-        await new Promise(resolve => setTimeout(resolve, 50))
-      }
-      // Results not yet confirmed wait on disk for the next start.
-      await outbox.persistAll()
-      stopping = true
-      state = 'stopped'
-      session?.abort(new Error('agent stopping'))
-      await launcher.close()
+  const drained = finished.then(why => {
+    if (why === 'drained') log('agent: drained: all tasks finished and delivered; stopping')
+  })
+  let stopping: Promise<void> | null = null
+  const stop = async (): Promise<void> => {
+    stopping ??= (async () => {
+      // Unfinished attempts are stopped and reported vacated, so the coordinator requeues them at once, without
+      // counting them against the tasks; the stop waits for that (or its grace), not for a polling loop.
+      const held = reactor.heldIds().length
+      if (held > 0) log(`agent: stopping: ${held} unfinished attempt(s) handed back to the coordinator`)
+      reactor.stop(Date.now())
+      const deadline = setTimeout(() => { reactor.stopDeadline(Date.now()) }, opts.stopGraceMs ?? 5000)
+      await finished
+      clearTimeout(deadline)
+      shutdown.abort()
+      // Whatever is not yet acknowledged waits on disk for the next start.
+      await outbox.persistAll().catch(err => { log(`agent: cannot keep results on disk: ${errorMessage(err)}`) })
+      await outbox.idle()
+      sessionChannel?.abort(new Error('agent stopping'))
+      for (const wake of waiters.splice(0)) wake()
+      await backend.close()
+      await stager.close(new Set(reactor.pendingIds())).catch(err => { log(`agent: cleaning the work folder failed: ${errorMessage(err)}`) })
       await node.stop()
       await loop.catch(() => {})
+      reactor.closed()
       unlock()
-    }
+    })()
+    await stopping
   }
+  return { node, state: () => reactor.state, isolation, reactor, drained, stop }
 }
 
-/** Assignments are checked like any input from the network; a malformed one is dropped. */
-function checkAssignment (raw: Assignment): Assignment | null {
-  try {
-    if (!Number.isInteger(raw.attemptId) || !Number.isInteger(raw.jobId) || !Number.isInteger(raw.index)) return null
-    return {
-      attemptId: raw.attemptId,
-      jobId: raw.jobId,
-      index: raw.index,
-      task: checkTaskSpec(raw.task, raw.index),
-      shared: (Array.isArray(raw.shared) ? raw.shared : []).map((f, i) => checkFileRef(f, `shared[${i}]`)),
-      gpuIds: Array.isArray(raw.gpuIds) ? raw.gpuIds.filter(Number.isInteger) : [],
-      cores: Number.isInteger(raw.cores) && raw.cores > 0 ? raw.cores : 1
-    }
-  } catch {
-    return null
+/** State folders 0700 and the files in them 0600, whatever an older version left (the cache's blobs stay 0444). */
+function tightenState (p: AgentPaths): void {
+  for (const dir of [p.state, p.outbox, p.capture, p.cache, p.bin]) {
+    if ((statSync(dir).mode & 0o777) !== 0o700) chmodSync(dir, 0o700)
   }
-}
-
-async function fileSize (path: string): Promise<number> {
-  return (await stat(path).catch(() => null))?.size ?? 0
+  for (const dir of [p.outbox, p.capture]) {
+    for (const name of readdirSync(dir)) {
+      const f = join(dir, name)
+      if ((statSync(f).mode & 0o077) !== 0) chmodSync(f, 0o600)
+    }
+  }
+  for (const name of ['members.json', 'agent.pid']) {
+    const f = join(p.state, name)
+    if (existsSync(f) && (statSync(f).mode & 0o077) !== 0) chmodSync(f, 0o600)
+  }
 }

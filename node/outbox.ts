@@ -1,160 +1,166 @@
 /**
- * Finished attempts waiting for the coordinator to confirm them. A result is written into its task folder
- * (`.meshfarm/result`) so that it survives the coordinator's absence and the agent's restart; the folder is
- * removed only after the coordinator acknowledges (or refuses) the result.
+ * Finished attempts (results, vacate notices) kept until the coordinator confirms them, in the agent's state
+ * folder (`outbox/<attempt>.entry`), where tasks cannot reach them: a task cannot forge its own result.
  *
- * When to write: at once for a task that ran a second or more, or while no coordinator is connected; a short task's
- * result is written only if its acknowledgement has not come within a second (or the session ends). Short tasks
- * are most of a task farm's results, and writing each to disk was the agent's largest cost per task; if the agent
- * dies inside that second, the task runs again, as it would had the agent died a second earlier.
+ * Durability: an entry is written to a temp file, fsynced, renamed into place, and the folder fsynced, before it
+ * counts as on disk; it is deleted only after the coordinator acknowledged it (and the coordinator acknowledges
+ * only after its own commit), so a result acknowledged is never the only copy lost.
+ *
+ * When to write: at once for a task that ran a second or more, or while no coordinator is connected; a short
+ * task's result is written only if its acknowledgement has not come within a second (or the session ends). Why
+ * this is sound: the coordinator keeps the attempt as running on this agent until it has the result; if the agent
+ * dies inside that second, the attempt is lost with the agent and the task runs again, exactly as if the agent had
+ * died a second earlier while the task ran, and the task is one that runs in under a second. Nothing the
+ * coordinator acknowledged depends on the agent's copy. (Short tasks are most of a task farm's results, and
+ * writing each at once was the agent's largest cost per task.)
  */
-import { readdir, readFile, writeFile, rename } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { open, readdir, readFile, rename, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Packr } from 'msgpackr'
-import type { AttemptResult, FileRef } from '../shared/protocol/messages.ts'
-import { INLINE_BLOB_BYTES } from '../shared/protocol/constants.ts'
-import { META_DIR, removeTaskDir } from './executor.ts'
+import type { OutboxEntry } from './results.ts'
+import { entryId } from './results.ts'
 
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true })
 
-/** A task that ran at least this long has its result written at once. */
-const LONG_TASK_MS = 1000
-/** How long a short task's result waits in memory for its acknowledgement. */
-const PERSIST_AFTER_MS = 1000
-
-interface Entry {
-  result: AttemptResult
-  dir: string
-  inFlight: boolean
-  persisted: boolean
-  settled: boolean
-  persisting?: Promise<void>
-  timer?: NodeJS.Timeout
+/** The clock the outbox waits on (tests replace it to fire the timer when they choose). */
+export interface OutboxTimers {
+  setTimeout: (fn: () => void, ms: number) => unknown
+  clearTimeout: (handle: unknown) => void
 }
 
-export type Uploader = (ref: FileRef, path: string) => Promise<void>
+const REAL_TIMERS: OutboxTimers = {
+  setTimeout: (fn, ms) => { const t = setTimeout(fn, ms); t.unref(); return t },
+  clearTimeout: (h) => { clearTimeout(h as NodeJS.Timeout) }
+}
+
+interface Kept {
+  entry: OutboxEntry
+  persisted: boolean
+  settled: boolean
+  writing?: Promise<void>
+  timer?: unknown
+}
 
 export class Outbox {
-  private readonly entries = new Map<number, Entry>()
-  private readonly workDir: string
+  private readonly dir: string
+  private readonly persistAfterMs: number
+  private readonly timers: OutboxTimers
+  private readonly kept = new Map<number, Kept>()
+  private readonly writes = new Set<Promise<void>>()
+  private dirSync: Promise<void> | null = null
 
-  constructor (workDir: string) {
-    this.workDir = workDir
+  constructor (dir: string, opts: { persistAfterMs: number, timers?: OutboxTimers }) {
+    this.dir = dir
+    this.persistAfterMs = opts.persistAfterMs
+    this.timers = opts.timers ?? REAL_TIMERS
   }
 
-  /** Reloads results left by a previous run; task folders without a result were interrupted and are removed. */
-  async load (): Promise<number> {
-    const names = await readdir(this.workDir).catch(() => [] as string[])
-    for (const name of names) {
-      if (!/^\d+$/.test(name)) continue
-      const dir = join(this.workDir, name)
+  /** Entries left by a previous run; unreadable files (a crash mid-write) are removed. */
+  async load (): Promise<{ entries: OutboxEntry[], broken: number }> {
+    const entries: OutboxEntry[] = []
+    let broken = 0
+    for (const name of await readdir(this.dir).catch(() => [] as string[])) {
+      const path = join(this.dir, name)
+      if (!/^\d+\.entry$/.test(name)) {
+        if (name.endsWith('.tmp')) await unlink(path).catch(() => {})
+        continue
+      }
       try {
-        const result = packr.unpack(await readFile(join(dir, META_DIR, 'result'))) as AttemptResult
-        this.entries.set(result.attemptId, { result, dir, inFlight: false, persisted: true, settled: false })
+        const entry = packr.unpack(await readFile(path)) as OutboxEntry
+        if (String(entryId(entry)) !== name.slice(0, -'.entry'.length)) throw new Error('wrong attempt')
+        entries.push(entry)
+        this.kept.set(entryId(entry), { entry, persisted: true, settled: false })
       } catch {
-        await removeTaskDir(dir)
+        broken++
+        await unlink(path).catch(() => {})
       }
     }
-    return this.entries.size
-  }
-
-  /**
-   * Keeps a finished attempt; it counts as pending at once, so a hello sent meanwhile still claims it. With a
-   * coordinator connected, a short task's result may be sent before it is on disk (see the top of this file).
-   */
-  async add (result: AttemptResult, dir: string, connected: boolean): Promise<void> {
-    const entry: Entry = { result, dir, inFlight: false, persisted: false, settled: false }
-    this.entries.set(result.attemptId, entry)
-    if (!connected || result.endedAt - result.startedAt >= LONG_TASK_MS) {
-      entry.inFlight = true
-      try {
-        await this.persist(entry)
-      } finally {
-        entry.inFlight = false
-      }
-      return
-    }
-    entry.timer = setTimeout(() => { void this.persist(entry).catch(() => {}) }, PERSIST_AFTER_MS)
-    entry.timer.unref()
-  }
-
-  private async persist (e: Entry): Promise<void> {
-    if (e.persisted || e.settled) return
-    e.persisting ??= (async () => {
-      const file = join(e.dir, META_DIR, 'result')
-      await writeFile(`${file}.tmp`, packr.pack(e.result))
-      await rename(`${file}.tmp`, file)
-      e.persisted = true
-    })()
-    await e.persisting
-  }
-
-  /** Writes every result still held only in memory (the session ended, or the agent is stopping). */
-  async persistAll (): Promise<void> {
-    await Promise.all([...this.entries.values()].map(async e => { await this.persist(e).catch(() => {}) }))
+    return { entries, broken }
   }
 
   has (attemptId: number): boolean {
-    return this.entries.has(attemptId)
+    return this.kept.has(attemptId)
   }
 
-  ids (): number[] {
-    return [...this.entries.keys()]
+  /** Keeps an entry: on disk now, or after persistAfterMs unless it is settled first. Replaces an older one. */
+  keep (entry: OutboxEntry, persistNow: boolean): Promise<void> {
+    const id = entryId(entry)
+    const old = this.kept.get(id)
+    if (old != null) this.timers.clearTimeout(old.timer)
+    // A newer version of an entry is written after the older one's write, never before it.
+    const k: Kept = { entry, persisted: false, settled: false, writing: old?.writing }
+    this.kept.set(id, k)
+    if (persistNow || old?.persisted === true) return this.persist(k)
+    k.timer = this.timers.setTimeout(() => { void this.persist(k).catch(() => {}) }, this.persistAfterMs)
+    return Promise.resolve()
   }
 
-  get waiting (): number {
-    let n = 0
-    for (const e of this.entries.values()) if (!e.inFlight) n++
-    return n
+  /** Writes every entry still held only in memory (the session ended, or the agent is stopping). */
+  async persistAll (): Promise<void> {
+    await Promise.all([...this.kept.values()].map(async k => { await this.persist(k) }))
   }
 
-  get size (): number {
-    return this.entries.size
+  /** Resolves when no write is under way (tests; the agent's shutdown). */
+  async idle (): Promise<void> {
+    while (this.writes.size > 0) await Promise.allSettled([...this.writes])
   }
 
-  /** Takes up to `max` unsent results, inlining small files and uploading large ones first. */
-  async takeBatch (max: number, upload: Uploader): Promise<AttemptResult[]> {
-    const batch: Entry[] = []
-    for (const e of this.entries.values()) {
-      if (e.inFlight) continue
-      e.inFlight = true
-      batch.push(e)
-      if (batch.length >= max) break
-    }
-    const out: AttemptResult[] = []
-    for (const e of batch) {
-      try {
-        const r = e.result
-        const withData = async (ref: FileRef): Promise<FileRef> => {
-          const path = join(e.dir, ref.name)
-          if (ref.size <= INLINE_BLOB_BYTES) return { ...ref, data: ref.size === 0 ? new Uint8Array(0) : await readFile(path) }
-          await upload(ref, path)
-          return ref
-        }
-        out.push({ ...r, stdout: await withData(r.stdout), stderr: await withData(r.stderr), outputs: await Promise.all(r.outputs.map(withData)) })
-      } catch {
-        e.inFlight = false
-      }
-    }
-    return out
-  }
-
-  /** The coordinator has the result (acked) or does not want it (refused): the task folder goes. */
-  async settle (ids: number[]): Promise<void> {
+  /** The coordinator has these: their entries go (files are the caller's). */
+  async remove (ids: number[]): Promise<void> {
     await Promise.all(ids.map(async id => {
-      const e = this.entries.get(id)
-      if (e == null) return
-      e.settled = true
-      clearTimeout(e.timer)
-      await e.persisting?.catch(() => {})
-      this.entries.delete(id)
-      await removeTaskDir(e.dir, e.persisted ? ['stdout', 'stderr', 'result'] : ['stdout', 'stderr'])
+      const k = this.kept.get(id)
+      if (k == null) return
+      k.settled = true
+      this.timers.clearTimeout(k.timer)
+      this.kept.delete(id)
+      await k.writing?.catch(() => {})
+      if (k.persisted) await unlink(this.path(id)).catch(() => {})
     }))
   }
 
-  /** The session ended before answers came: send those again next time, and keep them on disk meanwhile. */
-  requeueInFlight (): void {
-    for (const e of this.entries.values()) e.inFlight = false
-    void this.persistAll()
+  private path (id: number): string {
+    return join(this.dir, `${id}.entry`)
+  }
+
+  private persist (k: Kept): Promise<void> {
+    if (k.persisted || k.settled) return k.writing ?? Promise.resolve()
+    this.timers.clearTimeout(k.timer)
+    const entry = k.entry
+    const write = (async () => {
+      await k.writing?.catch(() => {})
+      if (k.settled || this.kept.get(entryId(entry)) !== k) return
+      const target = this.path(entryId(entry))
+      const tmp = join(this.dir, `.${entryId(entry)}.${randomBytes(4).toString('hex')}.tmp`)
+      const fh = await open(tmp, 'wx', 0o600)
+      try {
+        await fh.writeFile(packr.pack(entry))
+        await fh.sync()
+      } finally {
+        await fh.close()
+      }
+      await rename(tmp, target)
+      await this.syncDir()
+      k.persisted = true
+    })()
+    k.writing = write
+    this.writes.add(write)
+    void write.finally(() => this.writes.delete(write)).catch(() => {})
+    return write
+  }
+
+  /** One fsync of the folder for all the renames made meanwhile. */
+  private async syncDir (): Promise<void> {
+    this.dirSync ??= (async () => {
+      await new Promise(resolve => setImmediate(resolve))
+      this.dirSync = null
+      const d = await open(this.dir, 'r')
+      try {
+        await d.sync()
+      } finally {
+        await d.close()
+      }
+    })()
+    await this.dirSync
   }
 }

@@ -3,10 +3,10 @@ import { Option } from 'commander'
 import { resolve, join, basename } from 'node:path'
 import type { MeshClient } from '../../shared/client/client.ts'
 import type { JobSummary } from '../../shared/protocol/data.ts'
-import { parseJobFile } from '../../shared/client/spec.ts'
+import { parseJobFile, parseJobText, type ParsedJob } from '../../shared/client/spec.ts'
 import { eventLine, jobsTable, peersTable, printJson, Progress, summaryLine, tasksTable, whyTable } from '../output.ts'
-import { compileSubmitOverrides, jobIdArg, taskArg, type SubmitFlags } from '../config.ts'
-import type { CliContext } from '../cli-context.ts'
+import { compileFetch, compileSubmitOverrides, jobIdArg, taskArg, type SubmitFlags } from '../config.ts'
+import { collect, readStdin, type CliContext } from '../cli-context.ts'
 import { parseWholeNumber } from '../../shared/util/units.ts'
 
 /** Follows a job with a progress bar and fetches its results as they arrive. */
@@ -36,11 +36,18 @@ async function printFailures (client: MeshClient, s: JobSummary): Promise<void> 
   }
 }
 
+/** The job `submit` was given: a file, or standard input for `-` (paths in it relative to this folder). */
+async function readJob (file: string, overrides: ReturnType<typeof compileSubmitOverrides>): Promise<ParsedJob> {
+  if (file !== '-') return parseJobFile(file, overrides.spec, overrides.format)
+  const text = await readStdin('type the tasklist (one command per line) or the YAML job, then press Ctrl-D:')
+  return parseJobText(text, 'stdin', process.cwd(), overrides.spec, overrides.format)
+}
+
 export function jobCommands (ctx: CliContext): void {
-  const { program } = ctx
+  const { program, paint } = ctx
   program.command('submit')
-    .description('submit a job: a YAML job file or a tasklist (one command per line)')
-    .argument('<file>', 'job file (.yaml/.yml) or tasklist')
+    .description('submit a job: a YAML job file, an ictasks config, or a tasklist (one command per line)')
+    .argument('<file>', 'job file (.yaml/.yml), tasklist, or - to read the job from standard input')
     .option('--wait', 'follow the job with a progress bar and fetch its results')
     .option('--results <dir>', 'where --wait puts the results (default: ./meshfarm-results/<name>-<job>)')
     .option('--cores <n>', 'cores per task (overrides the file)')
@@ -52,10 +59,14 @@ export function jobCommands (ctx: CliContext): void {
     .option('--priority <n>', 'order among your own jobs, -1000..1000 (higher first; fair share decides between people)')
     .option('--allow-unplaceable', 'keep tasks no agent of the mesh can run today, for agents yet to come')
     .addOption(new Option('--layout <layout>', 'results layout').choices(['per-task', 'flat', 'ictasks']))
+    .addOption(new Option('--format <format>', 'read the job as yaml or tasklist (default: by the file\'s extension; from stdin: by its first line)').choices(['yaml', 'tasklist']))
+    .option('--input <file>', 'a file staged into every task\'s folder at the same relative path (repeatable)', collect, [])
+    .option('--output <glob>', 'a name or glob brought back from every task (repeatable)', collect, [])
+    .option('--shared <file>', 'a file staged once per machine into the job folder (repeatable)', collect, [])
     .option('--json', 'machine-readable output')
     .action(async (file: string, o: SubmitFlags & { wait?: boolean, results?: string, json?: boolean }) => {
-      const overrides = compileSubmitOverrides(o)
-      const job = parseJobFile(file, overrides.spec)
+      const overrides = compileSubmitOverrides(o, process.cwd())
+      const job = await readJob(file, overrides)
       await ctx.withClient(async client => {
         const { jobId, total } = await client.submit(job, undefined, overrides.job)
         if (o.wait !== true) {
@@ -68,7 +79,7 @@ export function jobCommands (ctx: CliContext): void {
         const summary = await waitAndFetch(client, jobId, dest, o.json === true)
         if (o.json === true) printJson({ jobId, results: dest, summary })
         else {
-          console.log(summaryLine(summary))
+          console.log(summaryLine(summary, paint))
           await printFailures(client, summary)
           console.log(`results: ${dest}`)
         }
@@ -94,13 +105,13 @@ export function jobCommands (ctx: CliContext): void {
             after = page.next
           }
           if (o.json === true) return printJson({ job: jobs[0], tasks })
-          return console.log(`${summaryLine(jobs[0])}\n${tasksTable(tasks)}`)
+          return console.log(`${summaryLine(jobs[0], paint)}\n${tasksTable(tasks, paint)}`)
         }
         if (o.json === true) return printJson(jobs)
-        console.log(jobs.length === 0 ? 'no jobs' : jobsTable(jobs))
+        console.log(jobs.length === 0 ? 'no jobs' : jobsTable(jobs, paint))
         if (jobId != null) {
           await printFailures(client, jobs[0])
-          if (jobs[0].state === 'active') console.log(whyTable(await client.why(jobId)))
+          if (jobs[0].state === 'active') console.log(whyTable(await client.why(jobId), paint))
         }
       })
     })
@@ -111,7 +122,7 @@ export function jobCommands (ctx: CliContext): void {
     .action(async (o: { json?: boolean }) => {
       const agents = await ctx.withClient(async client => await client.peers())
       if (o.json === true) return printJson(agents)
-      console.log(agents.length === 0 ? 'no agents' : peersTable(agents))
+      console.log(agents.length === 0 ? 'no agents' : peersTable(agents, paint))
     })
 
   program.command('cancel')
@@ -143,14 +154,16 @@ export function jobCommands (ctx: CliContext): void {
     .description('bring a job\'s results here; resumes a broken download')
     .argument('<job>', 'a job id')
     .option('--dest <dir>', 'results folder (default: ./meshfarm-results/<name>-<job>)')
+    .addOption(new Option('--layout <layout>', 'lay the results out otherwise than the job says (ictasks: task_<id>/task.json)').choices(['per-task', 'flat', 'ictasks']))
     .option('--json', 'machine-readable output')
-    .action(async (job: string, o: { dest?: string, json?: boolean }) => {
+    .action(async (job: string, o: { dest?: string, layout?: string, json?: boolean }) => {
       const jobId = jobIdArg(job)
+      const flags = compileFetch(o)
       await ctx.withClient(async client => {
         const { job: header } = await client.job(jobId)
         const dest = resolve(o.dest ?? join('meshfarm-results', `${basename(header.name)}-${jobId}`))
         const bar = o.json === true ? null : new Progress(`fetch ${jobId}`)
-        const report = await client.fetch(jobId, dest, { onProgress: p => bar?.update(p.tasks, p.total, `${(p.bytes / 1e6).toFixed(1)} MB`) })
+        const report = await client.fetch(jobId, dest, { ...flags, onProgress: p => bar?.update(p.tasks, p.total, `${(p.bytes / 1e6).toFixed(1)} MB`) })
         bar?.stop()
         if (o.json === true) return printJson(report)
         console.log(`fetched ${report.tasks} task(s) (${report.skipped} already here, ${report.files} files, ${(report.bytes / 1e6).toFixed(1)} MB) into ${dest}`)
@@ -199,6 +212,6 @@ export function jobCommands (ctx: CliContext): void {
       const { jobId, index } = taskArg(job, task)
       const reasons = await ctx.withClient(async client => await client.why(jobId, index))
       if (o.json === true) return printJson(reasons)
-      console.log(reasons.length === 0 ? 'nothing is waiting' : whyTable(reasons))
+      console.log(reasons.length === 0 ? 'nothing is waiting' : whyTable(reasons, paint))
     })
 }

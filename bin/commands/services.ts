@@ -1,12 +1,21 @@
-/** Long-running services: the coordinator and the agent. */
+/** Long-running services: the coordinator and the agent (and the agent's systemd unit). */
+import { readFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { userInfo } from 'node:os'
+import { fileURLToPath } from 'node:url'
 import { loadMeshConfig } from '../../shared/local/mesh-config.ts'
 import { MeshfarmError } from '../../shared/util/errors.ts'
 import { parseWholeNumber } from '../../shared/util/units.ts'
 import { Coordinator } from '../../coordinator/coordinator.ts'
 import { startAgent } from '../../node/agent.ts'
+import { parseIsolationFlag } from '../../node/isolation.ts'
 import { detectResources, parseGpuList, parseLabels, parseMemoryFlag } from '../../node/resources.ts'
 import { checkAddrs, compileCoordinator, DEFAULTS, type CoordinatorFlags } from '../config.ts'
 import { collect, untilSignal, type CliContext } from '../cli-context.ts'
+import { agentService, type AgentFlags } from './agent-service.ts'
+
+/** bin/meshfarm, the wrapper that finds Node 24 and tsx wherever npm put them: what a unit starts. */
+const EXECUTABLE = fileURLToPath(new URL('../meshfarm', import.meta.url))
 
 export function serviceCommands (ctx: CliContext): void {
   const { program } = ctx
@@ -36,8 +45,30 @@ export function serviceCommands (ctx: CliContext): void {
     .option('--slots <n>', 'tasks at once (default: cores)')
     .option('--label <key=value>', 'a label tasks can require (repeatable)', collect, [])
     .option('--hostname <name>', 'name to report (default: the machine\'s)')
-    .option('--allow-root', 'run tasks as root (refused by default)')
-    .action(async (o: { listen: string[], cores?: string, memory?: string, gpus?: string, slots?: string, label: string[], hostname?: string, allowRoot?: boolean }) => {
+    .option('--allow-root', 'run the agent as root (refused by default); its tasks run as slot users')
+    .option('--isolation <mode>', 'how tasks are kept from the mesh\'s keys: auto, namespace, slot-users, bubblewrap or none', 'auto')
+    .option('--work-dir <dir>', 'where task folders go (default /var/tmp/meshfarm-<uid>); never inside the state folder')
+    .option('--install-service', 'write a systemd unit that runs this agent, with these flags, across reboots, and enable it')
+    .option('--uninstall-service', 'stop, disable and remove the agent\'s systemd unit')
+    .option('--service-user <name>', 'as root: the account the agent runs as (default: the user sudo was run by)')
+    .action(async (o: AgentFlags & { installService?: boolean, uninstallService?: boolean }) => {
+      if (o.installService === true || o.uninstallService === true) {
+        if (o.installService === true && o.uninstallService === true) throw new MeshfarmError('BAD_ARGUMENT', '--install-service and --uninstall-service: give one of them')
+        const me = userInfo()
+        const said = agentService(o.installService === true ? 'install' : 'uninstall', o, { path: ctx.home(), given: ctx.program.opts().home != null || process.env.MESHFARM_HOME != null }, EXECUTABLE, {
+          root: '/',
+          run: cmd => { const r = spawnSync(cmd[0], cmd.slice(1), { encoding: 'utf8' }); return { status: r.status ?? 1, stderr: r.stderr ?? String(r.error ?? '') } },
+          uid: me.uid,
+          userName: me.username,
+          homeDir: me.homedir,
+          sudoUser: process.env.SUDO_USER,
+          passwd: () => readFileSync('/etc/passwd', 'utf8')
+        })
+        for (const line of said) console.log(`agent: ${line}`)
+        return
+      }
+      if (o.serviceUser != null) throw new MeshfarmError('BAD_ARGUMENT', '--service-user: only with --install-service')
+      const isolation = parseIsolationFlag(o.isolation ?? 'auto')
       const resources = await detectResources({
         cores: o.cores != null ? parseWholeNumber(o.cores, '--cores', 1, 4096) : undefined,
         slots: o.slots != null ? parseWholeNumber(o.slots, '--slots', 1, 4096) : undefined,
@@ -47,11 +78,11 @@ export function serviceCommands (ctx: CliContext): void {
         hostname: o.hostname
       })
       const mesh = loadMeshConfig(ctx.home())
-      if (resources.runsAsRoot) {
-        if (o.allowRoot !== true) throw new MeshfarmError('FORBIDDEN', 'this agent runs as root and would run every task as root: run it as an ordinary user, or pass --allow-root')
-        console.log('agent: WARNING: running as root: tasks run as root (--allow-root)')
+      if (resources.runsAsRoot && o.allowRoot !== true) {
+        throw new MeshfarmError('FORBIDDEN', 'this agent runs as root and would run its tasks as slot users it creates (or as root with --isolation none): run it as an ordinary user, or pass --allow-root')
       }
-      const agent = await startAgent({ mesh, listen: o.listen.length > 0 ? checkAddrs(o.listen, '--listen') : [...DEFAULTS.agentListen], resources })
+      const agent = await startAgent({ mesh, listen: o.listen.length > 0 ? checkAddrs(o.listen, '--listen') : [...DEFAULTS.agentListen], resources, isolation, workDir: o.workDir })
+      if (resources.runsAsRoot && agent.isolation.mode === 'none') console.log('agent: WARNING: running as root with --isolation none: tasks run as root')
       await untilSignal(agent.stop, agent.drained.then(async () => { await agent.stop() }))
     })
 }

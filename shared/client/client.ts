@@ -101,7 +101,9 @@ export class MeshClient {
       name: job.name, label: job.label, layout: job.layout, retries: job.retries, shared: job.shared.map(toRef),
       specText: job.specText, specFile: job.specFile,
       ...(opts.priority != null ? { priority: opts.priority } : {}),
-      ...(opts.allowUnplaceable === true ? { allowUnplaceable: true } : {})
+      ...(opts.allowUnplaceable === true ? { allowUnplaceable: true } : {}),
+      ...(job.perAgent != null ? { perAgent: job.perAgent } : {}),
+      ...(job.logNames != null ? { logNames: { ...job.logNames } } : {})
     }
     const tasks: TaskSpec[] = job.tasks.map(t => ({ ...t, inputs: t.inputs.map(toRef) }))
     const ch = await openClientChannel(this.node, this.coordinator)

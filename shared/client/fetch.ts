@@ -49,6 +49,8 @@ export async function fetchResults (client: MeshClient, jobId: number, dest: str
   // Identical contents (empty stdout, say) are downloaded once and copied locally.
   const local = new Map<string, string>()
   const layout = opts.layout ?? job.layout
+  // The names the job file gave (ictasks' stdout_filename/stderr_filename) unless the caller names others.
+  const logNames = opts.logNames ?? job.logNames
   // ictasks numbers hosts; the numbers are kept beside the results so a resumed fetch gives the same ones.
   const hosts = layout === 'ictasks' ? new HostNumbers(await readHostTable(join(dest, HOSTS_FILE))) : null
   let hostsSaved = Promise.resolve() // one write at a time, each of the table as it is then
@@ -59,7 +61,7 @@ export async function fetchResults (client: MeshClient, jobId: number, dest: str
       hostId = h.id
       if (h.added) await (hostsSaved = hostsSaved.then(async () => await writeFile(join(dest, HOSTS_FILE), JSON.stringify(hosts.toJson(), null, 2) + '\n')))
     }
-    const placed = opts.place?.(record) ?? placeRecord(dest, layout, record, { hostId, logNames: opts.logNames })
+    const placed = opts.place?.(record) ?? placeRecord(dest, layout, record, { hostId, logNames })
     const { folder, jsonPath, json, targets } = placed
     if (await alreadyComplete(jsonPath, json)) {
       report.skipped++

@@ -78,11 +78,11 @@ export function readJobs (v: string, o: ParallelOptions): void {
   if (n > 0) o.perAgent = n
 }
 
-/** --halt as parallel takes it: never, now|soon,fail|success|done=N or N%, and the old 0/1/2 forms. */
-export function readHalt (v: string): HaltSpec | undefined {
-  if (v === 'never' || v === '0') return undefined
-  if (v === '1') return { when: 'soon', on: 'fail', count: 1 }
-  if (v === '2') return { when: 'now', on: 'fail', count: 1 }
+/** --halt as parallel takes it: never, now|soon,fail|success|done=N or N%, N% (soon,fail=N%), and the old -2..2 forms. */
+export function readHalt (given: string): HaltSpec | undefined {
+  const OLD: Record<string, string> = { 0: 'never', 1: 'soon,fail=1', 2: 'now,fail=1', '-1': 'soon,success=1', '-2': 'now,success=1' }
+  const v = OLD[given] ?? given.replace(/^(\d+)%$/, 'soon,fail=$1%')
+  if (v === 'never') return undefined
   const m = /^(now|soon),(fail|success|done)=(\d+)(%?)$/.exec(v)
   if (m == null) bad(`--halt ${v}: expected never, now|soon,fail|success|done=N or N% (e.g. now,fail=1)`)
   const n = Number(m[3])

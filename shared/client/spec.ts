@@ -122,12 +122,14 @@ function readSweep (ctx: SpecContext, raw: unknown, defaults: TaskDefaults, firs
 
 // ---- entry points ----
 
-export function parseJobFile (path: string, overrides: SpecDefaults = {}): ParsedJob {
+/** A job file: YAML by its extension (.yaml, .yml), else a tasklist, unless `format` says which. */
+export function parseJobFile (path: string, overrides: SpecDefaults = {}, format?: 'yaml' | 'tasklist'): ParsedJob {
   if (!existsSync(path) || !statSync(path).isFile()) throw new MeshfarmError('FILE_MISSING', `${path}: no such file`)
   const text = readFileSync(path, 'utf8')
   const baseDir = dirname(resolve(path))
   const ext = extname(path).toLowerCase()
-  return ext === '.yaml' || ext === '.yml' ? parseJobYaml(text, path, baseDir, overrides) : parseTasklist(text, path, baseDir, overrides)
+  const yaml = format != null ? format === 'yaml' : ext === '.yaml' || ext === '.yml'
+  return yaml ? parseJobYaml(text, path, baseDir, overrides) : parseTasklist(text, path, baseDir, overrides)
 }
 
 /**

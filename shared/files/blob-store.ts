@@ -75,8 +75,20 @@ export class BlobStore {
       throw translateDiskError(err, this.dir)
     }
     await fh.close()
-    mkdirSync(dirname(target), { recursive: true })
-    await rename(tmp, target)
+    await this.moveIntoPlace(tmp, target)
+  }
+
+  /**
+   * Renames a verified file into place and fsyncs the folder: until then the rename itself may be lost with the
+   * power, and an acknowledged result whose agent already deleted its copy would be gone.
+   */
+  private async moveIntoPlace (file: string, target: string): Promise<void> {
+    const dir = dirname(target)
+    const created = !existsSync(dir)
+    mkdirSync(dir, { recursive: true })
+    await rename(file, target)
+    await syncDir(dir)
+    if (created) await syncDir(this.dir)
   }
 
   /** Where a download of this blob lands before it is verified and adopted. */
@@ -86,10 +98,8 @@ export class BlobStore {
 
   /** Takes a file whose hash was already verified into the store. */
   async adopt (hash: string, file: string): Promise<void> {
-    const target = this.path(hash)
-    mkdirSync(dirname(target), { recursive: true })
     await chmod(file, 0o444)
-    await rename(file, target)
+    await this.moveIntoPlace(file, this.path(hash))
   }
 
   read (hash: string, offset = 0): ReadStream {
@@ -105,6 +115,15 @@ export class BlobStore {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') return
       await copyFile(src, dest)
     }
+  }
+}
+
+async function syncDir (dir: string): Promise<void> {
+  const fh = await open(dir, 'r')
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
   }
 }
 

@@ -21,8 +21,12 @@ export class SerialWriter<Out extends object> {
   }
 
   send (msg: Out): void {
+    this.sendFrame(encodeMessage(msg))
+  }
+
+  /** Sends a frame already encoded (by encodeMessage), e.g. one whose size the caller checked. */
+  sendFrame (frame: Uint8Array): void {
     if (this.closed) return
-    const frame = encodeMessage(msg)
     this.queuedBytes += frame.byteLength
     if (this.queuedBytes > this.maxQueuedBytes) {
       this.closed = true

@@ -56,6 +56,9 @@ export type Demand = Pick<TaskSpec, 'cores' | 'gpus' | 'memoryMb'>
 export const ResultLayout = T.Union([T.Literal('per-task'), T.Literal('flat'), T.Literal('ictasks')])
 export type ResultLayout = Static<typeof ResultLayout>
 
+/** A plain file name (no folder, not . or ..), for a task folder. */
+const LogName = T.String({ minLength: 1, maxLength: 255, pattern: '^(?!\\.\\.?$)[^/\\\\\\u0000-\\u001f]+$' })
+
 export const JobHeader = T.Object({
   name: T.String({ minLength: 1, maxLength: 200 }),
   label: T.Optional(T.String({ maxLength: 200 })),
@@ -68,6 +71,10 @@ export const JobHeader = T.Object({
   priority: T.Optional(T.Integer({ minimum: -1000, maximum: 1000 })),
   /** Keep tasks no agent of the mesh could run today, for agents yet to come. */
   allowUnplaceable: T.Optional(T.Boolean()),
+  /** At most this many of the job's tasks at once on one agent (ictasks' workers per node, `parallel -j N`). */
+  perAgent: T.Optional(T.Integer({ minimum: 1, maximum: 4096 })),
+  /** The names a task's stdout and stderr take in the ictasks results layout (ictasks' stdout_filename/stderr_filename). */
+  logNames: T.Optional(T.Object({ stdout: LogName, stderr: LogName }, { additionalProperties: false })),
   /** The job file as the user wrote it, kept in the results folder. */
   specText: T.String({ maxLength: 1 << 20 }),
   specFile: T.String({ minLength: 1, maxLength: 255 })
@@ -184,7 +191,8 @@ export const AgentResources = T.Object({
   cores: T.Integer({ minimum: 1, maximum: 4096 }),
   physicalCores: T.Integer({ minimum: 0, maximum: 4096 }),
   memoryMb: T.Integer({ minimum: 0, maximum: 64 * 1024 * 1024 }),
-  slots: T.Integer({ minimum: 1, maximum: 4096 }),
+  /** 0 while the agent is stopping or lends nothing: it takes no tasks. */
+  slots: T.Integer({ minimum: 0, maximum: 4096 }),
   gpus: T.Array(GpuInfo, { maxItems: 64 }),
   labels: Labels,
   runsAsRoot: T.Boolean(),

@@ -1,5 +1,5 @@
 /** Running the meshfarm CLI as a user would, from tests. */
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { CLI_ENTRY, TSX_LOADER } from '../../bin/processes.ts'
 
 export interface CliResult {
@@ -8,11 +8,13 @@ export interface CliResult {
   stderr: string
 }
 
-export async function runCli (home: string, args: string[], opts: { cwd?: string, timeoutMs?: number, env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
+/** `input`: what the CLI reads on standard input (none: stdin is closed). */
+export async function runCli (home: string, args: string[], opts: { cwd?: string, timeoutMs?: number, env?: NodeJS.ProcessEnv, input?: string } = {}): Promise<CliResult> {
   return await new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', TSX_LOADER, CLI_ENTRY, '--home', home, ...args], {
-      cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe']
-    })
+      cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: [opts.input != null ? 'pipe' : 'ignore', 'pipe', 'pipe'] as Array<'pipe' | 'ignore'>
+    }) as ChildProcessWithoutNullStreams
+    if (opts.input != null) child.stdin.end(opts.input)
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })

@@ -10,6 +10,7 @@ import { capture, type Captured } from '../fixtures/parallel/capture.ts'
 import { parseParallelArgv } from '../../shared/client/parallel-args.ts'
 import { jobLines } from '../../shared/client/parallel.ts'
 import { formatJoblogLine, JOBLOG_HEADER, resumeSkips } from '../../shared/client/joblog.ts'
+import { HALT_CASES } from '../fixtures/parallel/halt-cases.ts'
 
 const hasParallel = spawnSync('parallel', ['--version'], { stdio: 'ignore' }).status === 0
 const skip = !hasParallel && 'GNU parallel is not installed'
@@ -37,6 +38,20 @@ test("parallel --resume and --resume-failed accept meshfarm's joblog, and meshfa
     assert.equal(text.split('\n').filter(l => l.startsWith('Seq\t')).length, 1, 'parallel appended to our log without a second header')
     assert.deepEqual([...resumeSkips(text, log, 'resume')].sort(), [1, 2, 3])
     assert.deepEqual([...resumeSkips(text, log, 'resume-failed')].sort(), [1, 2, 3], 'the rerun of 2 succeeded')
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('the installed parallel still stops and exits as the captured --halt cases say', { skip }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'halt-'))
+  try {
+    for (const c of HALT_CASES.filter(x => x.signal == null)) {
+      const log = join(dir, `${HALT_CASES.indexOf(c)}.log`)
+      const r = spawnSync('parallel', ['-j1', '--joblog', log, ...(c.halt != null ? ['--halt', c.halt] : []), 'exit {}', ':::', ...c.codes.map(String)], { cwd: dir, encoding: 'utf8', env: { ...process.env, HOME: dir } })
+      assert.equal(r.status, c.status, `${c.halt ?? 'no --halt'} ${c.codes.join(' ')}`)
+      assert.equal(readFileSync(log, 'utf8').trim().split('\n').length - 1, c.ran, `${c.halt ?? 'no --halt'} ${c.codes.join(' ')}: jobs run`)
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }

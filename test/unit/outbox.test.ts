@@ -1,71 +1,100 @@
+/**
+ * The outbox on a real folder, with its clock in the test's hands: a short task's result waits for a timer the
+ * test fires, never for a sleep racing it.
+ */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
-import { Outbox } from '../../node/outbox.ts'
-import { EMPTY_HASH, META_DIR } from '../../node/executor.ts'
-import type { AttemptResult } from '../../shared/protocol/messages.ts'
+import { Outbox, type OutboxTimers } from '../../node/outbox.ts'
+import { emptyRef, type OutboxEntry } from '../../node/results.ts'
 
-function setup (): { work: string, folder: (id: number) => string, result: (id: number, ranMs: number) => AttemptResult, done: () => void } {
-  const work = mkdtempSync(join(tmpdir(), 'meshfarm-outbox-'))
-  const folder = (id: number): string => {
-    const dir = join(work, String(id))
-    mkdirSync(join(dir, META_DIR), { recursive: true })
-    writeFileSync(join(dir, META_DIR, 'stdout'), '')
-    writeFileSync(join(dir, META_DIR, 'stderr'), '')
-    return dir
+class ManualTimers implements OutboxTimers {
+  private next = 1
+  readonly waiting = new Map<number, { fn: () => void, ms: number }>()
+  setTimeout = (fn: () => void, ms: number): unknown => { const id = this.next++; this.waiting.set(id, { fn, ms }); return id }
+  clearTimeout = (h: unknown): void => { this.waiting.delete(h as number) }
+  fireAll (): void {
+    const due = [...this.waiting.values()]
+    this.waiting.clear()
+    for (const t of due) t.fn()
   }
-  const empty = (name: string): AttemptResult['stdout'] => ({ name: `${META_DIR}/${name}`, hash: EMPTY_HASH, size: 0 })
-  const result = (id: number, ranMs: number): AttemptResult => ({
-    attemptId: id, jobId: 1, index: id, state: 'done', exitCode: 0, signal: null, startedAt: 1000, endedAt: 1000 + ranMs,
-    stdout: empty('stdout'), stderr: empty('stderr'), outputs: []
-  })
-  return { work, folder, result, done: () => { rmSync(work, { recursive: true, force: true }) } }
 }
 
-test('a short result acknowledged at once never touches the disk; its folder goes', async () => {
-  const { work, folder, result, done } = setup()
+function setup (): { dir: string, timers: ManualTimers, box: Outbox, done: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'meshfarm-outbox-'))
+  const timers = new ManualTimers()
+  return { dir, timers, box: new Outbox(dir, { persistAfterMs: 1000, timers }), done: () => { rmSync(dir, { recursive: true, force: true }) } }
+}
+
+function result (id: number): OutboxEntry {
+  return {
+    kind: 'result',
+    result: { attemptId: id, jobId: 1, index: id, state: 'done', exitCode: 0, signal: null, startedAt: 1000, endedAt: 1005, stdout: emptyRef('.meshfarm/stdout'), stderr: emptyRef('.meshfarm/stderr'), outputs: [] }
+  }
+}
+
+const onDisk = (dir: string, id: number): boolean => existsSync(join(dir, `${id}.entry`))
+
+test('a result kept for later is on disk only once its timer fires, and one settled first never is', async () => {
+  const { dir, timers, box, done } = setup()
   try {
-    const box = new Outbox(work)
-    const dir = folder(1)
-    await box.add(result(1, 5), dir, true)
-    assert.equal(existsSync(join(dir, META_DIR, 'result')), false)
-    assert.deepEqual(box.ids(), [1], 'pending at once')
-    await box.settle([1])
-    assert.equal(existsSync(dir), false)
-    await sleep(1200)
-    assert.equal(existsSync(dir), false, 'no late write recreates anything')
+    await box.keep(result(1), false)
+    await box.keep(result(2), false)
+    assert.equal(onDisk(dir, 1), false)
+    assert.equal(timers.waiting.size, 2)
+    assert.deepEqual([...timers.waiting.values()].map(t => t.ms), [1000, 1000])
+    await box.remove([1])
+    assert.equal(timers.waiting.size, 1, 'the settled one\'s timer is gone')
+    timers.fireAll()
+    await box.idle()
+    assert.equal(onDisk(dir, 1), false, 'acknowledged in time: never written')
+    assert.equal(onDisk(dir, 2), true, 'unacknowledged when its timer fired: written')
   } finally { done() }
 })
 
-test('results are on disk at once for long tasks or without a coordinator, after a second for short ones', async () => {
-  const { work, folder, result, done } = setup()
+test('results kept now are on disk, private, whole, and found again by a restarted agent', async () => {
+  const { dir, box, done } = setup()
   try {
-    const box = new Outbox(work)
-    await box.add(result(2, 5000), folder(2), true)
-    await box.add(result(3, 5), folder(3), false)
-    await box.add(result(4, 5), folder(4), true)
-    assert.ok(existsSync(join(work, '2', META_DIR, 'result')), 'long task')
-    assert.ok(existsSync(join(work, '3', META_DIR, 'result')), 'no coordinator')
-    assert.equal(existsSync(join(work, '4', META_DIR, 'result')), false)
-    await sleep(1300)
-    assert.ok(existsSync(join(work, '4', META_DIR, 'result')), 'unacknowledged for a second')
-    // A restarted agent finds all three again.
-    const again = new Outbox(work)
-    assert.equal(await again.load(), 3)
-    assert.deepEqual(again.ids().sort(), [2, 3, 4])
+    await box.keep(result(3), true)
+    await box.keep({ kind: 'vacate', attemptId: 4, vacateKind: 'vacate', reason: 'agent stopped' }, true)
+    assert.equal(statSync(join(dir, '3.entry')).mode & 0o777, 0o600)
+    assert.deepEqual(readdirSync(dir).sort(), ['3.entry', '4.entry'], 'no temp file left behind')
+    const again = new Outbox(dir, { persistAfterMs: 1000, timers: new ManualTimers() })
+    const { entries, broken } = await again.load()
+    assert.equal(broken, 0)
+    assert.deepEqual(entries.map(e => e.kind).sort(), ['result', 'vacate'])
   } finally { done() }
 })
 
-test('a session that ends writes what was held in memory', async () => {
-  const { work, folder, result, done } = setup()
+test('a session that ends writes what was held in memory; a torn file is dropped at load', async () => {
+  const { dir, box, done } = setup()
   try {
-    const box = new Outbox(work)
-    await box.add(result(5, 5), folder(5), true)
-    box.requeueInFlight()
+    await box.keep(result(5), false)
     await box.persistAll()
-    assert.ok(existsSync(join(work, '5', META_DIR, 'result')))
+    assert.equal(onDisk(dir, 5), true)
+    writeFileSync(join(dir, '6.entry'), Buffer.from([0xc1, 0x00]))
+    writeFileSync(join(dir, '.7.abcd.tmp'), 'half')
+    const { entries, broken } = await new Outbox(dir, { persistAfterMs: 1000, timers: new ManualTimers() }).load()
+    assert.deepEqual(entries.map(e => e.kind === 'result' ? e.result.attemptId : -1), [5])
+    assert.equal(broken, 1)
+    assert.deepEqual(readdirSync(dir), ['5.entry'])
+  } finally { done() }
+})
+
+test('a newer version of an entry replaces the older one on disk, in order', async () => {
+  const { dir, box, done } = setup()
+  try {
+    await box.keep(result(8), true)
+    const failed = result(8)
+    if (failed.kind === 'result') failed.result = { ...failed.result, state: 'failed' }
+    await box.keep(failed, false) // already on disk: the new version is written at once
+    await box.idle()
+    const { entries } = await new Outbox(dir, { persistAfterMs: 1000, timers: new ManualTimers() }).load()
+    assert.equal(entries.length, 1)
+    assert.equal(entries[0].kind === 'result' && entries[0].result.state, 'failed')
+    await box.remove([8])
+    assert.equal(onDisk(dir, 8), false)
   } finally { done() }
 })

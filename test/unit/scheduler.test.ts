@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { fits, schedule, unschedulableReason, type SchedAgent, type SchedTask, type Placement } from '../../coordinator/scheduler.ts'
+import { fits, limitRoom, schedule, unschedulableReason, type PerAgentLimit, type SchedAgent, type SchedTask, type Placement, type ScheduleInput, type ScheduleOutput } from '../../coordinator/scheduler.ts'
 
 function agent (id: string, o: Partial<SchedAgent> = {}): SchedAgent {
   return { id, hostname: id, labels: {}, accepting: true, freeSlots: 4, freeCores: 4, freeMemoryMb: 8000, freeGpus: [], ...o }
@@ -16,8 +16,8 @@ function byAgent (placements: Placement[]): Map<string, Placement[]> {
   return m
 }
 
-/** Nothing placed beyond what each agent had free, GPUs never shared, every constraint met. */
-function assertSound (agents: SchedAgent[], tasks: SchedTask[], placements: Placement[]): void {
+/** Nothing placed beyond what each agent had free, GPUs never shared, every constraint and per-agent limit met. */
+function assertSound (agents: SchedAgent[], tasks: SchedTask[], placements: Placement[], limits?: ReadonlyMap<number, PerAgentLimit>): void {
   const tasksByKey = new Map(tasks.map(t => [t.key, t]))
   assert.equal(new Set(placements.map(p => p.key)).size, placements.length, 'a task placed twice')
   for (const [id, ps] of byAgent(placements)) {
@@ -35,6 +35,12 @@ function assertSound (agents: SchedAgent[], tasks: SchedTask[], placements: Plac
       assert.equal(p.cores, t.cores)
       for (const [k, v] of Object.entries(t.constraints)) assert.equal(a.labels[k], v, `${id} lacks ${k}=${v}`)
     }
+    const perGroup = new Map<number, number>()
+    for (const p of ps) {
+      const g = tasksByKey.get(p.key)!.group
+      if (g != null) perGroup.set(g, (perGroup.get(g) ?? 0) + 1)
+    }
+    for (const [g, n] of perGroup) assert.ok(limitRoom(limits, g, id) >= n, `${id}: job ${g} over its per-agent limit (${n} more on top of ${limits?.get(g)?.held.get(id) ?? 0}, limit ${String(limits?.get(g)?.limit)})`)
   }
 }
 
@@ -203,63 +209,153 @@ test('unschedulableReason says why no agent could ever run a task', () => {
   assert.equal(unschedulableReason(task(0, { cores: 8, memoryMb: 500 }), mesh), null)
 })
 
-test('property: a thousand random meshes and queues: nothing over-committed, constraints and affinity kept, no task left that could run', () => {
-  let seed = 12345
-  const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) >>> 0; return (seed >>> 8) % n }
+test('per-agent limits: at most N of a job on one agent, counting what it holds; other jobs still fill it', () => {
+  const agents = [agent('a', { freeSlots: 4, freeCores: 4 }), agent('b', { freeSlots: 4, freeCores: 4 })]
+  const tasks = [...Array.from({ length: 6 }, (_, i) => task(i, { group: 1 })), task(6, { group: 2 }), task(7)]
+  const limits = new Map([[1, { limit: 2, held: new Map([['a', 1]]) }]])
+  const { placements } = schedule({ queue: tasks, agents, affinity: new Map(), limits })
+  assertSound(agents, tasks, placements, limits)
+  const onAgent = (id: string, group?: number): number[] => placements.filter(p => p.agentId === id && tasks[p.key].group === group).map(p => p.key)
+  assert.equal(onAgent('a', 1).length, 1, 'a holds one of job 1 already: one more')
+  assert.equal(onAgent('b', 1).length, 2)
+  assert.ok(placements.some(p => p.key === 6) && placements.some(p => p.key === 7), 'other jobs are not held up by job 1\'s limit')
+  // A task bound by affinity to an agent at its job's limit waits, rather than moving.
+  const bound = schedule({ queue: [task(0, { group: 1, affinity: 'k' })], agents, affinity: new Map([['k', 'a']]), limits: new Map([[1, { limit: 1, held: new Map([['a', 1]]) }]]) })
+  assert.equal(bound.placements.length, 0)
+  // Same shape, different jobs: a job at its limit everywhere does not block another job's identical tasks.
+  const full = new Map([[1, { limit: 1, held: new Map([['a', 1], ['b', 1]]) }]])
+  assert.deepEqual(schedule({ queue: [task(0, { group: 1 }), task(1, { group: 2 })], agents, affinity: new Map(), limits: full }).placements.map(p => p.key), [1])
+})
+
+type Scheduler = (input: ScheduleInput) => ScheduleOutput
+
+/** One random round: a mesh, a queue, bindings and limits, scheduled and checked for every invariant. */
+function randomRound (scheduler: Scheduler, rand: (n: number) => number): number {
   const labels: Array<Record<string, string>> = [{}, { zone: 'a' }, { zone: 'b' }, { zone: 'a', gpu: 'yes' }]
-  let placedTotal = 0
-  for (let round = 0; round < 1000; round++) {
-    const agents = Array.from({ length: 1 + rand(6) }, (_, i) => agent(`n${i}`, {
-      accepting: rand(8) !== 0,
-      freeSlots: rand(6),
-      freeCores: rand(9),
-      freeMemoryMb: rand(4) * 1000,
-      freeGpus: Array.from({ length: rand(4) }, (_, g) => g * 2 + rand(2)),
-      labels: labels[rand(labels.length)]
-    }))
-    const tasks = Array.from({ length: rand(40) }, (_, k) => task(k, {
-      cores: 1 + rand(3),
-      gpus: rand(5) === 0 ? 1 + rand(2) : 0,
-      memoryMb: rand(3) === 0 ? rand(3) * 600 : 0,
-      constraints: rand(4) === 0 ? (rand(3) === 0 ? { zone: 'a', gpu: 'yes' } : { zone: rand(2) === 0 ? 'a' : 'b' }) : {},
-      affinity: rand(4) === 0 ? `k${rand(4)}` : undefined
-    }))
-    // Bindings from earlier passes, some to agents no longer on the mesh (n6, n7 never exist here).
-    const affinity = new Map<string, string>()
-    for (let k = 0; k < 4; k++) if (rand(2) === 0) affinity.set(`k${k}`, `n${rand(8)}`)
-    const before = JSON.stringify({ agents, tasks, affinity: [...affinity] })
-    const { placements, newAffinity } = schedule({ queue: tasks, agents, affinity })
-    assert.equal(JSON.stringify({ agents, tasks, affinity: [...affinity] }), before, 'inputs untouched')
-    assertSound(agents, tasks, placements)
-    placedTotal += placements.length
+  const agents = Array.from({ length: 1 + rand(6) }, (_, i) => agent(`n${i}`, {
+    accepting: rand(8) !== 0,
+    freeSlots: rand(6),
+    freeCores: rand(9),
+    freeMemoryMb: rand(4) * 1000,
+    freeGpus: Array.from({ length: rand(4) }, (_, g) => g * 2 + rand(2)),
+    labels: labels[rand(labels.length)]
+  }))
+  const tasks = Array.from({ length: rand(40) }, (_, k) => task(k, {
+    cores: 1 + rand(3),
+    gpus: rand(5) === 0 ? 1 + rand(2) : 0,
+    memoryMb: rand(3) === 0 ? rand(3) * 600 : 0,
+    constraints: rand(4) === 0 ? (rand(3) === 0 ? { zone: 'a', gpu: 'yes' } : { zone: rand(2) === 0 ? 'a' : 'b' }) : {},
+    affinity: rand(4) === 0 ? `k${rand(4)}` : undefined,
+    group: rand(3)
+  }))
+  // Bindings from earlier passes, some to agents no longer on the mesh (n6, n7 never exist here).
+  const affinity = new Map<string, string>()
+  for (let k = 0; k < 4; k++) if (rand(2) === 0) affinity.set(`k${k}`, `n${rand(8)}`)
+  // Per-agent limits for some jobs, with what agents already hold of them.
+  const limits = new Map<number, PerAgentLimit>()
+  for (let g = 0; g < 3; g++) {
+    if (rand(2) === 0) limits.set(g, { limit: 1 + rand(3), held: new Map(agents.map(a => [a.id, rand(3)])) })
+  }
+  const before = JSON.stringify({ agents, tasks, affinity: [...affinity], limits: [...limits].map(([g, l]) => [g, l.limit, [...l.held]]) })
+  // Half the rounds split the queue between members with random loads: fair share must keep every invariant.
+  const members = rand(2) === 0 ? 1 : 2 + rand(2)
+  const queues = Array.from({ length: members }, (_, m) => ({ owner: `m${m}`, load: rand(5), tasks: tasks.filter(t => t.key % members === m) }))
+  const { placements, newAffinity } = scheduler(members === 1 ? { queue: tasks, agents, affinity, limits } : { queues, agents, affinity, limits })
+  assert.equal(JSON.stringify({ agents, tasks, affinity: [...affinity], limits: [...limits].map(([g, l]) => [g, l.limit, [...l.held]]) }), before, 'inputs untouched')
+  assertSound(agents, tasks, placements, limits)
 
-    // Affinity: a key is bound anew only when its old host is gone; every placed task is on its key's host.
-    const present = new Set(agents.map(a => a.id))
-    for (const [k, id] of newAffinity) {
-      assert.ok(present.has(id))
-      assert.ok(!present.has(affinity.get(k) ?? ''), `key ${k} re-bound although its host ${String(affinity.get(k))} is present`)
-    }
-    const hostOf = (k: string): string | undefined => newAffinity.get(k) ?? (present.has(affinity.get(k) ?? '') ? affinity.get(k) : undefined)
-    for (const p of placements) {
-      const key = tasks[p.key].affinity
-      if (key != null) assert.equal(p.agentId, hostOf(key), `task ${p.key} (key ${key}) away from its host`)
-    }
+  // Affinity: a key is bound anew only when its old host is gone; every placed task is on its key's host.
+  const present = new Set(agents.map(a => a.id))
+  for (const [k, id] of newAffinity) {
+    assert.ok(present.has(id))
+    assert.ok(!present.has(affinity.get(k) ?? ''), `key ${k} re-bound although its host ${String(affinity.get(k))} is present`)
+  }
+  const hostOf = (k: string): string | undefined => newAffinity.get(k) ?? (present.has(affinity.get(k) ?? '') ? affinity.get(k) : undefined)
+  for (const p of placements) {
+    const key = tasks[p.key].affinity
+    if (key != null) assert.equal(p.agentId, hostOf(key), `task ${p.key} (key ${key}) away from its host`)
+  }
 
-    // Work-conserving: what is left over could run nowhere it is allowed to (resources only shrink in a pass).
-    const left = new Map(agents.map(a => [a.id, { ...a, freeGpus: a.freeGpus.filter(g => !placements.some(p => p.agentId === a.id && p.gpuIds.includes(g))) }]))
-    for (const p of placements) {
-      const a = left.get(p.agentId)!
-      a.freeSlots--
-      a.freeCores -= p.cores
-      a.freeMemoryMb -= p.memoryMb
-    }
-    const placed = new Set(placements.map(p => p.key))
-    for (const t of tasks) {
-      if (placed.has(t.key)) continue
-      const host = t.affinity != null ? hostOf(t.affinity) : undefined
-      const candidates = host != null ? [left.get(host)!] : [...left.values()]
-      for (const a of candidates) assert.equal(fits(a, t), false, `task ${t.key} left queued although ${a.id} could take it`)
+  // Work-conserving: what is left over could run nowhere it is allowed to (resources only shrink in a pass).
+  const left = new Map(agents.map(a => [a.id, { ...a, freeGpus: a.freeGpus.filter(g => !placements.some(p => p.agentId === a.id && p.gpuIds.includes(g))) }]))
+  for (const p of placements) {
+    const a = left.get(p.agentId)!
+    a.freeSlots--
+    a.freeCores -= p.cores
+    a.freeMemoryMb -= p.memoryMb
+  }
+  const placedOf = (g: number | undefined, id: string): number => placements.filter(p => p.agentId === id && tasks[p.key].group === g).length
+  const placed = new Set(placements.map(p => p.key))
+  for (const t of tasks) {
+    if (placed.has(t.key)) continue
+    const host = t.affinity != null ? hostOf(t.affinity) : undefined
+    const candidates = host != null ? [left.get(host)!] : [...left.values()]
+    for (const a of candidates) {
+      const free = fits(a, t) && limitRoom(limits, t.group, a.id, placedOf(t.group, a.id)) > 0
+      assert.equal(free, false, `task ${t.key} left queued although ${a.id} could take it`)
     }
   }
+  return placements.length
+}
+
+function seeded (seed: number): (n: number) => number {
+  // Math.imul: a plain multiply loses the low bits past 2^53, and the sequence decays to zeros.
+  return (n: number): number => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return (seed >>> 8) % n }
+}
+
+test('property: a thousand random meshes and queues: nothing over-committed, constraints, limits and affinity kept, no task left that could run', () => {
+  const rand = seeded(12345)
+  let placedTotal = 0
+  for (let round = 0; round < 1000; round++) placedTotal += randomRound(schedule, rand)
   assert.ok(placedTotal > 500, `the random cases place plenty of tasks (${placedTotal})`)
+})
+
+test('fair share: a member with 10 tasks makes progress beside one with a million, at once', () => {
+  const agents = [agent('a', { freeSlots: 4, freeCores: 4 }), agent('b', { freeSlots: 4, freeCores: 4 })]
+  let generated = 0
+  function * million (): Generator<SchedTask> {
+    for (let i = 0; i < 1_000_000; i++) { generated++; yield task(i) }
+  }
+  const ten = Array.from({ length: 10 }, (_, i) => task(2_000_000 + i))
+  // The big member already runs 8 cores; the small one nothing.
+  const { placements } = schedule({ queues: [{ owner: 'big', load: 8, tasks: million() }, { owner: 'small', load: 0, tasks: ten }], agents, affinity: new Map() })
+  const small = placements.filter(p => p.key >= 2_000_000).length
+  const big = placements.length - small
+  assert.equal(placements.length, 8)
+  // The small member catches up to the big one's load (8), then they alternate: both progress in this pass.
+  assert.equal(small, 8, 'the newcomer gets the free slots until its load reaches the big member\'s')
+  assert.ok(generated < 100, `the million-task queue is read lazily (${generated} read)`)
+  // Next pass, with the small member now running 8 cores too: they share.
+  const next = schedule({ queues: [{ owner: 'big', load: 8, tasks: million() }, { owner: 'small', load: 8, tasks: ten.slice(8) }], agents, affinity: new Map() })
+  assert.equal(next.placements.filter(p => p.key >= 2_000_000).length, 2)
+  assert.equal(next.placements.filter(p => p.key < 2_000_000).length, 6, 'both members progress in the same pass')
+  void big
+})
+
+test('fair share: equal members alternate; a member whose tasks fit nowhere does not hold up the others', () => {
+  const agents = [agent('a', { freeSlots: 6, freeCores: 6 })]
+  const x = Array.from({ length: 10 }, (_, i) => task(i))
+  const y = Array.from({ length: 10 }, (_, i) => task(100 + i))
+  const { placements } = schedule({ queues: [{ owner: 'x', load: 0, tasks: x }, { owner: 'y', load: 0, tasks: y }], agents, affinity: new Map() })
+  assert.deepEqual(placements.map(p => p.key < 100 ? 'x' : 'y'), ['x', 'y', 'x', 'y', 'x', 'y'])
+  // A member with 10,000 GPU tasks (no GPU anywhere) and the lowest load: the other member still gets the slots.
+  const gpuHungry = Array.from({ length: 10_000 }, (_, i) => task(1000 + i, { gpus: 1 }))
+  const r = schedule({ queues: [{ owner: 'g', load: 0, tasks: gpuHungry }, { owner: 'y', load: 50, tasks: y }], agents, affinity: new Map(), maxScan: 2000 })
+  assert.equal(r.placements.length, 6)
+})
+
+test('the property test catches deliberately broken schedulers', () => {
+  const broken: Record<string, [Scheduler, RegExp]> = {
+    'ignores per-agent limits': [input => schedule({ ...input, limits: undefined }), /over its per-agent limit/],
+    'counts this pass but not what agents hold': [input => schedule({ ...input, limits: new Map([...input.limits ?? []].map(([g, l]) => [g, { limit: l.limit, held: new Map() }])) }), /over its per-agent limit/],
+    'over-commits cores': [input => schedule({ ...input, agents: input.agents.map(a => ({ ...a, freeCores: a.freeCores + 2 })) }), /cores over-committed/],
+    'gives a GPU twice': [input => schedule({ ...input, agents: input.agents.map(a => ({ ...a, freeGpus: [...a.freeGpus, ...a.freeGpus] })) }), /a GPU given twice/],
+    'ignores constraints': [input => schedule({ ...input, queue: [...input.queue ?? []].map(t => ({ ...t, constraints: {} })) }), /lacks/],
+    'leaves runnable tasks queued': [input => schedule({ ...input, queue: [...input.queue ?? []].slice(0, 3) }), /left queued although/],
+    'drops a member\'s queue': [input => schedule({ ...input, queues: input.queues?.slice(1) }), /left queued although/]
+  }
+  for (const [what, [scheduler, why]] of Object.entries(broken)) {
+    const rand = seeded(12345)
+    assert.throws(() => { for (let round = 0; round < 1000; round++) randomRound(scheduler, rand) }, why, `a scheduler that ${what} passes the property test`)
+  }
 })

@@ -1,14 +1,29 @@
 /**
- * Agent side of the task launcher (node/launcher.mjs): a small process forked once that spawns tasks,
- * because spawning from the big agent process is slow. Requests and replies are newline-delimited JSON.
+ * Agent side of a task launcher (launcher.c or launcher.mjs): a small process forked once that spawns, signals
+ * and waits for tasks, because spawning from the big agent process is slow and Node cannot prepare a sandbox
+ * between fork and exec. Requests and replies are newline-delimited JSON; see launcher.c for the protocol.
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import type { Socket } from 'node:net'
 import type { Readable, Writable } from 'node:stream'
 
-export interface RunRequest {
-  commands: string[]
+export interface Bind { src: string, dst: string, ro: boolean }
+
+/** Mount isolation built by the native launcher before exec (see child.c). */
+export interface SandboxSpec {
+  /** A new user namespace (the launcher is not root, or tests the unprivileged path as root). */
+  userns: boolean
+  /** Folders covered by an empty tmpfs (the mesh's state folder, the work root). */
+  hide: string[]
+  /** Folders bound back into the covered ones: the task's own (rw), its job's shared files (ro). */
+  binds: Bind[]
+}
+
+export type LimitValue = number | 'unlimited'
+
+export interface SpawnRequest {
+  argv: string[]
   cwd: string
   /** The whole environment; or, with `envAdd`, nothing: the launcher's own environment is the base. */
   env?: Record<string, string>
@@ -16,24 +31,35 @@ export interface RunRequest {
   envAdd?: Record<string, string>
   stdoutPath: string
   stderrPath: string
-  timeoutMs: number
+  /** Run as this user (slot users; the launcher must be root). */
+  user?: { uid: number, gid: number }
+  sandbox?: SandboxSpec
+  /** cgroup.procs files the child writes its own pid into before exec. */
+  cgroupProcs?: string[]
+  nice?: number
+  ioprio?: { class: number, level: number }
+  rlimits?: Record<string, [LimitValue, LimitValue]>
 }
 
-export interface RunResult {
+export interface SpawnResult {
   exitCode: number | null
   signal: string | null
-  timedOut: boolean
   error: string | null
   startedAt: number
   endedAt: number
   /** Sizes of the stdout and stderr files when the task ended (null if unknown). */
-  stdoutBytes?: number | null
-  stderrBytes?: number | null
+  stdoutBytes: number | null
+  stderrBytes: number | null
+  /** Peak resident memory of the task's processes, where the launcher can tell. */
+  peakMemoryBytes: number | null
 }
 
+/** What a launcher can do besides spawning: 'sandbox', 'user', 'cgroup', 'nice', 'ioprio', 'rlimits', 'peak-memory'. */
+export type LauncherFeature = 'sandbox' | 'user' | 'cgroup' | 'nice' | 'ioprio' | 'rlimits' | 'peak-memory'
+
 interface Pending {
-  resolve: (r: RunResult) => void
-  onStart?: () => void
+  resolve: (r: SpawnResult) => void
+  onStart?: (pid: number) => void
   sentAt: number
 }
 
@@ -41,22 +67,27 @@ type LauncherProcess = ChildProcessByStdio<Writable, Readable, null>
 
 const LAUNCHER_PATH = fileURLToPath(new URL('./launcher.mjs', import.meta.url))
 
-/** How to start the plain-JS launcher; a native one (node/native-launcher.ts) is just a path. */
+/** How to start the plain-JS launcher; a native one (native.ts) is just a path. */
 export const NODE_LAUNCHER: readonly string[] = [process.execPath, LAUNCHER_PATH]
 
 export class Launcher {
   private proc: LauncherProcess | null = null
   private readonly command: readonly string[]
-
-  constructor (command: readonly string[] = NODE_LAUNCHER) {
-    this.command = command
-  }
   private readonly pending = new Map<number, Pending>()
   private nextId = 1
   private outBuf: string[] = []
   private flushQueued = false
   private partial = ''
   private closing = false
+  private helloPending = false
+  private gotFeatures!: (f: ReadonlySet<LauncherFeature>) => void
+  /** Resolves with what the launcher announced at start. */
+  readonly features: Promise<ReadonlySet<LauncherFeature>>
+
+  constructor (command: readonly string[] = NODE_LAUNCHER) {
+    this.command = command
+    this.features = new Promise(resolve => { this.gotFeatures = resolve })
+  }
 
   /** Forks the launcher process. */
   static start (command: readonly string[] = NODE_LAUNCHER): Launcher {
@@ -75,33 +106,23 @@ export class Launcher {
     return this.proc?.pid
   }
 
-  /** Starts a task. onStart fires once its first command has been spawned. The promise never rejects. */
-  run (req: RunRequest, onStart?: () => void): { id: number, done: Promise<RunResult> } {
+  /** Starts a task. onStart fires once its program runs. The promise never rejects. */
+  spawn (req: SpawnRequest, onStart?: (pid: number) => void): { id: number, done: Promise<SpawnResult> } {
     this.ensureProcess()
     const id = this.nextId++
-    const done = new Promise<RunResult>(resolve => {
+    const done = new Promise<SpawnResult>(resolve => {
       this.pending.set(id, { resolve, onStart, sentAt: Date.now() })
     })
     if (this.pending.size === 1) this.setRef(true)
-    this.write({
-      op: 'run',
-      id,
-      commands: req.commands,
-      cwd: req.cwd,
-      env: req.env,
-      envAdd: req.envAdd,
-      stdout: req.stdoutPath,
-      stderr: req.stderrPath,
-      timeoutMs: req.timeoutMs,
-      notifyStart: onStart != null
-    })
+    const { stdoutPath, stderrPath, ...rest } = req
+    this.write({ op: 'spawn', id, ...rest, stdout: stdoutPath, stderr: stderrPath })
     return { id, done }
   }
 
-  /** Signals the task's whole process group; the launcher escalates to SIGKILL after 5 s. */
-  kill (id: number, signal: NodeJS.Signals = 'SIGTERM'): void {
+  /** Signals the task (its process group, or everything in its namespace). */
+  signal (id: number, signal: NodeJS.Signals = 'SIGTERM'): void {
     if (!this.pending.has(id)) return
-    this.write({ op: 'kill', id, signal })
+    this.write({ op: 'signal', id, signal })
   }
 
   /** Closes the launcher's stdin (it then SIGKILLs running tasks) and waits for it to exit. */
@@ -125,12 +146,14 @@ export class Launcher {
     const proc = spawn(this.command[0], this.command.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] })
     proc.stdout.setEncoding('utf8')
     proc.stdout.on('data', (chunk: string) => this.onData(chunk))
-    proc.stdin.on('error', () => {}) // EPIPE when it dies; 'exit' handles that
+    proc.stdin.on('error', () => {}) // EPIPE when it dies; 'close' handles that
     // 'close', not 'exit': replies written just before dying are still read first.
     proc.once('close', () => this.onProcessExit(proc))
     proc.once('error', () => this.onProcessExit(proc))
     this.proc = proc
-    this.setRef(this.pending.size > 0)
+    // Held until the launcher has said hello: a process waiting for its features must not exit meanwhile.
+    this.setRef(true)
+    this.helloPending = true
   }
 
   /** An idle launcher must not keep the agent's event loop alive. */
@@ -151,7 +174,7 @@ export class Launcher {
     this.outBuf.push(JSON.stringify(msg))
     if (!this.flushQueued) {
       this.flushQueued = true
-      queueMicrotask(() => this.flush()) // one pipe write per burst of run() calls
+      queueMicrotask(() => this.flush()) // one pipe write per burst of requests
     }
   }
 
@@ -172,49 +195,59 @@ export class Launcher {
   }
 
   private onReply (line: string): void {
-    let msg: { op?: string, id?: number } & Partial<RunResult>
+    let msg: Record<string, unknown>
     try {
       msg = JSON.parse(line)
     } catch {
       return // the launcher only writes JSON; ignore anything else rather than crash the agent
     }
-    const p = msg.id != null ? this.pending.get(msg.id) : undefined
+    if (msg.op === 'hello') {
+      const features = Array.isArray(msg.features) ? msg.features.filter((f): f is LauncherFeature => typeof f === 'string') : []
+      this.gotFeatures(new Set(features))
+      this.helloPending = false
+      if (this.pending.size === 0 && !this.closing) this.setRef(false)
+      return
+    }
+    const id = typeof msg.id === 'number' ? msg.id : -1
+    const p = this.pending.get(id)
     if (p == null) return
     if (msg.op === 'started') {
-      p.onStart?.()
+      p.onStart?.(typeof msg.pid === 'number' ? msg.pid : 0)
       return
     }
     if (msg.op !== 'exit') return
-    this.settle(msg.id as number, {
-      exitCode: msg.exitCode ?? null,
-      signal: msg.signal ?? null,
-      timedOut: msg.timedOut === true,
-      error: msg.error ?? null,
-      startedAt: msg.startedAt ?? p.sentAt,
-      endedAt: msg.endedAt ?? Date.now(),
-      stdoutBytes: typeof msg.stdoutBytes === 'number' ? msg.stdoutBytes : null,
-      stderrBytes: typeof msg.stderrBytes === 'number' ? msg.stderrBytes : null
+    const num = (v: unknown): number | null => typeof v === 'number' && Number.isFinite(v) ? v : null
+    this.settle(id, {
+      exitCode: num(msg.exitCode),
+      signal: typeof msg.signal === 'string' ? msg.signal : null,
+      error: typeof msg.error === 'string' ? msg.error : null,
+      startedAt: num(msg.startedAt) ?? p.sentAt,
+      endedAt: num(msg.endedAt) ?? Date.now(),
+      stdoutBytes: num(msg.stdoutBytes),
+      stderrBytes: num(msg.stderrBytes),
+      peakMemoryBytes: num(msg.peakMemoryBytes)
     })
   }
 
-  private settle (id: number, result: RunResult): void {
+  private settle (id: number, result: SpawnResult): void {
     const p = this.pending.get(id)
     if (p == null) return
     this.pending.delete(id)
-    if (this.pending.size === 0) this.setRef(false)
+    if (this.pending.size === 0 && !this.helloPending) this.setRef(false)
     p.resolve(result)
   }
 
-  /** The launcher is gone: every pending run ends with an error, and the next run() forks a new one. */
+  /** The launcher is gone: every pending task ends with an error, and the next spawn() forks a new one. */
   private onProcessExit (proc: LauncherProcess): void {
     if (this.proc !== proc) return
     this.proc = null
     this.outBuf = []
     this.flushQueued = false
+    this.gotFeatures(new Set())
     const error = this.closing ? 'launcher closed' : 'launcher died'
     const now = Date.now()
     for (const [id, p] of [...this.pending]) {
-      this.settle(id, { exitCode: null, signal: null, timedOut: false, error, startedAt: p.sentAt, endedAt: now })
+      this.settle(id, { exitCode: null, signal: null, error, startedAt: p.sentAt, endedAt: now, stdoutBytes: null, stderrBytes: null, peakMemoryBytes: null })
     }
   }
 }

@@ -1,0 +1,60 @@
+/**
+ * The seam between deciding and running: whatever runs a task (the local launchers today; a Slurm bridge or a
+ * harvest-aware wrapper next) implements TaskBackend. The agent's reactor never sees processes, only this.
+ */
+
+/** One attempt to run, with everything a backend needs and nothing about the mesh. */
+export interface BackendTask {
+  attemptId: number
+  jobId: number
+  index: number
+  commands: readonly string[]
+  /** The task's own variables from the job file (the backend adds meshfarm's: launch-plan.ts taskEnv). */
+  env: Record<string, string>
+  /** The task's folder (its working directory) and its job's folder of shared files. */
+  taskDir: string
+  jobDir: string
+  /** Where its stdout and stderr go: files the task only ever gets as open descriptors. */
+  stdoutPath: string
+  stderrPath: string
+  /** 0: no limit. The backend stops the task when it is reached and says so (timedOut). */
+  timeoutMs: number
+  cores: number
+  memoryMb: number
+  gpuIds: number[]
+  /** Which of the agent's slots it runs in (slot users, per-slot resources). */
+  slot: number
+}
+
+/** How an attempt ended, as the backend saw it. */
+export interface TaskOutcome {
+  exitCode: number | null
+  signal: string | null
+  timedOut: boolean
+  /** The task could not be started (or its launcher died); exitCode is then usually null. */
+  error: string | null
+  startedAt: number
+  endedAt: number
+  stdoutBytes: number | null
+  stderrBytes: number | null
+  /** Peak resident memory of its processes, where known. */
+  peakMemoryBytes: number | null
+  /** It went over its memory limit (a cgroup's OOM kill), where known. */
+  overMemoryLimit: boolean | null
+}
+
+export interface TaskBackend {
+  /** Shown in logs and task.json (e.g. 'local', 'slurm'). */
+  readonly name: string
+  /** Starts an attempt; onStarted fires once its program runs. Its end comes from wait(). */
+  start: (task: BackendTask, onStarted: (startedAt: number) => void) => void
+  /** Freezes a running attempt (its owner came back); continue() thaws it. */
+  suspend: (attemptId: number) => void
+  continue: (attemptId: number) => void
+  /** SIGTERM now, SIGKILL after the grace period (the backend's default when not given). */
+  stop: (attemptId: number, graceMs?: number) => void
+  /** The attempt's outcome; never rejects. Call once per started attempt. */
+  wait: (attemptId: number) => Promise<TaskOutcome>
+  /** Ends every attempt still running (SIGKILL) and releases the backend. */
+  close: () => Promise<void>
+}

@@ -1,0 +1,10 @@
+/** Harvesting idle desktops: what the agent and the CLI use. See README-section.md for the design. */
+export { compileHarvestConfig, parseLendUntil, DEFAULT_HARVEST_CONFIG, HARVEST_FLAGS, type HarvestConfig, type HarvestConfigInput } from './config.ts'
+export { decideHarvest, applyOwnerCommand, initialHarvestState, type HarvestState, type HarvestOutcome, type HarvestDecision, type HarvestSummary, type HarvestMode, type OwnerCommand, type OwnerControl, type TaskView } from './policy.ts'
+export { Harvester, type HarvesterOptions } from './harvester.ts'
+export { setupPresence, observe, composeObservation, presenceStartLine, type PresenceSetup, type PresenceSetupOptions } from './compose.ts'
+export { OursTracker } from './ours.ts'
+export { startOwnerControl, ownerControlPaths, findOwnerSocket, lend, reclaim, lendNever, policyDefault, hereStatus, postPresence, type HereStatus, type OwnerControlOptions, type OwnerControl as OwnerControlServer } from './owner-control.ts'
+export { runPresenceHelper, type PresenceHelperOptions } from './presence-helper.ts'
+export type { Observation, PresenceSource, Probe, Reading, OursSnapshot } from './types.ts'
+export { formatDuration, formatBytes, parseDuration } from './format.ts'
