@@ -70,9 +70,10 @@ before(async () => {
     // No prefetch: a task held at an agent behind a gated one would not start.
     coordinatorArgs: ['--dashboard', '0', '--prefetch', '0'],
     env: { MESHFARM_GPU_DETECT: '0' },
+    // Tasks here look at the test's gate folder, outside their own, which an isolated task cannot: unisolated.
     agents: [
-      { ip: '127.0.0.2', hostname: 'lab-alpha', slots: 2, cores: 8, gpus: '0,1' },
-      { ip: '127.0.0.3', hostname: 'lab-beta', slots: 2, cores: 4 }
+      { ip: '127.0.0.2', hostname: 'lab-alpha', slots: 2, cores: 8, gpus: '0,1', extraArgs: ['--isolation', 'none'] },
+      { ip: '127.0.0.3', hostname: 'lab-beta', slots: 2, cores: 4, extraArgs: ['--isolation', 'none'] }
     ]
   })
   url = mesh.coordinator.output().match(/dashboard: listening on (http:\/\/127\.0\.0\.1:\d+\/)/)![1]
