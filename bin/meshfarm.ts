@@ -16,6 +16,7 @@ import { cliContext } from './cli-context.ts'
 import { meshCommands } from './commands/mesh.ts'
 import { serviceCommands } from './commands/services.ts'
 import { jobCommands } from './commands/jobs.ts'
+import { dashboardCommands } from './commands/dashboard.ts'
 import { runDemo } from './demo.ts'
 import { parseWholeNumber } from '../shared/util/units.ts'
 import { printJson } from './output.ts'
@@ -45,6 +46,7 @@ export function buildProgram (): Command {
   serviceCommands(ctx)
   jobCommands(ctx)
   parallelCommand(ctx)
+  dashboardCommands(ctx)
 
   program.command('ping')
     .description('check that the coordinator answers')

@@ -26,6 +26,7 @@ export function serviceCommands (ctx: CliContext): void {
     .option('--heartbeat <duration>', 'agent heartbeat interval (default 2s)')
     .option('--crash-limit <n>', 'attempts that die with their agent before a task fails (default 3)')
     .option('--prefetch <n>', 'tasks an agent may hold beyond its slots (default 1)')
+    .option('--dashboard [port]', `serve the dashboard on 127.0.0.1 (default port ${DEFAULTS.dashboardPort}; 0: any free port)`)
     .action(async (o: CoordinatorFlags) => {
       const settings = compileCoordinator(o, process.env)
       const mesh = loadMeshConfig(ctx.home())
