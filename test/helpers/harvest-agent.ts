@@ -3,7 +3,9 @@
  * never reads half of it), task scripts that run until the test releases them, and the task processes of an
  * agent found in /proc by their marker (double-forked ones included), with their state and their freezer's.
  */
-import { readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { closeSync, constants, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { join } from 'node:path'
 import { groupTasks, scanProcesses, type ProcStat } from '../../node/cgroups/proctree.ts'
 import type { InjectedState } from '../../node/harvest/sources/injected.ts'
 import type { MeshClient } from '../../shared/client/client.ts'
@@ -18,12 +20,24 @@ export function setPresence (file: string, s: InjectedState): void {
 }
 
 /**
- * A task of three processes (the shell, a background sleep, a double-forked loop that left the shell's session)
- * that runs until `<releaseDir>/<job>.<index>` exists; then every process of it ends.
+ * A task of three processes that stay put until the test releases it: the shell, a background sleep and a
+ * double-forked shell that left the task's session, both shells blocked opening `<releaseDir>/<job>.<index>`,
+ * a FIFO the test makes (`makeRelease`) and writes once (`release`); then every process of it ends.
  */
 export function heldTask (releaseDir: string): string {
-  const r = `${releaseDir}/$MESHFARM_JOB_ID.$MESHFARM_TASK_INDEX`
-  return `sleep 300 & S=$!; (setsid sh -c "while [ ! -e ${r} ]; do sleep 0.05; done" </dev/null >/dev/null 2>&1 &); while [ ! -e ${r} ]; do sleep 0.05; done; kill $S; echo released`
+  const r = `${releaseDir}/$MESHFARM_TASK_ID`
+  return `sleep 300 & S=$!; (setsid sh -c "read x < ${r}" </dev/null >/dev/null 2>&1 &); read x < ${r}; kill $S; echo released`
+}
+
+export function makeRelease (releaseDir: string, taskId: string): void {
+  execFileSync('mkfifo', ['-m', '0666', join(releaseDir, taskId)])
+}
+
+/** Opens the FIFO without blocking (its readers are there, or it is tried again) and lets both shells go. */
+export async function release (releaseDir: string, taskId: string): Promise<void> {
+  const fd = await waitFor(() => { try { return openSync(join(releaseDir, taskId), constants.O_WRONLY | constants.O_NONBLOCK) } catch { return null } }, `a reader of ${taskId}'s release`)
+  writeSync(fd, 'go\n')
+  closeSync(fd)
 }
 
 export interface Proc { stat: ProcStat, nice: number, freezer: string | null }

@@ -15,7 +15,7 @@ import { connect, type MeshClient } from '../../shared/client/client.ts'
 import { parseTasklist } from '../../shared/client/spec.ts'
 import type { MeshEvent } from '../../shared/protocol/events.ts'
 import { runCli } from '../helpers/cli.ts'
-import { AWAY, PRESENT, heldTask, isStopped, records, setPresence, taskProcs, waitFor, type Proc } from '../helpers/harvest-agent.ts'
+import { AWAY, PRESENT, heldTask, isStopped, makeRelease, records, release as releaseFifo, setPresence, taskProcs, waitFor, type Proc } from '../helpers/harvest-agent.ts'
 
 // Short thresholds: the test's own presence file says how long the owner has been idle, so only a vacate waits.
 const HARVEST = ['--harvest', '--start-idle', '5s', '--keyboard-busy', '5s', '--continue-idle', '5s', '--max-suspend', '6s']
@@ -38,10 +38,12 @@ function harvestAgent (hostname: string, ip: string, pool: string, d: typeof des
 async function submit (pool: string, n: number): Promise<number> {
   const text = Array.from({ length: n }, () => heldTask(rel)).join('\n') + '\n'
   writeFileSync(join(dir, `${pool}.txt`), text)
-  return (await client.submit(parseTasklist(text, join(dir, `${pool}.txt`), dir, { constraints: { pool } }))).jobId
+  const { jobId } = await client.submit(parseTasklist(text, join(dir, `${pool}.txt`), dir, { constraints: { pool } }))
+  for (let i = 0; i < n; i++) makeRelease(rel, `${jobId}.${i}`)
+  return jobId
 }
 
-const release = (jobId: number, index: number): void => { writeFileSync(join(rel, `${jobId}.${index}`), '') }
+const release = async (jobId: number, index: number): Promise<void> => { await releaseFifo(rel, `${jobId}.${index}`) }
 const all = async (pid: number): Promise<Proc[]> => [...(await taskProcs(pid)).values()].flat()
 const show = (ps: Proc[]): string => ps.map(p => `${p.stat.pid} ${p.stat.comm} ${p.stat.state}${p.freezer != null ? `/${p.freezer}` : ''}`).join(', ')
 
@@ -67,7 +69,7 @@ after(async () => {
   if (process.env.KEEP_TEST_DIR == null) rmSync(dir, { recursive: true, force: true })
 })
 
-test('each desktop says at start which presence sources and which cgroup support it uses', () => {
+test('each desktop says at start which presence sources and which cgroup support it uses', { timeout: 60_000 }, () => {
   const d = mesh.agents[0].output() + mesh.agents[1].output()
   const lines = d.split('\n').filter(l => /agent: (cgroups|harvest: presence|harvested)/.test(l))
   console.log(lines.map(l => `# ${l}`).join('\n'))
@@ -77,7 +79,7 @@ test('each desktop says at start which presence sources and which cgroup support
   assert.match(d, /agent: harvested tasks run at nice 19 and idle I\/O priority/)
 })
 
-test('no task starts while the owner is there; once they are away, tasks start, at the lowest priority', async () => {
+test('no task starts while the owner is there; once they are away, tasks start, at the lowest priority', { timeout: 60_000 }, async () => {
   jobs.cg = await submit('cg', 2)
   jobs.tree = await submit('tree', 1)
   const why = await waitFor(async () => {
@@ -104,7 +106,7 @@ test('no task starts while the owner is there; once they are away, tasks start, 
   await waitFor(async () => (await client.status(jobs.cg))[0].counts.running === 2, 'the coordinator sees them running')
 })
 
-test('the owner comes back: every process of every task is stopped within a second, and continues after', async () => {
+test('the owner comes back: every process of every task is stopped within a second, and continues after', { timeout: 60_000 }, async () => {
   const t0 = performance.now()
   setPresence(desk.presence, PRESENT)
   setPresence(tree.presence, PRESENT)
@@ -129,7 +131,7 @@ test('the owner comes back: every process of every task is stopped within a seco
   console.log(`# owner away: continued in ${(performance.now() - t1).toFixed(0)} ms: ${show(running)}`)
 
   // One task finishes on the desktop: its record keeps the suspension.
-  release(jobs.cg, 0)
+  await release(jobs.cg, 0)
   const rec = await waitFor(async () => (await records(client, jobs.cg)).find(r => r.index === 0 && r.state === 'done') ?? null, 'task 0 done')
   assert.equal(rec.host, 'desk')
   assert.equal(rec.attempts, 1)
@@ -137,7 +139,7 @@ test('the owner comes back: every process of every task is stopped within a seco
   assert.ok(rec.suspensions![0].to != null && rec.suspensions![0].to >= rec.suspensions![0].from)
 })
 
-test('reclaim and lend from the command line take effect within a second; status --here says what runs, for whom, why', async () => {
+test('reclaim and lend from the command line take effect within a second; status --here says what runs, for whom, why', { timeout: 60_000 }, async () => {
   const r = await runCli(mesh.clientHome, ['reclaim', '--socket', desk.socket])
   const t0 = performance.now()
   assert.equal(r.code, 0, r.stderr)
@@ -167,14 +169,14 @@ test('reclaim and lend from the command line take effect within a second; status
   assert.match(bad.stderr, /--until: expected a time like 18:00/)
 })
 
-test('an owner who stays: the task is vacated and completes on another agent, not counted as a crash', async () => {
+test('an owner who stays: the task is vacated and completes on another agent, not counted as a crash', { timeout: 60_000 }, async () => {
   await mesh.startAgent({ ip: '127.0.0.4', hostname: 'server', slots: 2, labels: ['pool=cg'] })
   setPresence(desk.presence, PRESENT)
   await waitFor(async () => (await all(desk.pid)).every(isStopped), 'suspended', 5000)
   // Suspended for --max-suspend (6 s), then vacated: its processes end, the task runs on the server.
   await waitFor(async () => (await records(client, jobs.cg)).find(r => r.index === 1 && r.host === 'server' && r.state === 'running') ?? null, 'task 1 running on the server', 30_000)
   assert.equal((await taskProcs(desk.pid)).size, 0, 'nothing of it is left on the desktop')
-  release(jobs.cg, 1)
+  await release(jobs.cg, 1)
   const rec = await waitFor(async () => (await records(client, jobs.cg)).find(r => r.index === 1 && r.state === 'done') ?? null, 'task 1 done')
   assert.equal(rec.host, 'server')
   assert.equal(rec.attempts, 2)
@@ -186,6 +188,6 @@ test('an owner who stays: the task is vacated and completes on another agent, no
   console.log(`# ${requeues.map(e => `${e.type} ${JSON.stringify(e.data)}`).join('; ')}`)
   assert.deepEqual(requeues.map(e => [e.type, e.data?.kind]), [['task.vacated', 'vacate']], 'one vacate, no crash, no retry')
   assert.match(String(requeues[0].data?.why), /^harvest: suspended 6 s/)
-  release(jobs.tree, 0)
+  await release(jobs.tree, 0)
   assert.equal((await client.watch(jobs.tree)).state, 'done')
 })
