@@ -21,7 +21,7 @@ import { formatDuration } from './format.ts'
 import { Harvester } from './harvester.ts'
 import { ownerControlPaths, startOwnerControl, type HereStatus, type OwnerControl } from './owner-control.ts'
 import type { HarvestOutcome, HarvestSummary, OwnerCommand } from './policy.ts'
-import { handBack, harvestStatus, hereTasks, offer, shouldUpdate, taskViews, type Sent } from './offer.ts'
+import { applyHarvest, harvestStatus, hereTasks, offer, taskViews, type Sent } from './offer.ts'
 
 export interface HarvestSettings {
   config: HarvestConfig
@@ -178,30 +178,11 @@ class AgentHarvest {
     if (r == null || this.base == null || this.closed || r.state === 'stopping' || r.state === 'stopped') return null
     const held = r.attempts()
     const out = this.harvester.decide(taskViews(held), now)
-    const name = (id: number): string => { const a = held.find(h => h.a.attemptId === id)?.a; return a != null ? `${a.jobId}.${a.index}` : String(id) }
-    const told: string[] = []
-    for (const d of out.decisions) {
-      const id = Number(d.taskId)
-      if (d.op === 'suspend') r.suspend([id], now)
-      else if (d.op === 'continue') r.resume([id], now)
-      else r.vacate([id], 'vacate', `harvest: ${d.why}`, now)
-      told.push(`${d.op} ${name(id)}`)
-    }
-    for (const b of handBack(held, out.accept)) {
-      r.vacate([b.attemptId], 'vacate', b.why, now)
-      told.push(`hand back ${name(b.attemptId)}`)
-    }
+    const { told, sent } = applyHarvest(r, held, out, this.base, this.sent, now)
+    this.sent = sent
     const mode = `${out.summary.mode}/${out.accept.cpu}/${out.accept.gpu}`
     if (told.length > 0 || mode !== this.lastMode) this.log(`agent: harvest: ${out.summary.mode}${told.length > 0 ? ` (${told.join(', ')})` : ''}: ${out.reason}`)
     this.lastMode = mode
-    if (r.state === 'running' || r.state === 'connecting') {
-      const resources = offer(this.base, out.accept)
-      const next = { slots: resources.slots, gpus: resources.gpus.length, status: harvestStatus(out.accept, out.summary) }
-      if (shouldUpdate(this.sent, next, now)) {
-        r.updateResources(resources, { harvest: next.status })
-        this.sent = { ...next, at: now }
-      }
-    }
     return out
   }
 

@@ -1,9 +1,10 @@
 /**
- * Between the harvest policy and the agent's reactor, pure: which attempts the policy sees, what the agent offers
- * and tells the coordinator after a pass, which taken-but-unstarted attempts go back, what `status --here` shows.
+ * Between the harvest policy and the agent's reactor: which attempts the policy sees, what the agent offers and
+ * tells the coordinator after a pass, which taken-but-unstarted attempts go back, what `status --here` shows (all
+ * pure), and `applyHarvest`, which hands one pass's outcome to the reactor (synchronous, no clock, no I/O).
  */
 import type { AgentResources, AgentStatus } from '../../shared/protocol/messages.ts'
-import type { HeldAttempt } from '../reactor.ts'
+import type { AgentReactor, HeldAttempt } from '../reactor.ts'
 import type { HarvestOutcome, HarvestSummary, TaskView } from './policy.ts'
 
 export type HarvestStatus = NonNullable<AgentStatus['harvest']>
@@ -67,4 +68,33 @@ export function hereTasks (held: readonly HeldAttempt[], startedAt: (attemptId: 
     state: h.stopping ? 'vacating' : h.phase !== 'running' ? 'starting' : h.suspendedSince != null ? 'suspended' : 'running',
     since: h.suspendedSince ?? (h.phase === 'running' ? startedAt(h.a.attemptId) : null)
   }))
+}
+
+export type HarvestReactor = Pick<AgentReactor, 'suspend' | 'resume' | 'vacate' | 'updateResources' | 'state'>
+
+/**
+ * One pass's outcome through the reactor: suspend, continue and vacate as decided, hand back what has not started
+ * while nothing is lent, and offer (slots, GPUs, harvest status) what the machine lends now, while the agent takes
+ * work. Returns what it told (for the log) and what was last sent.
+ */
+export function applyHarvest (r: HarvestReactor, held: readonly HeldAttempt[], out: Pick<HarvestOutcome, 'decisions' | 'accept' | 'summary'>, base: AgentResources, last: Sent | null, now: number): { told: string[], sent: Sent | null } {
+  const name = (id: number): string => { const a = held.find(h => h.a.attemptId === id)?.a; return a != null ? `${a.jobId}.${a.index}` : String(id) }
+  const told: string[] = []
+  for (const d of out.decisions) {
+    const id = Number(d.taskId)
+    if (d.op === 'suspend') r.suspend([id], now)
+    else if (d.op === 'continue') r.resume([id], now)
+    else r.vacate([id], 'vacate', `harvest: ${d.why}`, now)
+    told.push(`${d.op} ${name(id)}`)
+  }
+  for (const b of handBack(held, out.accept)) {
+    r.vacate([b.attemptId], 'vacate', b.why, now)
+    told.push(`hand back ${name(b.attemptId)}`)
+  }
+  if (r.state !== 'running' && r.state !== 'connecting') return { told, sent: last }
+  const resources = offer(base, out.accept)
+  const next = { slots: resources.slots, gpus: resources.gpus.length, status: harvestStatus(out.accept, out.summary) }
+  if (!shouldUpdate(last, next, now)) return { told, sent: last }
+  r.updateResources(resources, { harvest: next.status })
+  return { told, sent: { ...next, at: now } }
 }
