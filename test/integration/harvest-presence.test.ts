@@ -17,6 +17,8 @@ import { GpuSource } from '../../node/harvest/sources/gpu.ts'
 import { NO_OURS } from '../../node/harvest/types.ts'
 import { pickIdleProbe, execText } from '../../node/harvest/presence-helper.ts'
 import { waitUntil } from '../helpers/harvest-procs.ts'
+import { openMachine } from '../../node/harvest/agent-harvest.ts'
+import { DEFAULT_HARVEST_CONFIG } from '../../node/harvest/config.ts'
 
 const ctx = (now = Date.now()): { now: number, monotonicMs: number, ours: typeof NO_OURS } => ({ now, monotonicMs: Number(process.hrtime.bigint() / 1_000_000n), ours: NO_OURS })
 
@@ -41,6 +43,26 @@ test('every real source on this machine: probed, read, printed', async () => {
     assert.ok(obs.loadNotOurs != null && obs.loadNotOurs >= 0)
   } finally {
     await setup.close()
+  }
+})
+
+test('an agent with --harvest and no injected file: its start lines name this machine\'s real sources and cgroups', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mf-machine-'))
+  const lines: string[] = []
+  const machine = await openMachine({
+    cgroups: 'auto',
+    harvest: { config: DEFAULT_HARVEST_CONFIG, inputDevices: false, ownerUid: null, ownerSocket: join(dir, 'owner.sock'), presenceFile: null, tickMs: 1000 }
+  }, { stateDir: dir, features: new Set(['cgroup', 'nice', 'ioprio', 'rlimits']), log: l => { lines.push(l) } })
+  try {
+    for (const l of lines) console.log(`# ${l}`)
+    const presence = lines.find(l => l.startsWith('agent: harvest: presence: '))
+    assert.ok(presence != null, lines.join('\n'))
+    assert.doesNotMatch(presence, /injected/)
+    assert.match(presence, /ttys \(/, 'this machine has terminals')
+    assert.match(lines[0], /^agent: cgroups/)
+  } finally {
+    await machine.close()
+    rmSync(dir, { recursive: true, force: true })
   }
 })
 
