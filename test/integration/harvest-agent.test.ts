@@ -1,6 +1,8 @@
 /**
  * `meshfarm agent --harvest` for real: a coordinator, a desktop agent with cgroups (this machine's v1 freezer),
- * one without (--no-cgroups: SIGSTOP of each task's whole process tree), and later a server. Owner presence comes
+ * one without (--no-cgroups: SIGSTOP of each task's whole process tree; and --isolation none, so no namespace's
+ * init passes the signal on: a double-forked child that left the task's session is found by its marker), and
+ * later a server. Owner presence comes
  * from an injected file per desktop, through the same interface as the real sources; the owner's commands from
  * the command line. Every check is on what a user or the kernel would show: task states on the coordinator, task
  * records, and each task process's state in /proc (or its freezer's), double-forked children included.
@@ -56,7 +58,7 @@ before(async () => {
   mesh = await startLocalMesh({
     dir,
     env: { MESHFARM_GPU_DETECT: '0' },
-    agents: [harvestAgent('desk', '127.0.0.2', 'cg', desk), harvestAgent('tree', '127.0.0.3', 'tree', tree, ['--no-cgroups'])]
+    agents: [harvestAgent('desk', '127.0.0.2', 'cg', desk), harvestAgent('tree', '127.0.0.3', 'tree', tree, ['--no-cgroups', '--isolation', 'none'])]
   })
   desk.pid = mesh.agents.find(a => a.output().includes('agent: desk '))!.child.pid!
   tree.pid = mesh.agents.find(a => a.output().includes('agent: tree '))!.child.pid!
@@ -84,7 +86,7 @@ test('no task starts while the owner is there; once they are away, tasks start, 
   jobs.tree = await submit('tree', 1)
   const why = await waitFor(async () => {
     const w = await client.why(jobs.cg)
-    return w.some(r => /all matching desktops have their owners present/.test(r.reason)) ? w : null
+    return w.some(r => /all matching desktops have their owners present \(desk: owner present: keyboard used/.test(r.reason)) ? w : null
   }, 'why: owners present')
   console.log(`# why: ${why[0].reason}`)
   const peers = await client.peers()
