@@ -197,7 +197,7 @@ class AgentHarvest {
   here (now: number): HereStatus {
     const held = this.reactor?.attempts() ?? []
     return {
-      harvest: this.harvester.last?.summary ?? { ...STARTING, idleSince: null },
+      harvest: this.harvester.last?.summary ?? STARTING,
       tasks: hereTasks(held, id => this.control.startedAt(id)),
       sources: [...this.harvester.details, `checked ${formatDuration(now - this.harvester.observedAt)} ago`]
     }
