@@ -21,6 +21,7 @@ import { runDemo } from './demo.ts'
 import { parseWholeNumber } from '../shared/util/units.ts'
 import { printJson } from './output.ts'
 import { parallelCommand } from './commands/parallel.ts'
+import { harvestCommands } from './commands/harvest.ts'
 import { bashCompletion, zshCompletion } from './completion.ts'
 import { colourEnabled, colours } from './colour.ts'
 
@@ -47,6 +48,7 @@ export function buildProgram (): Command {
   jobCommands(ctx)
   parallelCommand(ctx)
   dashboardCommands(ctx)
+  harvestCommands(ctx)
 
   program.command('ping')
     .description('check that the coordinator answers')

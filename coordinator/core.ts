@@ -266,7 +266,7 @@ export class CoordinatorCore {
       this.ledger.placed(job, index)
       let list = byAgent.get(agent.id)
       if (list == null) byAgent.set(agent.id, list = [])
-      list.push({ attemptId: a.id, jobId, index, task: this.store.taskSpec(jobId, index), shared: job.header.shared, gpuIds: p.gpuIds, cores: p.cores })
+      list.push({ attemptId: a.id, jobId, index, task: this.store.taskSpec(jobId, index), shared: job.header.shared, gpuIds: p.gpuIds, cores: p.cores, owner: this.ledger.name(job.owner) })
     }
     for (const [agentId, assignments] of byAgent) this.comm.send(agentId, { t: 'coord.assign', assignments })
     return placements.length

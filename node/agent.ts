@@ -41,6 +41,7 @@ import { chooseIsolation, traversableLayout } from './isolation-probe.ts'
 import { entryId } from './results.ts'
 import { agentPaths, checkWorkDir, prepareDirs, realHome, type AgentPaths } from './work-dir.ts'
 import { findBwrap } from './bwrap.ts'
+import { DEFAULT_MACHINE, openMachine, type MachineSettings } from './harvest/agent-harvest.ts'
 
 export type { AgentLifecycle } from './reactor.ts'
 
@@ -56,7 +57,9 @@ export interface AgentOptions {
   killGraceMs?: number
   /** How long stop() waits for tasks to end and their vacate notices to be acknowledged (default 5 s). */
   stopGraceMs?: number
-  /** Resource management around each task (node/cgroups/). */
+  /** Each task's cgroup and limits, and desktop harvesting (node/harvest/agent-harvest.ts); default: cgroups where usable. */
+  machine?: MachineSettings
+  /** Replaces the machine's task hooks (tests). */
   hooks?: LocalTaskHooks
   log?: (line: string) => void
 }
@@ -169,8 +172,9 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
   const crashed = await stager.launchedWithoutResult(new Set(entries.map(entryId)))
   if (crashed.length > 0) log(`agent: ${crashed.length} task(s) were running when this agent last stopped without warning; the coordinator counts them as crashes`)
   await stager.clean(new Set(entries.map(entryId)))
+  const machine = await openMachine(opts.machine ?? DEFAULT_MACHINE, { stateDir: paths.state, features, log })
   const backend = new LocalBackend({
-    launcher: pool, isolation, killGraceMs: opts.killGraceMs ?? 5000, agentHasGpus: resources.gpus.length > 0, agentPid: process.pid, hooks: opts.hooks
+    launcher: pool, isolation, killGraceMs: opts.killGraceMs ?? 5000, agentHasGpus: resources.gpus.length > 0, agentPid: process.pid, hooks: opts.hooks ?? machine.hooks
   })
   let finish!: (why: 'drained' | 'stopped') => void
   const finished = new Promise<'drained' | 'stopped'>(resolve => { finish = resolve })
@@ -184,6 +188,7 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
   })
   io.reactor = reactor
   reactor.start(entries, crashed)
+  machine.attach(reactor, resources)
 
   let known: CoordinatorAddress | null = null
   // The agent's own protocol: a few streams per peer, each answered or dropped within seconds.
@@ -276,6 +281,7 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
       sessionChannel?.abort(new Error('agent stopping'))
       for (const wake of waiters.splice(0)) wake()
       await backend.close()
+      await machine.close().catch(err => { log(`agent: ${errorMessage(err)}`) })
       await stager.close(new Set(reactor.pendingIds())).catch(err => { log(`agent: cleaning the work folder failed: ${errorMessage(err)}`) })
       await node.stop()
       await loop.catch(() => {})

@@ -41,6 +41,8 @@ export interface TaskOutcome {
   peakMemoryBytes: number | null
   /** It went over its memory limit (a cgroup's OOM kill), where known. */
   overMemoryLimit: boolean | null
+  /** The hard memory limit it ran under, where one was set (for the failure's words). */
+  memoryLimitBytes?: number | null
 }
 
 export interface TaskBackend {
