@@ -25,6 +25,11 @@ export interface SchedAgent {
   freeGpus: number[]
   /** The longest task time limit the agent can honour (an allocation that ends); absent: no limit. */
   maxTaskMs?: number
+  /**
+   * Slots with nothing on them at all. `freeSlots` counts an agent's queue too (tasks staged behind running ones,
+   * so short tasks start without a round trip); an idle slot is taken before a place in a busy agent's queue.
+   */
+  idleSlots?: number
 }
 
 export interface SchedTask {
@@ -76,6 +81,9 @@ export function fits (agent: SchedAgent, task: SchedTask): boolean {
 }
 
 function better (a: SchedAgent, b: SchedAgent, task: SchedTask): boolean {
+  const aIdle = (a.idleSlots ?? a.freeSlots) > 0
+  const bIdle = (b.idleSlots ?? b.freeSlots) > 0
+  if (aIdle !== bIdle) return aIdle
   if (task.gpus > 0 && a.freeGpus.length !== b.freeGpus.length) return a.freeGpus.length < b.freeGpus.length
   if (a.freeSlots !== b.freeSlots) return a.freeSlots > b.freeSlots
   return a.id < b.id
@@ -131,6 +139,7 @@ export function schedule (input: ScheduleInput): ScheduleOutput {
     }
     const gpuIds = target.freeGpus.splice(0, task.gpus)
     target.freeSlots--
+    if (target.idleSlots != null) target.idleSlots--
     target.freeCores -= task.cores
     target.freeMemoryMb -= task.memoryMb
     openSlots--

@@ -254,6 +254,12 @@ export class TaskLedger {
     for (const other of attemptsOf(this.s, a.jobId, a.index)) if (other.id !== a.id) this.cancelAttempt(other, 'the task started on another agent')
   }
 
+  /** Takes back an attempt that has not started (the agent is told to drop it); the task waits in the queue again. */
+  private unplace (job: JobRuntime, a: Attempt, why: string, now: number): void {
+    this.cancelAttempt(a, why)
+    if (!this.othersActive(a)) this.requeue(job, a.index, 'vacate', why, now)
+  }
+
   private cancelAttempt (a: Attempt, reason: string): void {
     this.endAttempt(a)
     if (this.s.agents.get(a.agent)?.connected === true) this.comm.send(a.agent, { t: 'coord.cancel', attemptIds: [a.id], reason })
@@ -355,11 +361,16 @@ export class TaskLedger {
       job.held = !release
       this.store.setJobHeld(job.id, job.held)
       this.emit({ time: now, type: release ? 'job.released' : 'job.held', jobId: job.id })
+      // Tasks already placed but not started (waiting in an agent's queue) come back: a hold means not now.
+      if (!release) for (const a of [...this.s.attempts.values()]) if (a.jobId === job.id && !a.running) this.unplace(job, a, 'the job is held', now)
       return job.counts.queued + job.counts.held
     }
     if (index >= job.total) throw new MeshfarmError('NOT_FOUND', `job ${job.id} has no task ${index}`)
     const state = t.state(index)
-    if (release ? state !== 'held' : state !== 'queued') return 0
+    if (!release && state === 'staging') {
+      for (const a of attemptsOf(this.s, job.id, index)) if (!a.running) this.unplace(job, a, 'the task is held', now)
+    }
+    if (release ? t.state(index) !== 'held' : t.state(index) !== 'queued') return 0
     this.apply(job, index, release ? 'release' : 'hold')
     if (release) t.enqueue(index, 'front')
     this.emit({ time: now, type: release ? 'job.released' : 'job.held', jobId: job.id, index })

@@ -46,7 +46,7 @@ async function status (home: string, jobId: number): Promise<JobSummary> {
   return (await runCliJson<JobSummary[]>(home, ['status', String(jobId)]))[0]
 }
 
-test('two watchers see the same events in the same order; one that loses its coordinator misses nothing', async () => {
+test('two watchers see the same events in the same order; one that loses its coordinator misses nothing', { timeout: 120_000 }, async () => {
   const a = await connect({ home: alice })
   const b = await connect({ home: bob })
   const seen: Record<'a' | 'b', MeshEvent[]> = { a: [], b: [] }

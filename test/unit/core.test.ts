@@ -325,3 +325,22 @@ test('an agent restarted after it was declared lost: what its record says died i
   assert.equal(t.counts(died.index).crashes, 1, 'confirmed')
   assert.equal(t.counts(ended.index).crashes, 0, 'withdrawn')
 })
+
+test('holding a job takes back its tasks waiting in agents\' queues; running ones finish; release puts them back', () => {
+  const { core, comm } = setup()
+  core.onAgentHello('A', resources('a', 1), [], [], false, [], 0)
+  core.state.agents.get('A')!.recentTaskMs = 10 // short tasks: the agent holds a queue of them
+  const jobId = core.submit('owner', header(), tasks(3), 0)
+  core.schedulePass(0)
+  const placed = comm.take()
+  assert.ok(placed.length >= 2, 'one running, the rest staged in the agent\'s queue')
+  core.onStarted('A', [placed[0].attemptId], 0)
+  assert.equal(core.hold(jobId, undefined, false, 'owner', false, 0), 2)
+  const cancelled = comm.sent.filter(s => s.msg.t === 'coord.cancel').flatMap(s => (s.msg as { attemptIds: number[] }).attemptIds)
+  assert.deepEqual(cancelled.sort(), placed.slice(1).map(p => p.attemptId).sort(), 'the staged ones are taken back')
+  comm.take()
+  assert.equal(core.schedulePass(0), 0, 'nothing placed while held')
+  assert.equal(core.jobSummary(jobId).counts.running, 1, 'the running task goes on')
+  core.hold(jobId, undefined, true, 'owner', false, 0)
+  assert.ok(core.schedulePass(0) >= 1)
+})

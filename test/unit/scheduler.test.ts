@@ -310,6 +310,13 @@ test('property: a thousand random meshes and queues: nothing over-committed, con
   assert.ok(placedTotal > 500, `the random cases place plenty of tasks (${placedTotal})`)
 })
 
+test('an idle slot is taken before a place in a busy agent\'s queue', () => {
+  // a: one slot, running a task, room for 7 more in its queue; b: one slot, idle.
+  const agents = [agent('a', { freeSlots: 7, idleSlots: 0, freeCores: 7 }), agent('b', { freeSlots: 3, idleSlots: 1, freeCores: 3 })]
+  const { placements } = schedule({ queue: [task(0), task(1)], agents, affinity: new Map() })
+  assert.deepEqual(placements.map(p => p.agentId), ['b', 'a'], 'the idle agent first; then the queue with the most room')
+})
+
 test('fair share: a member with 10 tasks makes progress beside one with a million, at once', () => {
   const agents = [agent('a', { freeSlots: 4, freeCores: 4 }), agent('b', { freeSlots: 4, freeCores: 4 })]
   let generated = 0
