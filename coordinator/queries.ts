@@ -24,8 +24,16 @@ export function jobSummary (s: CoreState, store: Store, opts: CoreOptions, jobId
     jobId: j.id, name: j.header.name, label: j.header.label, owner: j.owner, ownerName: displayName(opts, j.owner), state: j.state,
     submittedAt: j.submittedAt, counts: { ...j.counts }, total: j.total, priority: j.header.priority ?? 0
   }
-  if (j.state !== 'active') Object.assign(summary, endNotes(store, j, SUMMARY_FAILURES))
+  if (j.state !== 'active') Object.assign(summary, endNotesOf(store, j))
   return summary
+}
+
+/** A finished job's notes never change: read once, kept while the job is in memory. */
+const notesOf = new WeakMap<JobRuntime, Pick<JobSummary, 'failures' | 'missingOutputs'>>()
+function endNotesOf (store: Store, job: JobRuntime): Pick<JobSummary, 'failures' | 'missingOutputs'> {
+  let notes = notesOf.get(job)
+  if (notes == null) notesOf.set(job, notes = endNotes(store, job, SUMMARY_FAILURES))
+  return notes
 }
 
 /**

@@ -58,7 +58,7 @@ export class TaskLedger {
   }
 
   /** Back to the front of the queue; a task already waiting there (its agent was lost) just keeps its counters. */
-  requeue (job: JobRuntime, index: number, event: Requeue, why: string, now: number): void {
+  requeue (job: JobRuntime, index: number, event: Requeue, why: string, now: number, a?: Attempt): void {
     const t = job.tasks!
     if (!IN_FLIGHT.has(t.state(index))) {
       this.store.setTaskState(job.id, index, t.state(index), t.counts(index))
@@ -66,7 +66,12 @@ export class TaskLedger {
     }
     this.apply(job, index, event)
     t.enqueue(index, 'front')
-    this.emit({ time: now, type: event === 'vacate' || event === 'preempt' ? 'task.vacated' : 'task.requeued', jobId: job.id, index, data: { why, kind: event } })
+    // The attempt that ended goes with the event (where it ran, since when), so a timeline can draw it.
+    this.emit({
+      time: now, type: event === 'vacate' || event === 'preempt' ? 'task.vacated' : 'task.requeued', jobId: job.id, index,
+      ...(a != null ? { agent: a.agent, host: a.host } : {}),
+      data: { why, kind: event, ...(a != null ? { startedAt: a.startedAt } : {}) }
+    })
   }
 
   placed (job: JobRuntime, index: number): void {
@@ -98,7 +103,7 @@ export class TaskLedger {
     const job = this.activeJob(a)
     if (job == null || this.othersActive(a)) return
     job.tasks!.bump(a.index, 'vacates')
-    this.requeue(job, a.index, kind, reason, now)
+    this.requeue(job, a.index, kind, reason, now, a)
   }
 
   /** An attempt's result: commit it, retry the task, or fail it. */
@@ -118,17 +123,17 @@ export class TaskLedger {
     if (r.state === 'cancelled' || failure.kind === 'cancelled') {
       // The agent stopped the task by itself (it was stopping); not the task's fault.
       t.bump(i, 'vacates')
-      this.requeue(job, i, 'vacate', failure.message, now)
+      this.requeue(job, i, 'vacate', failure.message, now, a)
       return
     }
     if (failure.kind === 'preempted') {
       t.bump(i, 'vacates')
-      this.requeue(job, i, 'preempt', failure.message, now)
+      this.requeue(job, i, 'preempt', failure.message, now, a)
       return
     }
     if (failure.kind === 'staging') {
       if (t.bump(i, 'stagingFails') >= this.opts.crashLimit) this.commit(job, i, 'failed', now, a, r, { ...failure, message: `inputs could not be staged ${t.counts(i).stagingFails} times (last: ${failure.message})` })
-      else this.requeue(job, i, 'retry', failure.message, now)
+      else this.requeue(job, i, 'retry', failure.message, now, a)
       return
     }
     if (failure.kind === 'node-fail' || failure.kind === 'agent-lost') {
@@ -137,7 +142,7 @@ export class TaskLedger {
     }
     if (failure.retryable && t.counts(i).retriesUsed < job.header.retries) {
       t.bump(i, 'retriesUsed')
-      this.requeue(job, i, 'retry', failure.message, now)
+      this.requeue(job, i, 'retry', failure.message, now, a)
       return
     }
     this.commit(job, i, 'failed', now, a, r, failure)
@@ -152,7 +157,7 @@ export class TaskLedger {
     if (crashes >= this.opts.crashLimit) {
       this.commit(job, i, 'failed', now, a, r, { kind: 'crash-limit', message: `gave up after ${crashes} attempts died with their agent (last: ${why})`, retryable: false })
     } else {
-      this.requeue(job, i, 'lose', why, now)
+      this.requeue(job, i, 'lose', why, now, a)
     }
   }
 
@@ -220,10 +225,10 @@ export class TaskLedger {
     const job = this.activeJob(a)
     if (job == null) return
     if (died && !a.suspect) {
-      this.crashed(job, a.index, why, now)
+      this.crashed(job, a.index, why, now, a)
       return
     }
-    if (!this.othersActive(a)) this.requeue(job, a.index, 'lose', why, now)
+    if (!this.othersActive(a)) this.requeue(job, a.index, 'lose', why, now, a)
   }
 
   /**
@@ -257,7 +262,7 @@ export class TaskLedger {
   /** Takes back an attempt that has not started (the agent is told to drop it); the task waits in the queue again. */
   private unplace (job: JobRuntime, a: Attempt, why: string, now: number): void {
     this.cancelAttempt(a, why)
-    if (!this.othersActive(a)) this.requeue(job, a.index, 'vacate', why, now)
+    if (!this.othersActive(a)) this.requeue(job, a.index, 'vacate', why, now, a)
   }
 
   private cancelAttempt (a: Attempt, reason: string): void {
