@@ -15,7 +15,7 @@ import { collect, untilSignal, type CliContext } from '../cli-context.ts'
 import { agentService, type AgentFlags } from './agent-service.ts'
 import { addMachineOptions, machineFromFlags } from './harvest.ts'
 
-/** bin/meshfarm, the wrapper that finds Node 24 and tsx wherever npm put them: what a unit starts. */
+/** bin/meshfarm, the wrapper that finds Node 24 wherever npm put it: what a unit starts. */
 const EXECUTABLE = fileURLToPath(new URL('../meshfarm', import.meta.url))
 
 export function serviceCommands (ctx: CliContext): void {

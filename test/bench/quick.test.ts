@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { TSX_LOADER } from '../../bin/processes.ts'
+import { TS_ARGS } from '../../bin/processes.ts'
 
 const BENCH = fileURLToPath(new URL('../../bench/run.ts', import.meta.url))
 
@@ -18,7 +18,7 @@ test('npm run bench -- --quick measures every section and writes its raw numbers
   const out = join(dir, 'bench.json')
   try {
     const { code, output } = await new Promise<{ code: number | null, output: string }>((resolve, reject) => {
-      const child = spawn(process.execPath, ['--import', TSX_LOADER, BENCH, '--quick', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] })
+      const child = spawn(process.execPath, [...TS_ARGS, BENCH, '--quick', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] })
       let output = ''
       child.stdout.on('data', (d: Buffer) => { output += d.toString() })
       child.stderr.on('data', (d: Buffer) => { output += d.toString() })
