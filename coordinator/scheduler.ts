@@ -9,6 +9,7 @@
  * a blocked big task never holds up the small ones behind it. Affinity keys bind to the first agent chosen.
  * A job may cap how many of its tasks one agent holds at once (`limits`, by the tasks' `group`): an agent at its
  * cap is skipped for that job's tasks as if it were full, and other jobs' tasks still go there.
+ * A batch-system bridge (`spill`) comes after every lab agent that fits: the cluster takes the overflow.
  */
 
 export interface SchedAgent {
@@ -23,6 +24,8 @@ export interface SchedAgent {
   freeGpus: number[]
   /** The longest task time limit the agent can honour (an allocation that ends); absent: no limit. */
   maxTaskMs?: number
+  /** A batch-system bridge: it gets a task only when no lab agent that fits has room for it. */
+  spill?: boolean
 }
 
 export interface SchedTask {
@@ -65,6 +68,7 @@ export function fits (agent: SchedAgent, task: SchedTask): boolean {
 }
 
 function better (a: SchedAgent, b: SchedAgent, task: SchedTask): boolean {
+  if ((a.spill === true) !== (b.spill === true)) return b.spill === true
   if (task.gpus > 0 && a.freeGpus.length !== b.freeGpus.length) return a.freeGpus.length < b.freeGpus.length
   if (a.freeSlots !== b.freeSlots) return a.freeSlots > b.freeSlots
   return a.id < b.id

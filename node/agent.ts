@@ -41,6 +41,7 @@ import { chooseIsolation, traversableLayout } from './isolation-probe.ts'
 import { entryId } from './results.ts'
 import { agentPaths, checkWorkDir, prepareDirs, realHome, type AgentPaths } from './work-dir.ts'
 import { findBwrap } from './bwrap.ts'
+import { remoteIsolation, type RemoteRunner } from './backend/remote.ts'
 
 export type { AgentLifecycle } from './reactor.ts'
 
@@ -58,6 +59,8 @@ export interface AgentOptions {
   stopGraceMs?: number
   /** Resource management around each task (node/cgroups/). */
   hooks?: LocalTaskHooks
+  /** Tasks run elsewhere (a Slurm bridge): this backend instead of the local launchers and their sandbox. */
+  runner?: RemoteRunner
   log?: (line: string) => void
 }
 
@@ -89,32 +92,39 @@ export async function startAgent (opts: AgentOptions): Promise<AgentService> {
   prepareDirs(paths, { traversable: false })
   tightenState(paths)
   const unlock = lockAgentDir(paths.state)
-  const pool = new LauncherPool(LauncherPool.sizeFor(opts.resources.slots, opts.resources.cores), nativeLauncher(paths.bin, log) ?? NODE_LAUNCHER)
+  const pool = opts.runner != null ? null : new LauncherPool(LauncherPool.sizeFor(opts.resources.slots, opts.resources.cores), nativeLauncher(paths.bin, log) ?? NODE_LAUNCHER)
   try {
     return await startWithLock(opts, log, paths, pool, unlock)
   } catch (err) {
-    await pool.close()
+    await pool?.close()
     unlock()
     throw err
   }
 }
 
-async function startWithLock (opts: AgentOptions, log: (line: string) => void, paths: AgentPaths, pool: LauncherPool, unlock: () => void): Promise<AgentService> {
-  const features = await pool.features()
-  const root = process.getuid?.() === 0
+async function startWithLock (opts: AgentOptions, log: (line: string) => void, paths: AgentPaths, pool: LauncherPool | null, unlock: () => void): Promise<AgentService> {
   const own = peerIdFromPrivateKey(await loadOrCreateIdentity(paths.home)).toString()
-  const bwrap = findBwrap()
-  const { decision, isolation } = await chooseIsolation({
-    choice: opts.isolation ?? 'auto',
-    facts: { root, nativeSandbox: features.has('sandbox'), canSwitchUser: features.has('user'), bwrap: bwrap != null },
-    paths, slots: opts.resources.slots, bwrap, launcher: pool, log,
-    sharesCoordinatorState: opts.mesh.coordinator === own || existsSync(homePaths(paths.home).coordinatorDir),
-    prepare: traversable => { prepareDirs(paths, { traversable }) }
-  })
-  if (!decision.ok || isolation == null) throw new MeshfarmError('FORBIDDEN', decision.ok ? 'no isolation' : decision.message)
-  prepareDirs(paths, { traversable: traversableLayout(decision.candidate) })
-  for (const note of decision.notes) log(`agent: isolation: could not use ${note}`)
-  log(`agent: ${describeIsolation(decision.candidate, isolation.hide)}`)
+  const sharesCoordinatorState = opts.mesh.coordinator === own || existsSync(homePaths(paths.home).coordinatorDir)
+  let isolation: Isolation
+  if (opts.runner != null || pool == null) {
+    isolation = remoteIsolation(sharesCoordinatorState, paths.home)
+    log(`agent: ${opts.runner?.isolationLine ?? 'isolation: none'}`)
+  } else {
+    const features = await pool.features()
+    const bwrap = findBwrap()
+    const chosen = await chooseIsolation({
+      choice: opts.isolation ?? 'auto',
+      facts: { root: process.getuid?.() === 0, nativeSandbox: features.has('sandbox'), canSwitchUser: features.has('user'), bwrap: bwrap != null },
+      paths, slots: opts.resources.slots, bwrap, launcher: pool, log, sharesCoordinatorState,
+      prepare: traversable => { prepareDirs(paths, { traversable }) }
+    })
+    const { decision } = chosen
+    if (!decision.ok || chosen.isolation == null) throw new MeshfarmError('FORBIDDEN', decision.ok ? 'no isolation' : decision.message)
+    isolation = chosen.isolation
+    prepareDirs(paths, { traversable: traversableLayout(decision.candidate) })
+    for (const note of decision.notes) log(`agent: isolation: could not use ${note}`)
+    log(`agent: ${describeIsolation(decision.candidate, isolation.hide)}`)
+  }
   const resources: AgentResources = { ...opts.resources, isolation: isolation.mode }
 
   const cache = new BlobStore(paths.cache)
@@ -166,11 +176,14 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
   }
 
   const stager = new Stager({ paths, cache, isolation, fetch })
-  const crashed = await stager.launchedWithoutResult(new Set(entries.map(entryId)))
+  // A remote backend's tasks may outlive this process: those it finds again are adopted, not crashes.
+  const remote = opts.runner != null ? await opts.runner.create({ paths, peerId: node.peerId.toString(), pending: new Set(entries.map(entryId)), log }) : null
+  const keep = new Set([...entries.map(entryId), ...(remote?.adopted ?? []).map(a => a.attemptId)])
+  const crashed = await stager.launchedWithoutResult(keep)
   if (crashed.length > 0) log(`agent: ${crashed.length} task(s) were running when this agent last stopped without warning; the coordinator counts them as crashes`)
-  await stager.clean(new Set(entries.map(entryId)))
-  const backend = new LocalBackend({
-    launcher: pool, isolation, killGraceMs: opts.killGraceMs ?? 5000, agentHasGpus: resources.gpus.length > 0, agentPid: process.pid, hooks: opts.hooks
+  await stager.clean(keep)
+  const backend = remote?.backend ?? new LocalBackend({
+    launcher: pool!, isolation, killGraceMs: opts.killGraceMs ?? 5000, agentHasGpus: resources.gpus.length > 0, agentPid: process.pid, hooks: opts.hooks
   })
   let finish!: (why: 'drained' | 'stopped') => void
   const finished = new Promise<'drained' | 'stopped'>(resolve => { finish = resolve })
@@ -184,6 +197,7 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
   })
   io.reactor = reactor
   reactor.start(entries, crashed)
+  if (remote != null) reactor.adopt(remote.adopted)
 
   let known: CoordinatorAddress | null = null
   // The agent's own protocol: a few streams per peer, each answered or dropped within seconds.
@@ -218,6 +232,7 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
         const msg = await ch.read()
         if (msg == null) break
         if (msg.t === 'coord.assign') msg.assignments = checkAssignments(msg.assignments, line => { log(`agent: ${line}`) })
+        opts.runner?.onMessage?.(msg)
         reactor.message(msg, Date.now())
       }
     } finally {
