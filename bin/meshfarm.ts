@@ -20,6 +20,7 @@ import { runDemo } from './demo.ts'
 import { parseWholeNumber } from '../shared/util/units.ts'
 import { printJson } from './output.ts'
 import { parallelCommand } from './commands/parallel.ts'
+import { bridgeCommands } from './commands/bridge.ts'
 import { bashCompletion, zshCompletion } from './completion.ts'
 import { colourEnabled, colours } from './colour.ts'
 
@@ -45,6 +46,7 @@ export function buildProgram (): Command {
   serviceCommands(ctx)
   jobCommands(ctx)
   parallelCommand(ctx)
+  bridgeCommands(ctx)
 
   program.command('ping')
     .description('check that the coordinator answers')

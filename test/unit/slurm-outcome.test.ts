@@ -64,7 +64,7 @@ test('FAILED without a status file: the wrapper never finished, Slurm\'s exit co
 })
 
 test('following a chunk: one queue answer and the status files give each index its state and outcome', () => {
-  const entry = (jobId: string, state: string, reason = 'None'): [string, QueueEntry] => [jobId, { jobId, arrayJobId: jobId.split('_')[0], arrayIndex: Number(jobId.split('_')[1] ?? 0), state, reason, nodes: 'vm', name: 'mf:b:j:0', comment: 'mf:b:j:0' }]
+  const entry = (jobId: string, state: string, reason = 'None'): [string, QueueEntry] => [jobId, { jobId, arrayJobId: jobId.split('_')[0], arrayIndex: jobId.includes('_') ? Number(jobId.split('_')[1]) : null, state, reason, nodes: 'vm', name: 'mf:b:j:0', comment: 'mf:b:j:0' }]
   const queue = new Map([entry('50_0', 'COMPLETED'), entry('50_1', 'RUNNING'), entry('50_2', 'PENDING', 'JobArrayTaskLimit'), entry('51_0', 'COMPLETED')])
   const views = chunkOutcomes('50', 4, queue, new Map([[0, status({ index: 0 })], [3, status({ index: 3, exitCode: 2 })]]))
   assert.deepEqual(views.map(v => [v.jobId, v.slurmState, v.outcome?.state ?? null]), [
@@ -73,4 +73,10 @@ test('following a chunk: one queue answer and the status files give each index i
   assert.equal(views[2].reason, 'JobArrayTaskLimit')
   const single = new Map([entry('60', 'TIMEOUT', 'TimeLimit')])
   assert.equal(chunkOutcomes('60', 1, single, new Map())[0].outcome?.failure?.kind, 'timeout', 'a one-element array listed under its plain id')
+  // Captured on 22.05 after scancel of a 3-element array with one running: `728_0 CANCELLED` and `728 CANCELLED`
+  // for the pending rest, whose indexes squeue no longer prints.
+  const cancelled = new Map([entry('728_0', 'CANCELLED'), entry('728', 'CANCELLED', 'Resources')])
+  assert.deepEqual(chunkOutcomes('728', 3, cancelled, new Map()).map(v => [v.jobId, v.slurmState, v.outcome?.failure?.kind]), [
+    ['728_0', 'CANCELLED', 'cancelled'], ['728_1', 'CANCELLED', 'cancelled'], ['728_2', 'CANCELLED', 'cancelled']
+  ], 'the rest listed under the array\'s id, not lost')
 })
