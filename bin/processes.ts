@@ -22,8 +22,11 @@ export interface MeshProcess {
   stop: (signal?: NodeJS.Signals) => Promise<number | string>
 }
 
-export function startMeshfarm (args: string[], opts: { home: string, env?: NodeJS.ProcessEnv, logFile?: string, uid?: number, gid?: number }): MeshProcess {
-  const child = spawn(process.execPath, ['--import', TSX_LOADER, CLI_ENTRY, '--home', opts.home, ...args], {
+/** `prefix`: a command that runs meshfarm for us (`salloc --time=1`, say), given meshfarm's command line. */
+export function startMeshfarm (args: string[], opts: { home: string, env?: NodeJS.ProcessEnv, logFile?: string, uid?: number, gid?: number, prefix?: string[] }): MeshProcess {
+  const argv = [process.execPath, '--import', TSX_LOADER, CLI_ENTRY, '--home', opts.home, ...args]
+  const [cmd, ...rest] = [...(opts.prefix ?? []), ...argv]
+  const child = spawn(cmd, rest, {
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
     // Tests run an agent as an ordinary user too (the one case where only the mount namespace keeps its keys).

@@ -58,7 +58,8 @@ export async function allocationMode (batch: BatchSystem, config: BridgeConfig, 
   const initial = allocationOffer({ partition: shape.partition, cpus: shape.nodes.reduce((n, x) => n + x.cpus, 0), memoryMb: shape.memoryMbPerNode * shape.nodes.length, gpus: shape.gpusPerNode * shape.nodes.length, maxTaskMs: coarse(shape.endsAt == null ? null : shape.endsAt - config.drainBeforeMs - Date.now()) }, offer, { allocation: id })
   let sent = JSON.stringify(initial)
 
-  const drain = (now: number): void => {
+  /** Hands back what cannot finish and stops offering; returns the empty offer (the tick sends it). */
+  const drain = (now: number): ReturnType<typeof allocationOffer> => {
     draining = true
     backend!.drain(id)
     const running = backend!.running()
@@ -67,9 +68,12 @@ export async function allocationMode (batch: BatchSystem, config: BridgeConfig, 
     // Everything held that is not a step that can finish: running ones that cannot, and all not yet running.
     const back = agent!.reactor.heldIds().filter(x => !finishing.includes(x))
     say(`bridge: allocation ${id} ends ${shape.endsAt == null ? 'now' : `in ${shortDuration(Math.max(0, shape.endsAt - now))}`}: draining; ${finishing.length} running task(s) finish here, ${back.length} go back to the mesh`)
-    agent!.reactor.updateResources({ ...allocationOffer({ ...capacity(), cpus: 0, maxTaskMs: 0 }, offer, { allocation: id }), slots: 0 })
+    const empty = { ...allocationOffer({ ...capacity(), cpus: 0, maxTaskMs: 0 }, offer, { allocation: id }), slots: 0 }
+    // The empty offer goes first, so that the coordinator does not hand the vacated tasks straight back.
+    agent!.reactor.updateResources(empty)
     if (back.length > 0) agent!.reactor.vacate(back, 'vacate', `allocation ${id} ends before they could finish`, now)
     agent!.reactor.drain()
+    return empty
   }
 
   return {
@@ -95,8 +99,9 @@ export async function allocationMode (batch: BatchSystem, config: BridgeConfig, 
         say(`bridge: allocation ${id} now ends ${shape.endsAt == null ? 'never' : new Date(shape.endsAt).toISOString()}`)
       }
       if (job != null && !['RUNNING', 'COMPLETING'].includes(job.state)) { say(`bridge: allocation ${id} is ${job.state}`); over() }
-      if (!draining && (usr1 || (shape.endsAt != null && now >= shape.endsAt - config.drainBeforeMs))) drain(now)
-      if (draining) return { notes: [`allocation ${id}: draining before its end; ${backend.running().length} task(s) finishing`] }
+      const notes = (): string[] => [`allocation ${id}: draining before its end; ${backend!.running().length} task(s) finishing`]
+      if (!draining && (usr1 || (shape.endsAt != null && now >= shape.endsAt - config.drainBeforeMs))) return { resources: drain(now), notes: notes() }
+      if (draining) return { notes: notes() }
       const stuck = backend.unplaceable()
       if (stuck.length > 0) agent.reactor.vacate(stuck, 'vacate', `allocation ${id} has no room for them before its end`, now)
       const next = allocationOffer(capacity(), offer, { allocation: id })

@@ -7,7 +7,7 @@ import type { RemoteRunner } from '../../backend/remote.ts'
 import type { AgentService } from '../../agent.ts'
 
 export interface TickResult {
-  /** A new offer, when it changed. */
+  /** A new offer, when it changed (a mode never sends one itself: this is the offer the bridge keeps sending). */
   resources?: AgentResources
   /** Plain-word lines for `meshfarm peers` and `why`, newest decisions first. */
   notes: string[]

@@ -6,6 +6,7 @@
 import type { AgentResources, GpuInfo } from '../../../shared/protocol/messages.ts'
 import type { PartitionInfo } from './batch-system.ts'
 import type { PartitionLimits } from './forward-plan.ts'
+import { shortDuration } from './hostlist.ts'
 
 export interface OfferBase {
   hostname: string
@@ -93,6 +94,6 @@ export function allocationOffer (c: AllocationCapacity, o: OfferBase, extra: Rec
 
 /** The start line: what the bridge offers and where tasks go. */
 export function describeOffer (r: AgentResources, how: string): string {
-  const time = r.maxTaskMs != null ? `, tasks up to ${Math.round(r.maxTaskMs / 60_000)} min` : ''
+  const time = r.maxTaskMs != null ? `, tasks up to ${shortDuration(r.maxTaskMs)}` : ''
   return `bridge: ${how}; takes ${r.slots} tasks at once${time}; labels ${Object.entries(r.labels).map(([k, v]) => `${k}=${v}`).join(' ')}`
 }
