@@ -8,6 +8,7 @@
 import { existsSync, rmSync } from 'node:fs'
 import { hostname as machineName } from 'node:os'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { MeshConfig } from '../../shared/local/mesh-config.ts'
 import { homePaths } from '../../shared/local/home.ts'
 import { MeshfarmError, errorMessage } from '../../shared/util/errors.ts'
@@ -74,7 +75,7 @@ export async function startSlurmBridge (o: BridgeOptions): Promise<Bridge> {
   rmSync(resume, { force: true })
   let resources: AgentResources = mode.resources
   let notes = ''
-  let stopped = false
+  const stopped = new AbortController()
   const tick = async (): Promise<void> => {
     if (existsSync(resume)) {
       rmSync(resume, { force: true })
@@ -88,19 +89,20 @@ export async function startSlurmBridge (o: BridgeOptions): Promise<Bridge> {
     agent.reactor.updateResources(resources, { notes: r.notes.map(n => n.slice(0, 4096)) })
   }
   const ticking = (async () => {
-    while (!stopped) {
+    while (!stopped.signal.aborted) {
       await tick().catch(err => { log(`bridge: ${errorMessage(err)}`) })
-      await new Promise(resolve => setTimeout(resolve, config.pollMs))
+      await sleep(config.pollMs, undefined, { signal: stopped.signal }).catch(() => {})
     }
   })()
 
   let stopping: Promise<void> | null = null
   const stop = async (): Promise<void> => {
+    // No tick runs once the agent stops (it would decide on a world that is going away).
     stopping ??= (async () => {
-      stopped = true
+      stopped.abort()
+      await ticking
       await agent.stop()
       await mode.close()
-      await ticking
     })()
     await stopping
   }

@@ -194,6 +194,13 @@ export async function autoMode (batch: BatchSystem, config: BridgeConfig, offer:
       state = resume(state)
       return was != null ? `auto-allocation resumed (was paused: ${was})` : 'auto-allocation was not paused; failures forgotten'
     },
-    close: async () => {}
+    // A clean stop gives every allocation back (the agent has handed its tasks back already); a killed bridge
+    // leaves them, and its restart finds them by label.
+    close: async () => {
+      const ids = [...holders.keys()]
+      if (ids.length === 0) return
+      const r = await batch.cancel(ids)
+      say(r.ok ? `bridge: stopping: allocation(s) ${ids.join(', ')} released` : `bridge: stopping: releasing ${ids.join(', ')}: ${r.error.message}`)
+    }
   }
 }
