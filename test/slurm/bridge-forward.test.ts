@@ -134,3 +134,29 @@ test('a node set DOWN mid-task: NODE_FAIL, the task goes back to the mesh and co
   assert.equal(r.attempts, 2, 'NODE_FAIL counted as a crash of the attempt, not a failure of the task')
   assert.match(bridgeLog(), /submitted as array/)
 })
+
+test('a permanent sbatch error: one sbatch, the tasks fail with kind batch and Slurm\'s words, no retry storm', { skip, timeout: 120_000 }, async () => {
+  const broken = await m.bridge(['--partition', 'debug', '--poll', '1s', '--sbatch-arg=--constraint=nosuchfeature', '--label', 'pool=broken'])
+  const jobId = await submit(jobFile('broken', 'name: broken\nretries: 2\ndefaults: { constraints: { pool: broken } }\ntasks:\n  - command: "true # 0"\n  - command: "true # 1"\n'))
+  const summary = await m.client.watch(jobId)
+  assert.equal(summary.state, 'failed')
+  for (const r of await allRecords(m.client, jobId)) {
+    assert.equal(r.failure?.kind, 'batch', JSON.stringify(r.failure))
+    assert.match(r.failure?.detail ?? '', /^sbatch: Invalid feature specification$/)
+    assert.equal(r.attempts, 1, 'not retried: retrying reproduces it')
+  }
+  assert.equal(m.calls('sbatch').filter(l => l.includes(`/slurm/${jobId}-`)).length, 1, 'one sbatch for the chunk')
+  assert.equal(broken.p.output().split('\n').filter(l => /Invalid feature specification/.test(l)).length, 1, 'one line in the log')
+  await broken.p.stop()
+})
+
+test('an unknown partition, or --in-allocation outside one: one line, exit 2', { skip, timeout: 60_000 }, async () => {
+  const home = await m.mesh.newHome('misconfigured', { roles: ['agent'] })
+  const bad = await runCli(home, ['bridge', 'slurm', '--partition', 'nosuch', '--work-dir', join(m.dir, 'work', 'misconfigured')])
+  assert.equal(bad.code, 2, bad.stderr)
+  assert.equal(bad.stderr.trim().split('\n').length, 1, bad.stderr)
+  assert.match(bad.stderr, /--partition nosuch: Invalid partition name specified/)
+  const outside = await runCli(home, ['bridge', 'slurm', '--in-allocation', '--work-dir', join(m.dir, 'work', 'misconfigured')], { env: { SLURM_JOB_ID: '', SLURM_JOBID: '' } })
+  assert.equal(outside.code, 2, outside.stderr)
+  assert.match(outside.stderr, /^error: --in-allocation: SLURM_JOB_ID is not set: not inside a Slurm allocation/)
+})

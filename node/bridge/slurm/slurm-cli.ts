@@ -58,7 +58,8 @@ export function createSlurmCli (options: SlurmCliOptions = {}): BatchSystem {
     const timeoutMs = opts.timeoutMs ?? queryTimeoutMs
     const r = await run(command, args, { ...opts, timeoutMs })
     if (r.timedOut) return { ok: false, error: { kind: 'transient', message: `${command}: no answer within ${Number((timeoutMs / 1000).toFixed(1))} s (stopped)` } }
-    if (r.code !== 0) return { ok: false, error: classifySlurmFailure(command, r.stderr, r.code) }
+    // scontrol says some failures on stdout ("Partition x not found").
+    if (r.code !== 0) return { ok: false, error: classifySlurmFailure(command, r.stderr.trim() !== '' ? r.stderr : r.stdout, r.code) }
     try {
       return { ok: true, value: parse(r.stdout) }
     } catch (e) {
