@@ -164,7 +164,7 @@ test('a session that drops: results go back to waiting and to disk, and the hell
   assert.equal(r.state, 'connecting')
   assert.ok(comm.take().includes('persist pending'))
   r.delivered(token, [1]) // a late answer from the old session changes nothing
-  const hello = r.hello()
+  const hello = r.hello() as Extract<AgentMessage, { t: 'agent.hello' }>
   assert.equal(hello.t, 'agent.hello')
   if (hello.t === 'agent.hello') {
     assert.deepEqual(hello.running, [2])
@@ -296,7 +296,7 @@ test('adopted attempts (a batch system still runs them after a restart): held in
   r.start([{ kind: 'vacate', attemptId: 3, vacateKind: 'vacate', reason: 'agent stopped' }])
   r.adopt([assignment(1), assignment(2), assignment(3), assignment(1)])
   assert.deepEqual(comm.take(), ['run 1 slot 0', 'run 2 slot 1'], 'each once, straight to the backend, no staging')
-  const hello = r.hello()
+  const hello = r.hello() as Extract<AgentMessage, { t: 'agent.hello' }>
   assert.deepEqual([hello.running, hello.pending, hello.crashed], [[1, 2], [3], undefined])
   r.sessionUp()
   // Both slots are taken: a new assignment waits for one.
