@@ -5,7 +5,7 @@
  * say how each element ended, and its stdout and stderr are copied to the agent's capture files. `stop` is an
  * scancel of that element. Nothing here decides what a Slurm state means (outcome.ts, forward-plan.ts).
  */
-import { appendFileSync, copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { appendFileSync, copyFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { BackendTask, TaskBackend, TaskOutcome } from '../../backend/backend.ts'
@@ -273,6 +273,9 @@ export class ForwardBackend implements TaskBackend {
         if (!m.started && (v.slurmState === 'RUNNING' || v.outcome != null)) {
           m.started = true
           m.onStarted?.(chunk.statuses.get(v.index)?.startedAt ?? now)
+          // `meshfarm logs -f` reads the capture files: while it runs they lead to Slurm's own output files.
+          const live = outputFiles(chunk.dir, chunk.arrayJobId, v.index)
+          try { symlinkSync(live.stdout, m.task.stdoutPath); symlinkSync(live.stderr, m.task.stderrPath) } catch {}
         }
         if (v.outcome == null) continue
         const status = chunk.statuses.get(v.index)
@@ -384,6 +387,8 @@ export class ForwardBackend implements TaskBackend {
 
 /** The element's output file as the task's capture file; a missing one (never started) leaves it empty. */
 function copyOrEmpty (from: string, to: string): void {
+  // The live link goes first: copying onto a link to the source itself would empty it.
+  rmSync(to, { force: true })
   try {
     copyFileSync(from, to)
   } catch {

@@ -53,7 +53,7 @@ interface Run {
 }
 
 /** srun's words when the allocation is gone or ending under a step: not the task's fault. */
-const ALLOCATION_GONE = /Unable to create step|already completing or completed|Invalid job id|Job has expired|job .* has expired|Unable to confirm allocation/i
+const ALLOCATION_GONE = /Unable to create step|already completing or completed|Invalid job id|Job has expired|job .* has expired|Unable to confirm allocation|DUE TO TIME LIMIT|has been revoked|Job step aborted/i
 
 export class StepBackend implements TaskBackend {
   readonly name = 'slurm'
@@ -134,8 +134,23 @@ export class StepBackend implements TaskBackend {
     const done = new Promise<TaskOutcome>(r => { resolve = r })
     const run: Run = { task, onStarted, allocation: null, node: null, memoryMb: 0, child: null, startedAt: 0, timedOut: false, stopped: false, resolve, done }
     this.runs.set(task.attemptId, run)
+    const never = this.neverFits(task)
+    if (never != null) {
+      run.resolve(unranOutcome(this.now(), { kind: 'batch', message: `refused: ${never}`, retryable: false, detail: never.slice(0, 256) }))
+      return
+    }
     this.queue.push(run)
     this.place()
+  }
+
+  /** Why no node of the allocations held could ever run this task (a step lives on one node), or null. */
+  private neverFits (t: BackendTask): string | null {
+    const shapes = [...this.held.values()].map(h => h.shape)
+    if (shapes.length === 0) return null
+    const fits = shapes.some(a => a.nodes.some(n => n.cpus >= t.cores) && a.gpusPerNode >= t.gpuIds.length && (a.memoryMbPerNode === 0 || a.memoryMbPerNode >= t.memoryMb))
+    if (fits) return null
+    const cpus = Math.max(...shapes.flatMap(a => a.nodes.map(n => n.cpus)))
+    return `allocation ${shapes.map(a => a.jobId).join(', ')}: no node has ${t.cores} CPUs, ${t.memoryMb} MB and ${t.gpuIds.length} GPUs (the largest has ${cpus} CPUs)`
   }
 
   private nodeUses (): NodeUse[] {
