@@ -37,6 +37,7 @@ sweep:
     await until(async () => (await m.client.status(jobId))[0].counts.done >= 4, 60_000, 'a few results delivered')
     first.p.child.kill('SIGKILL')
     await first.p.exited
+    const reported = (await m.client.status(jobId))[0].counts.done
     const ranBefore = readFileSync(ledger, 'utf8').split('\n').filter(Boolean).length
     assert.ok(ranBefore < N, 'killed mid-job')
     const sbatchBefore = m.calls('sbatch').length
@@ -59,7 +60,9 @@ sweep:
     const perChunk = new Map<string, number>()
     for (const line of m.calls('sbatch')) { const cwd = line.split(' ')[1]; perChunk.set(cwd, (perChunk.get(cwd) ?? 0) + 1) }
     assert.deepEqual([...perChunk.entries()].filter(([, n]) => n !== 1), [], `no chunk submitted twice: ${JSON.stringify([...perChunk])}`)
-    assert.ok(Number(/(\d+) task\(s\) adopted/.exec(restartLog[0])?.[1]) > 0, `the restarted bridge adopted the tasks Slurm still had: ${restartLog[0]}`)
+    const adoptedN = Number(/(\d+) task\(s\) adopted/.exec(restartLog[0])?.[1])
+    assert.ok(adoptedN > 0, `the restarted bridge adopted the tasks Slurm still had: ${restartLog[0]}`)
+    assert.ok(adoptedN <= N - reported, `results already delivered are not adopted again (${adoptedN} adopted, ${reported} reported)`)
     assert.doesNotMatch(second.p.output(), /scancel/, 'nothing found was cancelled')
     assert.equal(m.calls('scancel').length, 0, 'no scancel at all')
     const adopted = records.filter(r => r.attempts === 1).length
