@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import { skipUnlessSlurm, slurmEnv, countingSlurm, waitForQueue } from './slurm-env.ts'
 import { bridgeMesh, allRecords, type BridgeMesh } from './bridge-env.ts'
 import { runCli, runCliJson, until } from '../helpers/cli.ts'
@@ -126,7 +126,9 @@ test('a node set DOWN mid-task: NODE_FAIL, the task goes back to the mesh and co
   } finally {
     // Back up for the retry (and the tests after); Slurm has already failed the running job.
     await until(() => /NODE_FAIL/.test(execFileSync('squeue', ['--me', '-h', '-t', 'all', '-o', '%T'], { encoding: 'utf8' })), 30_000, 'NODE_FAIL in squeue')
-    execFileSync('scontrol', ['update', `nodename=${env.node}`, 'state=resume'])
+    // ReturnToService=2 may have brought it back already; setup.sh waits until it takes jobs again.
+    spawnSync('scontrol', ['update', `nodename=${env.node}`, 'state=resume'])
+    spawnSync('bash', [join(import.meta.dirname, 'setup.sh')])
   }
   const summary = await m.client.watch(jobId)
   assert.equal(summary.state, 'done', JSON.stringify(summary))
