@@ -14,6 +14,7 @@ import { taskOutcome } from '../../node/bridge/slurm/outcome.ts'
 import { classify } from '../../node/results.ts'
 import { SEQUENCE_SCRIPT } from '../../node/backend/launch-plan.ts'
 import type { BackendTask } from '../../node/backend/backend.ts'
+import { remoteIsolation } from '../../node/backend/remote.ts'
 
 const fixture = (name: string): string => readFileSync(join(import.meta.dirname, 'fixtures', 'slurm', name), 'utf8')
 const HOME = { userHome: '/home/ada' }
@@ -130,4 +131,9 @@ test('Slurm\'s endings as the mesh counts them, Slurm\'s words in detail, exit c
   assert.equal(t.timedOut, true)
   assert.equal(meshOutcome(taskOutcome({ jobId: '217_4', slurmState: 'OUT_OF_MEMORY', reason: 'OutOfMemory', status: null })!, el).overMemoryLimit, true)
   assert.equal(classify(unranOutcome(1, { kind: 'batch', message: 'not submitted: sbatch: Invalid account', retryable: false }), null, 0)?.retryable, false)
+})
+
+test('tasks under Slurm get no sandbox of ours: refused on the coordinator\'s state folder, fine on a folder of its own', () => {
+  assert.throws(() => remoteIsolation(true, '/home/ada/.meshfarm'), (e: Error & { code?: string }) => e.code === 'FORBIDDEN' && /coordinator's state folder: tasks run by a batch system run as your user and could read the mesh's keys there/.test(e.message) && !e.message.includes('\n'))
+  assert.deepEqual(remoteIsolation(false, '/home/ada/.meshfarm-bridge'), { mode: 'none', mounts: null, userns: false, hide: [], slotUsers: null, bwrap: null, inputs: 'link', shared: 'link' })
 })

@@ -5,7 +5,7 @@
  * say how each element ended, and its stdout and stderr are copied to the agent's capture files. `stop` is an
  * scancel of that element. Nothing here decides what a Slurm state means (outcome.ts, forward-plan.ts).
  */
-import { appendFileSync, copyFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { appendFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { BackendTask, TaskBackend, TaskOutcome } from '../../backend/backend.ts'
@@ -13,7 +13,7 @@ import { errorMessage } from '../../../shared/util/errors.ts'
 import type { BatchSystem, QueueEntry, SlurmError } from './batch-system.ts'
 import type { IntentLog } from './intent-log.ts'
 import { chunkLabel, planChunks, type ChunkSpec, type SlurmPlacement, type WrapperStatus } from './script.ts'
-import { outputFiles, readStatus, submitChunk } from './chunk-files.ts'
+import { copyOrEmpty, outputFiles, readStatus, statusIndexes, submitChunk } from './chunk-files.ts'
 import { chunkOutcomes } from './follow.ts'
 import { chunkShape, meshOutcome, neverFits, resourcesOf, slurmTaskEnv, taskScript, unranOutcome, type PartitionLimits } from './forward-plan.ts'
 
@@ -258,9 +258,12 @@ export class ForwardBackend implements TaskBackend {
     const tally = new Map<string, number>()
     for (const chunk of [...this.chunks.values()]) {
       if (chunk.arrayJobId == null || chunk.submittedAt == null || chunk.submittedAt > askedAt) continue
-      for (const m of chunk.members) if (!m.resolved && !chunk.statuses.has(m.index)) {
-        const s = readStatus(chunk.dir, m.index)
-        if (s != null && s.taskId === String(m.task.attemptId)) chunk.statuses.set(m.index, s)
+      // One readdir per chunk, then only the status files that are new (a pending element has none).
+      for (const index of statusIndexes(chunk.dir)) {
+        const m = chunk.members[index]
+        if (m == null || m.resolved || chunk.statuses.has(index)) continue
+        const s = readStatus(chunk.dir, index)
+        if (s != null && s.taskId === String(m.task.attemptId)) chunk.statuses.set(index, s)
       }
       const views = chunkOutcomes(chunk.arrayJobId, chunk.members.length, queue, chunk.statuses)
       for (const v of views) {
@@ -382,16 +385,5 @@ export class ForwardBackend implements TaskBackend {
     for (const [k, n] of [...this.tally].sort((a, b) => b[1] - a[1])) lines.push(`${n} task(s) ${k}`)
     if (lines.length === 0) lines.push(`forwarding to partition ${this.o.partition.name}: nothing in Slurm now`)
     return lines.slice(0, 20)
-  }
-}
-
-/** The element's output file as the task's capture file; a missing one (never started) leaves it empty. */
-function copyOrEmpty (from: string, to: string): void {
-  // The live link goes first: copying onto a link to the source itself would empty it.
-  rmSync(to, { force: true })
-  try {
-    copyFileSync(from, to)
-  } catch {
-    try { writeFileSync(to, '') } catch {}
   }
 }

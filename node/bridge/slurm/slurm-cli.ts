@@ -17,8 +17,15 @@ export type CommandRunner = (command: string, args: string[], opts: CommandOptio
 /** Output beyond this is dropped (a queue of 100,000 array elements is ~10 MB). */
 const MAX_OUTPUT = 64 * 1024 * 1024
 
+/** What Slurm commands (and the jobs sbatch starts, which inherit it) get: this process's environment less meshfarm's. */
+function slurmEnv (): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {}
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('MESHFARM_')) env[k] = v
+  return env
+}
+
 export const spawnRunner: CommandRunner = async (command, args, opts) => await new Promise(resolve => {
-  const child = spawn(command, args, { cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'], env: process.env })
+  const child = spawn(command, args, { cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'], env: slurmEnv() })
   const out: Buffer[] = []; const err: Buffer[] = []
   let size = 0; let timedOut = false; let done = false
   const collect = (into: Buffer[]) => (b: Buffer): void => { if ((size += b.length) <= MAX_OUTPUT) into.push(b) }
