@@ -18,12 +18,14 @@ export const DEFAULTS = Object.freeze({
   crashLimit: 3,
   prefetch: 1,
   inviteTtlMs: 3_600_000,
-  discoveryMs: 10_000
+  discoveryMs: 10_000,
+  /** `--dashboard` without a port. */
+  dashboardPort: 7342
 })
 
 export type Env = Readonly<Record<string, string | undefined>>
 
-export interface CoordinatorFlags { listen: string[], agentLost?: string, heartbeat?: string, crashLimit?: string, prefetch?: string }
+export interface CoordinatorFlags { listen: string[], agentLost?: string, heartbeat?: string, crashLimit?: string, prefetch?: string, dashboard?: string | true }
 
 export interface CoordinatorSettings {
   readonly listen: readonly string[]
@@ -32,6 +34,8 @@ export interface CoordinatorSettings {
   readonly crashLimit: number
   readonly prefetch: number
   readonly debug: boolean
+  /** The dashboard's port on 127.0.0.1 (0: any free one); null: no dashboard. */
+  readonly dashboardPort: number | null
 }
 
 export function compileCoordinator (f: CoordinatorFlags, env: Env): CoordinatorSettings {
@@ -45,8 +49,17 @@ export function compileCoordinator (f: CoordinatorFlags, env: Env): CoordinatorS
     agentLostMs,
     crashLimit: f.crashLimit != null ? parseWholeNumber(f.crashLimit, '--crash-limit', 1, 100) : DEFAULTS.crashLimit,
     prefetch: f.prefetch != null ? parseWholeNumber(f.prefetch, '--prefetch', 0, 64) : DEFAULTS.prefetch,
-    debug: env.MESHFARM_LOG === 'debug'
+    debug: env.MESHFARM_LOG === 'debug',
+    dashboardPort: compileDashboardPort(f.dashboard)
   })
+}
+
+/** `--dashboard [PORT]`: absent, no dashboard; without a port, the default one; 0, any free port. */
+export function compileDashboardPort (v: string | true | undefined): number | null {
+  if (v == null) return null
+  if (v === true) return DEFAULTS.dashboardPort
+  if (!/^\d{1,5}$/.test(v) || Number(v) > 65535) throw bad(`--dashboard: must be a port number from 0 to 65535 (0: any free port), got ${JSON.stringify(v.slice(0, 40))}`)
+  return Number(v)
 }
 
 export interface SubmitFlags {

@@ -20,6 +20,8 @@ export interface LocalAgentSpec {
   gpus?: string
   labels?: string[]
   extraArgs?: string[]
+  /** Laid over the mesh's environment for this agent alone. */
+  env?: NodeJS.ProcessEnv
 }
 
 export interface LocalMeshOptions {
@@ -91,7 +93,7 @@ export async function startLocalMesh (opts: LocalMeshOptions): Promise<LocalMesh
       for (const l of spec.labels ?? []) args.push('--label', l)
       if (process.getuid?.() === 0) args.push('--allow-root')
       args.push(...(spec.extraArgs ?? []))
-      const p = startMeshfarm(args, { home, env: opts.env, logFile: join(opts.dir, `agent-${spec.hostname}.log`) })
+      const p = startMeshfarm(args, { home, env: { ...opts.env, ...spec.env }, logFile: join(opts.dir, `agent-${spec.hostname}.log`) })
       await readyOrKilled(p, /agent: connected to coordinator/)
       agents.push(p)
       return p

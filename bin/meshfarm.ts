@@ -16,10 +16,12 @@ import { cliContext } from './cli-context.ts'
 import { meshCommands } from './commands/mesh.ts'
 import { serviceCommands } from './commands/services.ts'
 import { jobCommands } from './commands/jobs.ts'
+import { dashboardCommands } from './commands/dashboard.ts'
 import { runDemo } from './demo.ts'
 import { parseWholeNumber } from '../shared/util/units.ts'
 import { printJson } from './output.ts'
 import { parallelCommand } from './commands/parallel.ts'
+import { harvestCommands } from './commands/harvest.ts'
 import { bridgeCommands } from './commands/bridge.ts'
 import { bashCompletion, zshCompletion } from './completion.ts'
 import { colourEnabled, colours } from './colour.ts'
@@ -46,6 +48,8 @@ export function buildProgram (): Command {
   serviceCommands(ctx)
   jobCommands(ctx)
   parallelCommand(ctx)
+  dashboardCommands(ctx)
+  harvestCommands(ctx)
   bridgeCommands(ctx)
 
   program.command('ping')

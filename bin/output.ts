@@ -43,7 +43,7 @@ export function tasksTable (tasks: TaskRecord[], c: Colours = PLAIN): string {
 
 export function peersTable (agents: AgentSummary[], c: Colours = PLAIN): string {
   return table(['peer', 'host', 'state', 'slots', 'running', 'cores', 'memory', 'gpus', 'labels', 'seen', 'isolation', 'notes'], agents.map(a => [
-    a.peerId.slice(-12), a.hostname, a.state === 'up' ? c.green(a.state) : a.state === 'lost' ? c.red(a.state) : a.state, a.slots, a.running + (a.suspended != null && a.suspended > 0 ? ` (+${a.suspended} suspended)` : ''), a.cores,
+    a.peerId.slice(-12), a.name != null && a.name !== a.hostname && !a.name.startsWith('this machine') ? `${a.hostname} (${a.name})` : a.hostname, a.state === 'up' ? c.green(a.state) : a.state === 'lost' ? c.red(a.state) : a.state, a.slots, a.running + (a.suspended != null && a.suspended > 0 ? ` (+${a.suspended} suspended)` : ''), a.cores,
     `${(a.memoryMb / 1024).toFixed(1)}G`, a.gpus.map(g => g.index).join(',') || '-', Object.entries(a.labels).map(([k, v]) => `${k}=${v}`).join(' '),
     age(a.lastSeen), `${a.isolation ?? '?'}${a.runsAsRoot ? ' (root)' : ''}`, agentNotes(a)
   ]), c)

@@ -22,11 +22,11 @@ export interface MeshProcess {
   stop: (signal?: NodeJS.Signals) => Promise<number | string>
 }
 
-/** `prefix`: a command that runs meshfarm for us (`salloc --time=1`, say), given meshfarm's command line. */
-export function startMeshfarm (args: string[], opts: { home: string, env?: NodeJS.ProcessEnv, logFile?: string, uid?: number, gid?: number, prefix?: string[] }): MeshProcess {
+export function startMeshfarm (args: string[], opts: { home: string, env?: NodeJS.ProcessEnv, logFile?: string, uid?: number, gid?: number, wrap?: string[] }): MeshProcess {
+  // `wrap` runs it through another command first (tests: `ip netns exec <host>`, a host of a simulated LAN).
   const argv = [process.execPath, '--import', TSX_LOADER, CLI_ENTRY, '--home', opts.home, ...args]
-  const [cmd, ...rest] = [...(opts.prefix ?? []), ...argv]
-  const child = spawn(cmd, rest, {
+  const command = [...(opts.wrap ?? []), ...argv]
+  const child = spawn(command[0], command.slice(1), {
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
     // Tests run an agent as an ordinary user too (the one case where only the mount namespace keeps its keys).

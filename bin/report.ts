@@ -1,12 +1,13 @@
 /**
  * `report`: a finished job's summary (durations, per-host throughput and utilisation, failures) and its
- * timeline as SVG and PNG, from a results folder. `meshfarm report JOB` (wired by bin/meshfarm.ts) calls
+ * timeline as SVG and PNG, from a results folder. `meshfarm report JOB` (bin/commands/dashboard.ts) calls
  * `reportCommand` with records fetched from the coordinator instead.
  *   node --import tsx bin/report.ts RESULTS_DIR [--out DIR] [--json]
  */
 import { pathToFileURL } from 'node:url'
 import { Command } from 'commander'
 import type { TaskRecord } from '../shared/protocol/messages.ts'
+import type { TimelineBar } from '../shared/report/timeline-svg.ts'
 import { readResultsFolder } from '../shared/report/results-folder.ts'
 import { formatReport } from '../shared/report/text.ts'
 import { writeReport } from '../shared/report/write.ts'
@@ -19,13 +20,15 @@ export interface ReportCommandOptions {
   name?: string
   slots?: Record<string, number>
   stderrOf?: (r: TaskRecord) => Uint8Array | string | null | undefined
+  /** Earlier attempts of the tasks (from the job's events). */
+  earlier?: readonly TimelineBar[]
   now?: number
 }
 
 /** Writes the pictures and returns what to print: the human text, or the JSON with the files' paths. */
 export async function reportCommand (records: readonly TaskRecord[], o: ReportCommandOptions): Promise<string> {
   const { report, files } = await writeReport(records, {
-    outDir: o.outDir, now: o.now ?? Date.now(), jobId: o.jobId, name: o.name, slots: o.slots, stderrOf: o.stderrOf
+    outDir: o.outDir, now: o.now ?? Date.now(), jobId: o.jobId, name: o.name, slots: o.slots, stderrOf: o.stderrOf, earlier: o.earlier
   })
   if (o.json) return JSON.stringify({ ...report, files }, null, 2)
   return `${formatReport(report)}\ntimeline: ${files.svg}${files.png != null ? `, ${files.png}` : ''}`

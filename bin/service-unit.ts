@@ -47,6 +47,8 @@ export function renderAgentUnit (o: UnitOptions): string {
     '',
     '[Service]',
     'Type=simple',
+    // The agent puts each task in a cgroup of its own under the unit's, with the task's limits (cgroup v2).
+    'Delegate=yes',
     ...(o.mode === 'system' ? [`User=${o.user ?? ''}`] : []),
     `Environment=${systemdWord(`MESHFARM_HOME=${o.home}`, false)}`,
     `ExecStart=${exec}`,

@@ -25,6 +25,7 @@ import { serveBlobs } from './blob-service.ts'
 import { EventFeed } from './event-feed.ts'
 import { LogRelay } from './log-relay.ts'
 import { createInvites } from './invites.ts'
+import { startCoordinatorDashboard, type CoordinatorDashboard } from './dashboard/attach.ts'
 
 export type CoordinatorState = 'starting' | 'running' | 'stopping' | 'stopped' | 'failed'
 
@@ -38,6 +39,8 @@ export interface CoordinatorConfig {
   log: (line: string) => void
   /** Debug lines (blob transfers) in the log. */
   debug?: boolean
+  /** Serve the dashboard on 127.0.0.1 at this port (0: any free one); absent or null: no dashboard. */
+  dashboardPort?: number | null
 }
 
 export class Coordinator {
@@ -46,7 +49,7 @@ export class Coordinator {
   readonly core: CoordinatorCore
   /** Resolves when the coordinator has stopped: null after stop(), the failure when it failed. */
   readonly ended: Promise<MeshfarmError | null>
-  private readonly parts: { store: Store, loop: CommitLoop, sessions: AgentSessions, ticker: NodeJS.Timeout }
+  private readonly parts: { store: Store, loop: CommitLoop, sessions: AgentSessions, ticker: NodeJS.Timeout, dashboard: CoordinatorDashboard | null }
   private endWith!: (err: MeshfarmError | null) => void
   private failure: MeshfarmError | null = null
 
@@ -97,6 +100,7 @@ export class Coordinator {
       mesh: config.mesh,
       listen: config.listen,
       privateKey: identity,
+      log,
       allowPeer: peer => {
         const ok = acl.admits(peer.toString(), Date.now())
         if (!ok) audit(peer.toString(), `coordinator: refused a connection from ${peer.toString()}: not on the access list`)
@@ -106,17 +110,30 @@ export class Coordinator {
     const self = (): { peerId: string, addrs: string[] } => ({ peerId: node.peerId.toString(), addrs: shareableAddrs(node) })
     const logs = new LogRelay({ core, store, blobs, deliver: (agentId, msg) => { sessions?.deliver(agentId, msg) } })
     sessions = new AgentSessions({ core, loop, acl, blobs, logs, heartbeatMs: config.heartbeatMs, log })
+    // ---- dashboard (coordinator/dashboard/): its own server on 127.0.0.1, login codes over client.dashboard ----
+    const dashboard = config.dashboardPort != null
+      ? await startCoordinatorDashboard({ port: config.dashboardPort, core, store, feed, loop, blobs, rolesOf: peer => acl.roles(peer), nameOf: peer => acl.nameOf(peer), log })
+        .catch(async err => { await node.stop(); store.close(); throw err })
+      : null
     const clientDeps = {
       node, core, loop, store, acl, blobs, feed, logs, log,
       invites: createInvites(config.mesh, acl, self),
-      membersChanged: () => { sessions?.broadcastMembers() }
+      membersChanged: () => { sessions?.broadcastMembers() },
+      dashboardCode: dashboard?.issueCode
     }
     await node.handle(PROTOCOL_AGENT, (stream, connection) => { void sessions?.serve(stream, connection) }, STREAM_LIMITS.agent)
     await node.handle(PROTOCOL_CLIENT, (stream, connection) => { void serveClientRequest(clientDeps, stream, connection) }, STREAM_LIMITS.client)
     await node.handle(PROTOCOL_BLOB, serveBlobs(blobs, acl, log, config.debug === true), STREAM_LIMITS.blob)
     await node.handle(PROTOCOL_ROSTER, (stream) => { serveRoster(stream, self) }, STREAM_LIMITS.roster)
 
+    // Agents admit the mesh's members: when the access list changes on disk (an edit, a join), tell them.
+    let members = acl.memberIds().join(',')
     const ticker = setInterval(() => {
+      const now = acl.memberIds().join(',')
+      if (now !== members) {
+        members = now
+        sessions?.broadcastMembers()
+      }
       loop.run(() => core.tick(Date.now())).then(lost => {
         for (const id of lost) log(`coordinator: agent ${id.slice(-8)} lost; its tasks go back to the front of the queue`)
         if (core.hasQueued()) loop.kick()
@@ -124,7 +141,7 @@ export class Coordinator {
       store.pruneEvents()
     }, Math.max(100, Math.floor(config.heartbeatMs / 2)))
 
-    coordinator = new Coordinator(node, core, { store, loop, sessions, ticker })
+    coordinator = new Coordinator(node, core, { store, loop, sessions, ticker, dashboard })
     log(`coordinator: listening on ${node.getMultiaddrs().map(String).join(' ')}`)
     // The CLI on this machine finds us here, without mDNS or a bootstrap list.
     rememberCoordinator(config.mesh.home, { peerId: selfId, addrs: node.getMultiaddrs().map(String) })
@@ -148,8 +165,9 @@ export class Coordinator {
   }
 
   private async shutdown (): Promise<void> {
-    const { store, loop, sessions, ticker } = this.parts
+    const { store, loop, sessions, ticker, dashboard } = this.parts
     clearInterval(ticker)
+    await dashboard?.close().catch(() => {})
     loop.close(this.failure ?? new MeshfarmError('NO_COORDINATOR', 'the coordinator is stopping'))
     sessions.closeAll()
     try { await this.node.stop() } catch { /* already stopped */ }

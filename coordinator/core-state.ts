@@ -5,6 +5,7 @@
 import type { StoredAttempt } from './store.ts'
 import type { JobRuntime } from './job-table.ts'
 import { AgentRegistry } from './agent-registry.ts'
+import { UsageBook } from './fair-share.ts'
 
 export type Attempt = StoredAttempt
 
@@ -26,11 +27,24 @@ export interface CoreState {
   byTask: Map<number, number[]>
   /** Affinity key -> agent id, once a task with that key has been placed. */
   affinity: Map<string, string>
+  /** Each member's recent usage, for fair share. */
+  usage: UsageBook
   nextJobId: number
 }
 
-export function emptyState (nextJobId: number): CoreState {
-  return { jobs: new Map(), agents: new AgentRegistry(), attempts: new Map(), byTask: new Map(), affinity: new Map(), nextJobId }
+export function emptyState (nextJobId: number, usage = new UsageBook()): CoreState {
+  return { jobs: new Map(), agents: new AgentRegistry(), attempts: new Map(), byTask: new Map(), affinity: new Map(), usage, nextJobId }
+}
+
+/** Cores each member's live attempts hold now. */
+export function runningCores (s: CoreState): Map<string, number> {
+  const out = new Map<string, number>()
+  for (const a of s.attempts.values()) {
+    if (a.orphan) continue
+    const owner = s.jobs.get(a.jobId)?.owner
+    if (owner != null) out.set(owner, (out.get(owner) ?? 0) + a.cores)
+  }
+  return out
 }
 
 /** One number per task, for maps keyed by task: job id in the high bits, index in the low 32. */
@@ -61,6 +75,6 @@ export function removeAttempt (s: CoreState, a: Attempt): void {
 }
 
 /** The name to show for a member: its name on the access list, else the end of its peer id. */
-export function displayName (opts: CoreOptions, peerId: string): string {
+export function displayName (opts: Pick<CoreOptions, 'nameOf'>, peerId: string): string {
   return opts.nameOf?.(peerId) ?? peerId.slice(-8)
 }

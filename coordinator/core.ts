@@ -13,11 +13,11 @@ import type { AgentResources, AgentStatus, AttemptResult, CoordMessage, Failure,
 import { TERMINAL_STATES } from '../shared/protocol/data.ts'
 import type { MeshEvent } from '../shared/protocol/events.ts'
 import { MeshfarmError } from '../shared/util/errors.ts'
-import { schedule, type SchedTask } from './scheduler.ts'
+import { schedule, type OwnerQueue, type SchedTask } from './scheduler.ts'
 import { constraintKey, type Store } from './store.ts'
 import { TaskTable, emptyCounts, shapeKey, type JobRuntime } from './job-table.ts'
 import { schedView, type AgentRuntime } from './agent-registry.ts'
-import { addAttempt, attemptsOf, removeAttempt, taskKey, type Attempt, type CoreOptions, type CoreState } from './core-state.ts'
+import { addAttempt, attemptsOf, removeAttempt, runningCores, taskKey, type Attempt, type CoreOptions, type CoreState } from './core-state.ts'
 import { recoverState } from './recovery.ts'
 import { perAgentLimits } from './job-limits.ts'
 import { backlogFor, isBridge } from './backlog.ts'
@@ -98,15 +98,15 @@ export class CoordinatorCore {
     agent.state = draining || agent.state === 'draining' ? 'draining' : 'up'
     const runningSet = new Set(running)
     const claimed = new Set([...running, ...pending])
+    // The agent's own record says which tasks were running when it died (their started notices may never have
+    // reached us): those, and only those, died with it.
     const died = new Set(crashed)
     for (const id of [...agent.attempts]) {
       const a = this.s.attempts.get(id)!
-      // The agent's own record says whether the task was running when it died (its started notice may not
-      // have reached us): only then is it a crash.
-      if (died.has(id)) a.running = true
-      if (!claimed.has(id)) this.ledger.attemptGone(a, died.has(id) ? 'the task was running when its agent died' : 'the agent restarted without this attempt (it never ran)', now)
+      if (!claimed.has(id)) this.ledger.attemptGone(a, died.has(id), died.has(id) ? 'the task was running when its agent died' : 'the agent restarted without this attempt', now)
       else if (a.orphan) this.ledger.reclaim(a, runningSet.has(id), now)
     }
+    this.ledger.settleSuspects(agentId, died)
     this.cancelStale(agent, [...claimed])
     this.ledger.emit({ time: now, type: 'agent.joined', agent: agentId, host: resources.hostname, data: { slots: resources.slots, cores: resources.cores } })
   }
@@ -136,6 +136,7 @@ export class CoordinatorCore {
       agent.state = 'up'
       agent.connected = true
       const runningSet = new Set(running)
+      this.ledger.cameBack(agentId)
       for (const id of [...agent.attempts]) {
         const a = this.s.attempts.get(id)!
         if (a.orphan && runningSet.has(id)) this.ledger.reclaim(a, true, now)
@@ -220,6 +221,8 @@ export class CoordinatorCore {
       this.ledger.emit({ time: now, type: drained ? 'agent.left' : 'agent.lost', agent: agent.id, host: agent.resources.hostname })
     }
     this.s.agents.forgetGone()
+    const usage = this.s.usage.takeDirty()
+    if (usage != null) this.store.saveUsage(usage)
     return lost
   }
 
@@ -250,7 +253,7 @@ export class CoordinatorCore {
       agents.push(schedView(agent, [...agent.attempts].map(id => this.s.attempts.get(id)!), this.opts.prefetch))
     }
     if (agents.length === 0) return 0
-    const { placements, newAffinity } = schedule({ queue: this.queuedTasks(), agents, affinity: this.s.affinity, limits: perAgentLimits(this.s) })
+    const { placements, newAffinity } = schedule({ queues: this.queues(now), agents, affinity: this.s.affinity, limits: perAgentLimits(this.s) })
     for (const [k, v] of newAffinity) this.s.affinity.set(k, v)
     const byAgent = new Map<string, Array<Extract<CoordMessage, { t: 'coord.assign' }>['assignments'][number]>>()
     for (const p of placements) {
@@ -260,14 +263,14 @@ export class CoordinatorCore {
       const agent = this.s.agents.get(p.agentId)!
       const a: Attempt = {
         id: this.store.allocateAttemptId(), jobId, index, agent: agent.id, host: agent.resources.hostname,
-        cores: p.cores, gpuIds: p.gpuIds, memoryMb: p.memoryMb, startedAt: now, running: false, orphan: false
+        cores: p.cores, gpuIds: p.gpuIds, memoryMb: p.memoryMb, startedAt: now, running: false, orphan: false, suspect: false
       }
       this.store.insertAttempt(a)
       addAttempt(this.s, a)
       this.ledger.placed(job, index)
       let list = byAgent.get(agent.id)
       if (list == null) byAgent.set(agent.id, list = [])
-      list.push({ attemptId: a.id, jobId, index, task: this.store.taskSpec(jobId, index), shared: job.header.shared, gpuIds: p.gpuIds, cores: p.cores })
+      list.push({ attemptId: a.id, jobId, index, task: this.store.taskSpec(jobId, index), shared: job.header.shared, gpuIds: p.gpuIds, cores: p.cores, owner: this.ledger.name(job.owner) })
     }
     for (const [agentId, assignments] of byAgent) this.comm.send(agentId, { t: 'coord.assign', assignments })
     this.sendBacklogs()
@@ -278,7 +281,7 @@ export class CoordinatorCore {
   private sendBacklogs (): void {
     for (const agent of this.s.agents.accepting()) {
       if (!isBridge(agent.resources)) continue
-      const backlog = backlogFor(this.queuedTasks(), agent.resources.labels)
+      const backlog = backlogFor(this.queuedTasks([...this.s.jobs.values()].filter(j => !j.held).sort((x, y) => x.id - y.id)), agent.resources.labels)
       const key = JSON.stringify(backlog)
       if (this.backlogSent.get(agent.id) === key) continue
       this.backlogSent.set(agent.id, key)
@@ -286,11 +289,30 @@ export class CoordinatorCore {
     }
   }
 
-  /** Queued tasks of active, unheld jobs in queue order, lazily. */
-  private * queuedTasks (): Generator<SchedTask> {
+  /**
+   * One queue per member: their active, unheld jobs by priority (higher first), then in submission order, each
+   * job's tasks in its queue order (requeued ones first); with the member's load for fair share.
+   */
+  private queues (now: number): OwnerQueue[] {
+    const byOwner = new Map<string, JobRuntime[]>()
     for (const job of this.s.jobs.values()) {
+      if (job.tasks == null || job.held || job.counts.queued === 0) continue
+      const list = byOwner.get(job.owner)
+      if (list == null) byOwner.set(job.owner, [job])
+      else list.push(job)
+    }
+    const running = runningCores(this.s)
+    return [...byOwner.entries()].map(([owner, jobs]) => {
+      jobs.sort((a, b) => (b.header.priority ?? 0) - (a.header.priority ?? 0) || a.id - b.id)
+      return { owner, load: this.s.usage.load(owner, running.get(owner) ?? 0, now), tasks: this.queuedTasks(jobs) }
+    })
+  }
+
+  /** The queued tasks of these jobs, in order, lazily. */
+  private * queuedTasks (jobs: JobRuntime[]): Generator<SchedTask> {
+    for (const job of jobs) {
       const t = job.tasks
-      if (t == null || job.held || job.counts.queued === 0) continue
+      if (t == null || job.counts.queued === 0) continue
       for (const index of t.queued()) {
         const shape = t.shape(index)
         const affinity = t.affinity.get(index)
@@ -347,10 +369,10 @@ export class CoordinatorCore {
   /** The live attempt running a task, if any (logs). */
   attemptOf (jobId: number, index: number): Attempt | undefined { return attemptsOf(this.s, jobId, index).find(a => !a.orphan) ?? attemptsOf(this.s, jobId, index)[0] }
   get state (): Readonly<CoreState> { return this.s }
+  /** A member's name on the access list, if it has one. */
+  nameOf = (peerId: string): string | undefined => this.opts.nameOf?.(peerId)
   /** For tests and the benchmark: how many attempts are in flight. */
   get inFlight (): number { return this.s.attempts.size }
-  isTerminal (jobId: number, index: number): boolean { const t = this.s.jobs.get(jobId)?.tasks; return t == null || TERMINAL_STATES.has(t.state(index)) }
-  removeAttemptForTest (a: Attempt): void { removeAttempt(this.s, a) }
 }
 
 export type { Failure }

@@ -24,22 +24,36 @@ export function jobSummary (s: CoreState, store: Store, opts: CoreOptions, jobId
     jobId: j.id, name: j.header.name, label: j.header.label, owner: j.owner, ownerName: displayName(opts, j.owner), state: j.state,
     submittedAt: j.submittedAt, counts: { ...j.counts }, total: j.total, priority: j.header.priority ?? 0
   }
-  if (j.counts.failed > 0 && j.state !== 'active') summary.failures = failedTasks(store, j, SUMMARY_FAILURES)
+  if (j.state !== 'active') Object.assign(summary, endNotesOf(store, j))
   return summary
 }
 
-function failedTasks (store: Store, job: JobRuntime, max: number): JobSummary['failures'] {
-  const out: NonNullable<JobSummary['failures']> = []
+/** A finished job's notes never change: read once, kept while the job is in memory. */
+const notesOf = new WeakMap<JobRuntime, Pick<JobSummary, 'failures' | 'missingOutputs'>>()
+function endNotesOf (store: Store, job: JobRuntime): Pick<JobSummary, 'failures' | 'missingOutputs'> {
+  let notes = notesOf.get(job)
+  if (notes == null) notesOf.set(job, notes = endNotes(store, job, SUMMARY_FAILURES))
+  return notes
+}
+
+/**
+ * What a finished job's summary names: its first failed tasks, and tasks whose declared outputs were never written
+ * (reported, not silently skipped). Reads the committed records once.
+ */
+function endNotes (store: Store, job: JobRuntime, max: number): Pick<JobSummary, 'failures' | 'missingOutputs'> {
+  const failures: NonNullable<JobSummary['failures']> = []
+  const missing: NonNullable<JobSummary['missingOutputs']> = []
   let after = 0
-  while (out.length < max) {
-    const page = store.committedRecords(job.id, after, 500)
+  while (true) {
+    const page = store.committedRecords(job.id, after, 1000)
     for (const r of page.records) {
-      if (r.state === 'failed' && out.length < max) out.push({ index: r.index, name: r.name, exitCode: r.exitCode, message: r.failure?.message ?? 'failed' })
+      if (r.state === 'failed' && failures.length < max) failures.push({ index: r.index, name: r.name, exitCode: r.exitCode, message: r.failure?.message ?? 'failed' })
+      if ((r.missingOutputs?.length ?? 0) > 0 && missing.length < max) missing.push({ index: r.index, name: r.name, missing: r.missingOutputs!.slice(0, 10) })
     }
     if (!page.more) break
     after = page.next
   }
-  return out
+  return { ...(failures.length > 0 ? { failures } : {}), ...(missing.length > 0 ? { missingOutputs: missing } : {}) }
 }
 
 export function results (s: CoreState, store: Store, jobId: number, after: number, limit: number): { records: TaskRecord[], next: number, more: boolean, jobState: JobState } {

@@ -6,9 +6,10 @@ import { parseConstraintKey, type Store } from './store.ts'
 import { TaskTable, emptyCounts, shapeKey, type JobRuntime } from './job-table.ts'
 import { addAttempt, attemptsOf, emptyState, type CoreState } from './core-state.ts'
 import { IN_FLIGHT } from './task-states.ts'
+import { UsageBook } from './fair-share.ts'
 
 export function recoverState (store: Store, now: number): { state: CoreState, stranded: Array<{ jobId: number, index: number }> } {
-  const s = emptyState(store.nextJobId())
+  const s = emptyState(store.nextJobId(), new UsageBook(undefined, store.loadUsage()))
   for (const job of store.loadJobs()) {
     const rt: JobRuntime = { ...job, counts: emptyCounts(), cancelRequested: job.state === 'cancelled' }
     s.jobs.set(job.id, rt)

@@ -3,13 +3,16 @@
  * clock. It works on copies of the agents' free resources, so it can never over-commit an agent and never
  * mutates its input.
  *
- * Policy: tasks in queue order (FIFO). A task goes to the fitting agent with the most free slots (spreads load,
+ * Policy: each member's tasks in their queue order (their jobs by priority, then FIFO); between members, the one
+ * with the least load (what they run now plus their recent usage, fair-share.ts) is served next, and each task
+ * placed adds its cores to its member's load, so members take turns. A task goes to the fitting agent with the most free slots (spreads load,
  * so two agents of two slots take tasks alternately); GPU tasks prefer the fitting agent with the fewest free
  * GPUs (keeps big GPU boxes free for big tasks). Ties break on agent id. A task that fits nowhere is skipped, so
  * a blocked big task never holds up the small ones behind it. Affinity keys bind to the first agent chosen.
  * A job may cap how many of its tasks one agent holds at once (`limits`, by the tasks' `group`): an agent at its
  * cap is skipped for that job's tasks as if it were full, and other jobs' tasks still go there.
- * A batch-system bridge (`spill`) comes after every lab agent that fits: the cluster takes the overflow.
+ * A batch-system bridge (`spill`) comes after every lab agent that fits and has an idle slot, and before a place
+ * in a busy lab agent's queue: the cluster takes the overflow.
  */
 
 export interface SchedAgent {
@@ -24,7 +27,12 @@ export interface SchedAgent {
   freeGpus: number[]
   /** The longest task time limit the agent can honour (an allocation that ends); absent: no limit. */
   maxTaskMs?: number
-  /** A batch-system bridge: it gets a task only when no lab agent that fits has room for it. */
+  /**
+   * Slots with nothing on them at all. `freeSlots` counts an agent's queue too (tasks staged behind running ones,
+   * so short tasks start without a round trip); an idle slot is taken before a place in a busy agent's queue.
+   */
+  idleSlots?: number
+  /** A batch-system bridge: it gets a task only when no fitting lab agent has an idle slot for it. */
   spill?: boolean
 }
 
@@ -46,8 +54,17 @@ export interface PerAgentLimit { limit: number, held: ReadonlyMap<string, number
 
 export interface Placement { key: number, agentId: string, cores: number, gpuIds: number[], memoryMb: number }
 
+/** One member's queued tasks, in their order, and their load (cores) before this pass. */
+export interface OwnerQueue {
+  owner: string
+  load: number
+  tasks: Iterable<SchedTask>
+}
+
 export interface ScheduleInput {
-  queue: Iterable<SchedTask>
+  /** A single queue (one member), or `queues`: one per member, served by fair share. */
+  queue?: Iterable<SchedTask>
+  queues?: OwnerQueue[]
   agents: SchedAgent[]
   affinity: ReadonlyMap<string, string>
   /** Per-agent limits by group; groups absent here have none. */
@@ -68,7 +85,14 @@ export function fits (agent: SchedAgent, task: SchedTask): boolean {
 }
 
 function better (a: SchedAgent, b: SchedAgent, task: SchedTask): boolean {
-  if ((a.spill === true) !== (b.spill === true)) return b.spill === true
+  // A bridge comes after a lab agent with an idle slot, and before a place in a busy lab agent's queue.
+  if ((a.spill === true) !== (b.spill === true)) {
+    const lab = a.spill === true ? b : a
+    return ((lab.idleSlots ?? lab.freeSlots) > 0) === (lab === a)
+  }
+  const aIdle = (a.idleSlots ?? a.freeSlots) > 0
+  const bIdle = (b.idleSlots ?? b.freeSlots) > 0
+  if (aIdle !== bIdle) return aIdle
   if (task.gpus > 0 && a.freeGpus.length !== b.freeGpus.length) return a.freeGpus.length < b.freeGpus.length
   if (a.freeSlots !== b.freeSlots) return a.freeSlots > b.freeSlots
   return a.id < b.id
@@ -99,7 +123,8 @@ export function schedule (input: ScheduleInput): ScheduleOutput {
   const room = (a: SchedAgent, t: SchedTask): boolean => limitRoom(input.limits, t.group, a.id, added.get(addedKey(t.group, a.id)) ?? 0) > 0
   let openSlots = agents.reduce((n, a) => n + (a.accepting ? Math.max(0, a.freeSlots) : 0), 0)
   let scanned = 0
-  for (const task of input.queue) {
+  const queue = fairOrder(input.queues ?? [{ owner: '', load: 0, tasks: input.queue ?? [] }])
+  for (const task of queue) {
     if (openSlots <= 0 || scanned++ >= maxScan) break
     let target: (typeof agents)[number] | undefined
     if (task.affinity != null) {
@@ -123,13 +148,56 @@ export function schedule (input: ScheduleInput): ScheduleOutput {
     }
     const gpuIds = target.freeGpus.splice(0, task.gpus)
     target.freeSlots--
+    if (target.idleSlots != null) target.idleSlots--
     target.freeCores -= task.cores
     target.freeMemoryMb -= task.memoryMb
     openSlots--
     if (task.group != null && input.limits?.has(task.group) === true) added.set(addedKey(task.group, target.id), (added.get(addedKey(task.group, target.id)) ?? 0) + 1)
     placements.push({ key: task.key, agentId: target.id, cores: task.cores, gpuIds, memoryMb: task.memoryMb })
+    queue.placed(task)
   }
   return { placements, newAffinity }
+}
+
+/** A member's tasks skipped in a row (none fit anywhere) after which the member sits out the rest of the pass. */
+const OWNER_SKIP_LIMIT = 256
+
+/**
+ * The members' queues merged by fair share: always the next task of the member with the least load; `placed`
+ * adds a placed task's cores to its member's load. A member whose tasks keep not fitting sits out the pass, so
+ * one person's blocked million tasks cannot use up the pass's scan budget.
+ */
+export function fairOrder (queues: OwnerQueue[]): Iterable<SchedTask> & { placed: (t: SchedTask) => void } {
+  const live = queues.map(q => ({ owner: q.owner, load: q.load, it: q.tasks[Symbol.iterator](), skipped: 0 }))
+  const ownerOf = new Map<number, (typeof live)[number]>()
+  return {
+    placed: (t: SchedTask) => {
+      const o = ownerOf.get(t.key)
+      if (o == null) return
+      o.load += t.cores
+      o.skipped = 0
+    },
+    * [Symbol.iterator] () {
+      while (live.length > 0) {
+        let best = 0
+        for (let i = 1; i < live.length; i++) {
+          const a = live[i]
+          const b = live[best]
+          if (a.load < b.load || (a.load === b.load && a.owner < b.owner)) best = i
+        }
+        const o = live[best]
+        const next = o.it.next()
+        if (next.done === true || o.skipped >= OWNER_SKIP_LIMIT) {
+          live.splice(best, 1)
+          continue
+        }
+        ownerOf.set(next.value.key, o)
+        // Counted as skipped until `placed` says otherwise.
+        o.skipped++
+        yield next.value
+      }
+    }
+  }
 }
 
 /** A one-line reason when no agent could ever run the task, whatever is free; null when some agent could. */

@@ -65,6 +65,11 @@ export interface StoredAttempt {
   running: boolean
   /** Its agent was declared lost; the attempt stays valid until the task runs elsewhere. */
   orphan: boolean
+  /**
+   * Counted as a crash because its agent went silent while it ran; withdrawn if the agent comes back still holding
+   * it (a cut link, a slow reconnect), confirmed if the agent says it died with it.
+   */
+  suspect: boolean
 }
 
 const SCHEMA = `
@@ -84,12 +89,15 @@ CREATE INDEX IF NOT EXISTS tasks_by_commit ON tasks (job_id, seq) WHERE seq IS N
 CREATE TABLE IF NOT EXISTS attempts (
   id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL, idx INTEGER NOT NULL, agent TEXT NOT NULL, host TEXT NOT NULL,
   cores INTEGER NOT NULL, gpu_ids TEXT NOT NULL, memory_mb INTEGER NOT NULL, started_at INTEGER NOT NULL,
-  active INTEGER NOT NULL, running INTEGER NOT NULL DEFAULT 0, orphan INTEGER NOT NULL DEFAULT 0);
+  active INTEGER NOT NULL, running INTEGER NOT NULL DEFAULT 0, orphan INTEGER NOT NULL DEFAULT 0,
+  suspect INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS attempts_active ON attempts (active) WHERE active = 1;
+CREATE INDEX IF NOT EXISTS attempts_suspect ON attempts (agent) WHERE suspect = 1;
 CREATE TABLE IF NOT EXISTS events (
   seq INTEGER PRIMARY KEY, time INTEGER NOT NULL, type TEXT NOT NULL, job_id INTEGER, idx INTEGER,
   agent TEXT, host TEXT, data BLOB);
 CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, seq) WHERE job_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS usage (owner TEXT PRIMARY KEY, core_seconds REAL NOT NULL, at INTEGER NOT NULL);
 `
 
 /** Columns added since the first release, for databases created by it. */
@@ -101,7 +109,8 @@ const ADDED_COLUMNS: Array<[table: string, column: string, decl: string]> = [
   ['tasks', 'commits', 'INTEGER NOT NULL DEFAULT 0'],
   ['tasks', 'timeout_ms', 'INTEGER NOT NULL DEFAULT 0'],
   ['attempts', 'running', 'INTEGER NOT NULL DEFAULT 0'],
-  ['attempts', 'orphan', 'INTEGER NOT NULL DEFAULT 0']
+  ['attempts', 'orphan', 'INTEGER NOT NULL DEFAULT 0'],
+  ['attempts', 'suspect', 'INTEGER NOT NULL DEFAULT 0']
 ]
 
 /** Events kept for late watchers and reports; older ones are pruned. */
@@ -137,7 +146,9 @@ export class Store {
       setTaskState: db.prepare('UPDATE tasks SET state = ?, attempts = ?, crashes = ?, vacates = ?, retries_used = ?, staging_fails = ? WHERE job_id = ? AND idx = ?'),
       commitTask: db.prepare('UPDATE tasks SET state = ?, attempts = ?, crashes = ?, vacates = ?, retries_used = ?, staging_fails = ?, seq = ?, record = ?, commits = commits + 1 WHERE job_id = ? AND idx = ?'),
       insertAttempt: db.prepare('INSERT INTO attempts (id, job_id, idx, agent, host, cores, gpu_ids, memory_mb, started_at, active, running, orphan) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 0, 0)'),
-      setAttemptFlags: db.prepare('UPDATE attempts SET running = ?, orphan = ? WHERE id = ?'),
+      setAttemptFlags: db.prepare('UPDATE attempts SET running = ?, orphan = ?, suspect = ? WHERE id = ?'),
+      endedSuspects: db.prepare('SELECT id, job_id, idx FROM attempts WHERE agent = ? AND suspect = 1 AND active = 0'),
+      withdrawCrash: db.prepare('UPDATE tasks SET crashes = MAX(0, crashes - 1) WHERE job_id = ? AND idx = ?'),
       endAttempt: db.prepare('UPDATE attempts SET active = 0 WHERE id = ?'),
       spec: db.prepare('SELECT spec FROM tasks WHERE job_id = ? AND idx = ?'),
       records: db.prepare('SELECT seq, record FROM tasks WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?'),
@@ -145,7 +156,7 @@ export class Store {
       commits: db.prepare('SELECT idx, commits FROM tasks WHERE job_id = ? ORDER BY idx'),
       jobs: db.prepare('SELECT id, owner, header, state, submitted_at, total, held FROM jobs ORDER BY id'),
       tasksOfJob: db.prepare('SELECT idx, state, attempts, crashes, vacates, retries_used, staging_fails, cores, gpus, memory_mb, constraints, affinity, timeout_ms FROM tasks WHERE job_id = ? ORDER BY idx'),
-      activeAttempts: db.prepare('SELECT id, job_id, idx, agent, host, cores, gpu_ids, memory_mb, started_at, running, orphan FROM attempts WHERE active = 1'),
+      activeAttempts: db.prepare('SELECT id, job_id, idx, agent, host, cores, gpu_ids, memory_mb, started_at, running, orphan, suspect FROM attempts WHERE active = 1'),
       maxJob: db.prepare('SELECT COALESCE(MAX(id), 0) AS v FROM jobs'),
       maxSeq: db.prepare('SELECT COALESCE(MAX(seq), 0) AS v FROM tasks'),
       maxAttempt: db.prepare('SELECT COALESCE(MAX(id), 0) AS v FROM attempts'),
@@ -154,6 +165,8 @@ export class Store {
       eventsAfter: db.prepare('SELECT seq, time, type, job_id, idx, agent, host, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?'),
       eventsOfJobAfter: db.prepare('SELECT seq, time, type, job_id, idx, agent, host, data FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?'),
       pruneEvents: db.prepare('DELETE FROM events WHERE seq <= ?'),
+      loadUsage: db.prepare('SELECT owner, core_seconds, at FROM usage'),
+      saveUsage: db.prepare('INSERT INTO usage (owner, core_seconds, at) VALUES (?, ?, ?) ON CONFLICT (owner) DO UPDATE SET core_seconds = excluded.core_seconds, at = excluded.at'),
       getMeta: db.prepare('SELECT value FROM meta WHERE key = ?'),
       setMeta: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value')
     }
@@ -245,8 +258,18 @@ export class Store {
     this.stmts.insertAttempt.run(a.id, a.jobId, a.index, a.agent, a.host, a.cores, a.gpuIds.join(','), a.memoryMb, a.startedAt)
   }
 
-  setAttemptFlags (id: number, running: boolean, orphan: boolean): void {
-    this.stmts.setAttemptFlags.run(running ? 1 : 0, orphan ? 1 : 0, id)
+  setAttemptFlags (a: Pick<StoredAttempt, 'id' | 'running' | 'orphan' | 'suspect'>): void {
+    this.stmts.setAttemptFlags.run(a.running ? 1 : 0, a.orphan ? 1 : 0, a.suspect ? 1 : 0, a.id)
+  }
+
+  /** An agent's ended attempts still counted as suspected crashes (it has not been heard from since). */
+  endedSuspectsOf (agentId: string): Array<{ id: number, jobId: number, index: number }> {
+    return (this.stmts.endedSuspects.all(agentId) as Array<{ id: number, job_id: number, idx: number }>).map(r => ({ id: r.id, jobId: r.job_id, index: r.idx }))
+  }
+
+  /** A suspected crash of a task that has ended turned out not to be one. */
+  withdrawCrash (jobId: number, index: number): void {
+    this.stmts.withdrawCrash.run(jobId, index)
   }
 
   endAttempt (id: number): void {
@@ -290,8 +313,18 @@ export class Store {
     return (this.stmts.activeAttempts.all() as Array<Record<string, any>>).map(r => ({
       id: r.id, jobId: r.job_id, index: r.idx, agent: r.agent, host: r.host, cores: r.cores,
       gpuIds: r.gpu_ids === '' ? [] : String(r.gpu_ids).split(',').map(Number), memoryMb: r.memory_mb, startedAt: r.started_at,
-      running: r.running === 1, orphan: r.orphan === 1
+      running: r.running === 1, orphan: r.orphan === 1, suspect: r.suspect === 1
     }))
+  }
+
+  // ---- fair share ----
+
+  loadUsage (): Array<[string, { coreSeconds: number, at: number }]> {
+    return (this.stmts.loadUsage.all() as Array<{ owner: string, core_seconds: number, at: number }>).map(r => [r.owner, { coreSeconds: r.core_seconds, at: r.at }])
+  }
+
+  saveUsage (entries: Array<[string, { coreSeconds: number, at: number }]>): void {
+    for (const [owner, r] of entries) this.stmts.saveUsage.run(owner, r.coreSeconds, r.at)
   }
 
   // ---- the event stream ----

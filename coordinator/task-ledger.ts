@@ -58,7 +58,7 @@ export class TaskLedger {
   }
 
   /** Back to the front of the queue; a task already waiting there (its agent was lost) just keeps its counters. */
-  requeue (job: JobRuntime, index: number, event: Requeue, why: string, now: number): void {
+  requeue (job: JobRuntime, index: number, event: Requeue, why: string, now: number, a?: Attempt): void {
     const t = job.tasks!
     if (!IN_FLIGHT.has(t.state(index))) {
       this.store.setTaskState(job.id, index, t.state(index), t.counts(index))
@@ -66,7 +66,12 @@ export class TaskLedger {
     }
     this.apply(job, index, event)
     t.enqueue(index, 'front')
-    this.emit({ time: now, type: event === 'vacate' || event === 'preempt' ? 'task.vacated' : 'task.requeued', jobId: job.id, index, data: { why, kind: event } })
+    // The attempt that ended goes with the event (where it ran, since when), so a timeline can draw it.
+    this.emit({
+      time: now, type: event === 'vacate' || event === 'preempt' ? 'task.vacated' : 'task.requeued', jobId: job.id, index,
+      ...(a != null ? { agent: a.agent, host: a.host } : {}),
+      data: { why, kind: event, ...(a != null ? { startedAt: a.startedAt } : {}) }
+    })
   }
 
   placed (job: JobRuntime, index: number): void {
@@ -77,11 +82,11 @@ export class TaskLedger {
   started (a: Attempt, now: number): void {
     const job = this.activeJob(a)
     a.running = true
-    this.store.setAttemptFlags(a.id, true, a.orphan)
+    this.store.setAttemptFlags(a)
     if (job == null) return
     if (job.tasks!.state(a.index) === 'staging') this.apply(job, a.index, 'start')
     this.emit({ time: now, type: 'task.started', jobId: a.jobId, index: a.index, agent: a.agent, host: a.host })
-    this.fenceOthers(a, now)
+    this.fenceOthers(a)
   }
 
   suspendOrContinue (a: Attempt, event: 'suspend' | 'continue', now: number): void {
@@ -94,16 +99,16 @@ export class TaskLedger {
   }
 
   vacated (a: Attempt, kind: 'vacate' | 'preempt', reason: string, now: number): void {
-    this.endAttempt(a)
+    this.endAttempt(a, now)
     const job = this.activeJob(a)
     if (job == null || this.othersActive(a)) return
     job.tasks!.bump(a.index, 'vacates')
-    this.requeue(job, a.index, kind, reason, now)
+    this.requeue(job, a.index, kind, reason, now, a)
   }
 
   /** An attempt's result: commit it, retry the task, or fail it. */
   finished (a: Attempt, r: AttemptResult, now: number): void {
-    this.endAttempt(a)
+    this.endAttempt(a, now, r.endedAt - r.startedAt)
     const job = this.activeJob(a)
     if (job == null) return
     const t = job.tasks!
@@ -118,17 +123,17 @@ export class TaskLedger {
     if (r.state === 'cancelled' || failure.kind === 'cancelled') {
       // The agent stopped the task by itself (it was stopping); not the task's fault.
       t.bump(i, 'vacates')
-      this.requeue(job, i, 'vacate', failure.message, now)
+      this.requeue(job, i, 'vacate', failure.message, now, a)
       return
     }
     if (failure.kind === 'preempted') {
       t.bump(i, 'vacates')
-      this.requeue(job, i, 'preempt', failure.message, now)
+      this.requeue(job, i, 'preempt', failure.message, now, a)
       return
     }
     if (failure.kind === 'staging') {
       if (t.bump(i, 'stagingFails') >= this.opts.crashLimit) this.commit(job, i, 'failed', now, a, r, { ...failure, message: `inputs could not be staged ${t.counts(i).stagingFails} times (last: ${failure.message})` })
-      else this.requeue(job, i, 'retry', failure.message, now)
+      else this.requeue(job, i, 'retry', failure.message, now, a)
       return
     }
     if (failure.kind === 'node-fail' || failure.kind === 'agent-lost') {
@@ -137,7 +142,7 @@ export class TaskLedger {
     }
     if (failure.retryable && t.counts(i).retriesUsed < job.header.retries) {
       t.bump(i, 'retriesUsed')
-      this.requeue(job, i, 'retry', failure.message, now)
+      this.requeue(job, i, 'retry', failure.message, now, a)
       return
     }
     this.commit(job, i, 'failed', now, a, r, failure)
@@ -145,37 +150,63 @@ export class TaskLedger {
 
   /** A crash of a running attempt: counted, and the task fails at the crash limit, else goes back to the queue. */
   private crashed (job: JobRuntime, i: number, why: string, now: number, a?: Attempt, r?: AttemptResult): void {
-    const crashes = job.tasks!.bump(i, 'crashes')
+    this.atCrashLimit(job, i, job.tasks!.bump(i, 'crashes'), why, now, a, r)
+  }
+
+  private atCrashLimit (job: JobRuntime, i: number, crashes: number, why: string, now: number, a?: Attempt, r?: AttemptResult): void {
     if (crashes >= this.opts.crashLimit) {
       this.commit(job, i, 'failed', now, a, r, { kind: 'crash-limit', message: `gave up after ${crashes} attempts died with their agent (last: ${why})`, retryable: false })
     } else {
-      this.requeue(job, i, 'lose', why, now)
+      this.requeue(job, i, 'lose', why, now, a)
     }
   }
 
   // ---- attempts of agents that went away ----
 
-  /** The agent went silent: its attempt stays valid until the task starts elsewhere; the task is queued again. */
+  /**
+   * The agent went silent: its attempt stays valid until the task starts elsewhere, and the task is queued again.
+   * A running attempt is counted as a suspected crash at once (a task that kills its agents must meet the crash
+   * limit even if they never come back); the count is withdrawn if the agent returns still holding it.
+   */
   orphan (a: Attempt, why: string, now: number): void {
     a.orphan = true
-    this.store.setAttemptFlags(a.id, a.running, true)
     const job = this.activeJob(a)
-    if (job == null || this.othersActive(a) || !IN_FLIGHT.has(job.tasks!.state(a.index))) return
-    // A running attempt may have died with its agent: if one more crash would reach the limit, give up now
-    // rather than start the task on yet another agent.
-    if (a.running && job.tasks!.counts(a.index).crashes + 1 >= this.opts.crashLimit) {
-      this.endAttempt(a)
-      this.crashed(job, a.index, why, now, a)
+    const counts = job != null && a.running && !a.suspect
+    if (counts) a.suspect = true
+    this.store.setAttemptFlags(a)
+    if (job == null) return
+    const crashes = counts ? job.tasks!.bump(a.index, 'crashes') : job.tasks!.counts(a.index).crashes
+    if (this.othersActive(a) || !IN_FLIGHT.has(job.tasks!.state(a.index))) {
+      if (counts) this.store.setTaskState(job.id, a.index, job.tasks!.state(a.index), job.tasks!.counts(a.index))
       return
     }
-    this.requeue(job, a.index, 'lose', why, now)
+    if (crashes >= this.opts.crashLimit) this.endAttempt(a)
+    this.atCrashLimit(job, a.index, crashes, why, now, a)
   }
+
+  /** A suspected crash turned out not to be one: the agent is back and still holds the attempt. */
+  private withdraw (a: Pick<Attempt, 'jobId' | 'index'>): void {
+    const job = this.activeJob({ jobId: a.jobId, index: a.index } as Attempt)
+    if (job == null) {
+      this.store.withdrawCrash(a.jobId, a.index)
+      return
+    }
+    const t = job.tasks!
+    t.setCounts(a.index, { ...t.counts(a.index), crashes: Math.max(0, t.counts(a.index).crashes - 1) })
+    this.store.setTaskState(job.id, a.index, t.state(a.index), t.counts(a.index))
+  }
+
+
 
   /** An orphan's agent came back still holding it: the task is its own again; unstarted copies elsewhere go. */
   reclaim (a: Attempt, running: boolean, now: number): void {
     a.orphan = false
     if (running) a.running = true
-    this.store.setAttemptFlags(a.id, a.running, false)
+    if (a.suspect) {
+      a.suspect = false
+      this.withdraw(a)
+    }
+    this.store.setAttemptFlags(a)
     const job = this.activeJob(a)
     if (job == null) return
     for (const other of attemptsOf(this.s, a.jobId, a.index)) if (other.id !== a.id) this.cancelAttempt(other, 'the task\'s first agent came back with it')
@@ -183,31 +214,55 @@ export class TaskLedger {
     this.emit({ time: now, type: 'task.started', jobId: a.jobId, index: a.index, agent: a.agent, host: a.host, data: { reclaimed: true } })
   }
 
-  /** The agent came back without this attempt (it restarted): gone for good; a crash if it was running. */
-  attemptGone (a: Attempt, why: string, now: number): void {
-    this.endAttempt(a)
+  /**
+   * The agent came back without this attempt (it restarted): gone for good. A crash only if the agent's own record
+   * says the task was running when it died, counted once (a suspected crash is confirmed, not counted again); a
+   * suspicion without that evidence is withdrawn (the task ended, or never started, and only its result was lost).
+   */
+  attemptGone (a: Attempt, died: boolean, why: string, now: number): void {
+    this.endAttempt(a, now)
+    if (a.suspect && !died) this.withdraw(a)
     const job = this.activeJob(a)
     if (job == null) return
-    if (a.running) {
-      this.crashed(job, a.index, why, now)
+    if (died && !a.suspect) {
+      this.crashed(job, a.index, why, now, a)
       return
     }
-    if (!this.othersActive(a)) this.requeue(job, a.index, 'lose', why, now)
+    if (!this.othersActive(a)) this.requeue(job, a.index, 'lose', why, now, a)
   }
 
-  /** The task runs now on `a`: other attempts of it are stale. One whose agent is still lost died with it. */
-  private fenceOthers (a: Attempt, now: number): void {
-    for (const other of attemptsOf(this.s, a.jobId, a.index)) {
-      if (other.id === a.id) continue
-      const job = this.activeJob(other)
-      const agent = this.s.agents.get(other.agent)
-      this.cancelAttempt(other, 'the task started on another agent')
-      if (job != null && other.running && agent?.connected !== true) {
-        job.tasks!.bump(other.index, 'crashes')
-        this.store.setTaskState(job.id, other.index, job.tasks!.state(other.index), job.tasks!.counts(other.index))
-      }
+  /**
+   * An agent is back: its attempts that were already ended here (fenced after it went silent) and still counted as
+   * suspected crashes are settled: confirmed when its record says they died with it, withdrawn otherwise.
+   */
+  settleSuspects (agentId: string, died: ReadonlySet<number>): void {
+    for (const a of this.store.endedSuspectsOf(agentId)) {
+      if (!died.has(a.id)) this.withdraw(a)
+      this.store.setAttemptFlags({ id: a.id, running: true, orphan: true, suspect: false })
     }
-    void now
+  }
+
+  /** The same session came back after it was declared lost: the agent never died, so nothing died with it. */
+  cameBack (agentId: string): void {
+    for (const id of this.s.agents.get(agentId)?.attempts ?? []) {
+      const a = this.s.attempts.get(id)!
+      if (!a.suspect) continue
+      a.suspect = false
+      this.withdraw(a)
+      this.store.setAttemptFlags(a)
+    }
+    this.settleSuspects(agentId, new Set())
+  }
+
+  /** The task runs now on `a`: its other attempts are stale (a suspected crash among them stays counted for now). */
+  private fenceOthers (a: Attempt): void {
+    for (const other of attemptsOf(this.s, a.jobId, a.index)) if (other.id !== a.id) this.cancelAttempt(other, 'the task started on another agent')
+  }
+
+  /** Takes back an attempt that has not started (the agent is told to drop it); the task waits in the queue again. */
+  private unplace (job: JobRuntime, a: Attempt, why: string, now: number): void {
+    this.cancelAttempt(a, why)
+    if (!this.othersActive(a)) this.requeue(job, a.index, 'vacate', why, now, a)
   }
 
   private cancelAttempt (a: Attempt, reason: string): void {
@@ -220,10 +275,14 @@ export class TaskLedger {
     return attemptsOf(this.s, a.jobId, a.index).some(o => o.id !== a.id && !o.orphan)
   }
 
-  private endAttempt (a: Attempt): void {
+  /** Ends an attempt; the cores it held count towards its member's usage (fair share) for as long as it held them. */
+  private endAttempt (a: Attempt, now?: number, ranMs?: number): void {
     if (!this.s.attempts.has(a.id)) return
     removeAttempt(this.s, a)
     this.store.endAttempt(a.id)
+    const owner = this.s.jobs.get(a.jobId)?.owner
+    const ms = ranMs ?? (now != null ? now - a.startedAt : 0)
+    if (owner != null && now != null && ms > 0) this.s.usage.charge(owner, a.cores * ms / 1000, now)
   }
 
   /** The attempt's job, if it is still active and the task not yet ended. */
@@ -307,11 +366,16 @@ export class TaskLedger {
       job.held = !release
       this.store.setJobHeld(job.id, job.held)
       this.emit({ time: now, type: release ? 'job.released' : 'job.held', jobId: job.id })
+      // Tasks already placed but not started (waiting in an agent's queue) come back: a hold means not now.
+      if (!release) for (const a of [...this.s.attempts.values()]) if (a.jobId === job.id && !a.running) this.unplace(job, a, 'the job is held', now)
       return job.counts.queued + job.counts.held
     }
     if (index >= job.total) throw new MeshfarmError('NOT_FOUND', `job ${job.id} has no task ${index}`)
     const state = t.state(index)
-    if (release ? state !== 'held' : state !== 'queued') return 0
+    if (!release && state === 'staging') {
+      for (const a of attemptsOf(this.s, job.id, index)) if (!a.running) this.unplace(job, a, 'the task is held', now)
+    }
+    if (release ? t.state(index) !== 'held' : t.state(index) !== 'queued') return 0
     this.apply(job, index, release ? 'release' : 'hold')
     if (release) t.enqueue(index, 'front')
     this.emit({ time: now, type: release ? 'job.released' : 'job.held', jobId: job.id, index })

@@ -1,26 +1,31 @@
 /**
  * "Why is my task not running?", in plain words: the requirement no agent meets, a hold, desktops whose owners
- * are present, a Slurm bridge's allocation still pending, or simply the tasks ahead of it. Read-only functions
- * over the core's state; the decisions themselves stay in the scheduler.
+ * are present, a Slurm bridge's notes, fair share between members, or simply the tasks ahead of it. Read-only
+ * functions over the core's state; the decisions themselves stay in the scheduler. A whole job is explained in a
+ * few lines (one per state, one per distinct kind of waiting task), in time linear in its size.
  */
 import type { TaskState, TaskSpec } from '../shared/protocol/data.ts'
 import { unschedulableReason, type SchedTask } from './scheduler.ts'
 import type { CoordinatorCore } from './core.ts'
 import type { AgentRuntime } from './agent-registry.ts'
-import { attemptsOf } from './core-state.ts'
+import type { JobRuntime, Shape } from './job-table.ts'
+import { attemptsOf, displayName, runningCores } from './core-state.ts'
 
 export interface WhyLine { index?: number, name?: string, state: string, reason: string }
 
-/** Lines listed for a whole job: one per distinct reason, with how many tasks it concerns. */
-const MAX_LINES = 20
+type Capacity = { id: string, labels: Record<string, string>, totalCores: number, totalMemoryMb: number, gpuCount: number, maxTaskMs?: number }
 
-function capacityOf (agents: AgentRuntime[]): Array<{ id: string, labels: Record<string, string>, totalCores: number, totalMemoryMb: number, gpuCount: number, maxTaskMs?: number }> {
+function capacityOf (agents: AgentRuntime[]): Capacity[] {
   return agents.map(a => ({ id: a.id, labels: a.resources.labels, totalCores: a.resources.cores, totalMemoryMb: a.resources.memoryMb, gpuCount: a.resources.gpus.length, maxTaskMs: a.resources.maxTaskMs }))
 }
 
 /** Agents whose resources we know (placeholders of agents not yet seen since a restart have none). */
 function knownAgents (core: CoordinatorCore): AgentRuntime[] {
   return [...core.state.agents.all()].filter(a => a.resources.os !== '' || a.connected)
+}
+
+function toSched (t: Pick<TaskSpec, 'cores' | 'gpus' | 'memoryMb' | 'constraints' | 'timeoutMs'>): SchedTask {
+  return { key: 0, cores: t.cores, gpus: t.gpus, memoryMb: t.memoryMb, constraints: t.constraints, timeoutMs: t.timeoutMs }
 }
 
 /** Why none of these tasks could run on any agent of the mesh, or null when each could run somewhere. */
@@ -38,50 +43,69 @@ export function unplaceableReason (core: CoordinatorCore, tasks: TaskSpec[]): st
   return null
 }
 
-function toSched (t: Pick<TaskSpec, 'cores' | 'gpus' | 'memoryMb' | 'constraints' | 'timeoutMs'>): SchedTask {
-  return { key: 0, cores: t.cores, gpus: t.gpus, memoryMb: t.memoryMb, constraints: t.constraints, timeoutMs: t.timeoutMs }
-}
-
 /** Why the job's waiting tasks (or one task) are not running. */
 export function whyWaiting (core: CoordinatorCore, jobId: number, index: number | undefined, now: number): WhyLine[] {
   const job = core.getJob(jobId)
   const t = job.tasks
   if (t == null) return [{ state: job.state, reason: `the job has ended (${job.state})` }]
-  const indexes = index != null ? [index] : Array.from({ length: job.total }, (_, i) => i)
-  const grouped = new Map<string, { state: TaskState, count: number, first: number }>()
-  for (const i of indexes) {
-    if (i >= job.total) continue
-    const state = t.state(i)
-    const reason = reasonFor(core, jobId, i, state, now)
-    if (reason == null) continue
-    const key = `${state}\u0000${reason}`
-    const g = grouped.get(key)
-    if (g == null) grouped.set(key, { state, count: 1, first: i })
-    else g.count++
+  if (index != null) {
+    if (index >= job.total) return []
+    const state = t.state(index)
+    const reason = state === 'queued' ? queuedReason(core, job, t.shape(index), positionOf(job, index), now) : reasonInState(core, job, index, state)
+    return reason == null ? [] : [{ index, state, reason }]
   }
-  return [...grouped.entries()].slice(0, MAX_LINES).map(([key, g]) => {
-    const reason = key.split('\u0000')[1]
-    return index != null || g.count === 1
-      ? { index: g.first, state: g.state, reason }
-      : { state: g.state, reason: `${g.count} tasks: ${reason}` }
-  })
+  const lines: WhyLine[] = []
+  const inStates = new Map<TaskState, number>()
+  const firstOfShape = new Map<Shape, { index: number, position: number, count: number }>()
+  let position = 0
+  for (const i of t.queued()) {
+    const shape = t.shape(i)
+    const g = firstOfShape.get(shape)
+    if (g == null) firstOfShape.set(shape, { index: i, position, count: 1 })
+    else g.count++
+    position++
+  }
+  for (let i = 0; i < job.total; i++) {
+    const s = t.state(i)
+    if (s !== 'queued') inStates.set(s, (inStates.get(s) ?? 0) + 1)
+  }
+  for (const [shape, g] of firstOfShape) {
+    lines.push({ index: g.index, state: 'queued', reason: `${g.count === 1 ? '' : `${g.count} tasks like this one: `}${queuedReason(core, job, shape, g.position, now)}` })
+  }
+  for (const s of ['held', 'staging', 'running', 'suspended'] as const) {
+    const n = inStates.get(s) ?? 0
+    if (n > 0) lines.push({ state: s, reason: `${n} task(s) ${s === 'held' ? `held (meshfarm release ${jobId} TASK)` : s === 'suspended' ? 'suspended: their desktops\' owners came back' : s}` })
+  }
+  return lines
 }
 
-function reasonFor (core: CoordinatorCore, jobId: number, i: number, state: TaskState, now: number): string | null {
-  const job = core.getJob(jobId)
-  const a = attemptsOf(core.state, jobId, i).find(x => !x.orphan)
+/** A task's place in its job's queue. */
+function positionOf (job: JobRuntime, index: number): number {
+  let n = 0
+  for (const i of job.tasks!.queued()) {
+    if (i === index) return n
+    n++
+  }
+  return n
+}
+
+function reasonInState (core: CoordinatorCore, job: JobRuntime, i: number, state: TaskState): string | null {
+  const a = attemptsOf(core.state, job.id, i).find(x => !x.orphan)
   switch (state) {
-    case 'done': case 'failed': case 'cancelled': return null
-    case 'held': return `held (meshfarm release ${jobId} ${i})`
+    case 'held': return `held (meshfarm release ${job.id} ${i})`
     case 'staging': return `inputs being staged on ${a?.host ?? 'an agent'}`
     case 'running': return `running on ${a?.host ?? 'an agent'}`
     case 'suspended': {
       const why = a != null ? core.state.agents.get(a.agent)?.status?.harvest?.reason : undefined
       return `suspended on ${a?.host ?? 'an agent'}${why != null ? `: ${why}` : ''}`
     }
+    default: return null
   }
-  if (job.held) return `the job is held (meshfarm release ${jobId})`
-  const shape = job.tasks!.shape(i)
+}
+
+/** Why a queued task of this shape, at this place in its job's queue, waits. */
+function queuedReason (core: CoordinatorCore, job: JobRuntime, shape: Shape, position: number, now: number): string {
+  if (job.held) return `the job is held (meshfarm release ${job.id})`
   const task = toSched(shape)
   const agents = knownAgents(core)
   const never = unschedulableReason(task, capacityOf(agents))
@@ -90,26 +114,39 @@ function reasonFor (core: CoordinatorCore, jobId: number, i: number, state: Task
   const up = able.filter(a => a.connected && a.state === 'up')
   if (up.length === 0) return `no agent that can run it is connected (${able.length} known: ${able.map(a => `${a.resources.hostname} ${a.connected ? a.state : 'disconnected'}`).join(', ')})`
   const lending = up.filter(a => a.status?.harvest?.lending !== false)
-  const notes = up.flatMap(a => (a.status?.notes ?? []).slice(0, 1).map(n => `${a.resources.hostname}: ${n}`))
   if (lending.length === 0) return `all matching desktops have their owners present (${up.map(a => `${a.resources.hostname}: ${a.status?.harvest?.reason ?? 'reclaimed'}`).join('; ')})`
-  const ahead = queuedAhead(core, jobId, i)
-  void now
-  const cap = job.header.perAgent != null ? `; the job runs at most ${job.header.perAgent} at once per agent` : ''
-  return `waits for a free slot on ${lending.length} matching agent(s)${ahead > 0 ? `: ${ahead} tasks ahead of it` : ''}${cap}${notes.length > 0 ? `; ${notes.join('; ')}` : ''}`
+  const notes = up.flatMap(a => (a.status?.notes ?? []).slice(0, 1).map(n => `${a.resources.hostname}: ${n}`))
+  const parts = [`waits for a free slot on ${lending.length} matching agent(s)`]
+  const others = fairShareAhead(core, job.owner, now)
+  if (others.tasks > 0) parts.push(`fair share: ${others.tasks} tasks of ${others.names.join(', ')} go first (they have used less lately)`)
+  const ahead = position + samePersonAhead(core, job)
+  if (ahead > 0) parts.push(`${ahead} of ${displayName({ nameOf: core.nameOf }, job.owner)}'s tasks are ahead of it`)
+  if (job.header.perAgent != null) parts.push(`the job runs at most ${job.header.perAgent} at once per agent`)
+  return [...parts, ...notes].join('; ')
 }
 
-/** Queued tasks placed before this one (jobs submitted earlier, and this job's tasks ahead of it). */
-function queuedAhead (core: CoordinatorCore, jobId: number, index: number): number {
+/** Queued tasks of other members whose load is lower than this member's: the scheduler serves them first. */
+function fairShareAhead (core: CoordinatorCore, owner: string, now: number): { tasks: number, names: string[] } {
+  const running = runningCores(core.state)
+  const load = (o: string): number => core.state.usage.load(o, running.get(o) ?? 0, now)
+  const mine = load(owner)
+  const queued = new Map<string, number>()
+  for (const j of core.state.jobs.values()) {
+    if (j.tasks == null || j.held || j.owner === owner || j.counts.queued === 0) continue
+    queued.set(j.owner, (queued.get(j.owner) ?? 0) + j.counts.queued)
+  }
+  const ahead = [...queued].filter(([o]) => load(o) < mine)
+  return { tasks: ahead.reduce((n, [, q]) => n + q, 0), names: ahead.map(([o]) => displayName({ nameOf: core.nameOf }, o)) }
+}
+
+/** Queued tasks of the same member's jobs that come before this job (higher priority, or earlier). */
+function samePersonAhead (core: CoordinatorCore, job: JobRuntime): number {
   let n = 0
-  for (const job of core.state.jobs.values()) {
-    if (job.tasks == null || job.held) continue
-    if (job.id < jobId) n += job.counts.queued
-    else if (job.id === jobId) {
-      for (const i of job.tasks.queued()) {
-        if (i === index) break
-        n++
-      }
-    }
+  const p = job.header.priority ?? 0
+  for (const j of core.state.jobs.values()) {
+    if (j === job || j.tasks == null || j.held || j.owner !== job.owner) continue
+    const jp = j.header.priority ?? 0
+    if (jp > p || (jp === p && j.id < job.id)) n += j.counts.queued
   }
   return n
 }

@@ -42,6 +42,7 @@ import { entryId } from './results.ts'
 import { agentPaths, checkWorkDir, prepareDirs, realHome, type AgentPaths } from './work-dir.ts'
 import { findBwrap } from './bwrap.ts'
 import { remoteIsolation, type RemoteRunner } from './backend/remote.ts'
+import { DEFAULT_MACHINE, openMachine, type Machine, type MachineSettings } from './harvest/agent-harvest.ts'
 
 export type { AgentLifecycle } from './reactor.ts'
 
@@ -57,7 +58,9 @@ export interface AgentOptions {
   killGraceMs?: number
   /** How long stop() waits for tasks to end and their vacate notices to be acknowledged (default 5 s). */
   stopGraceMs?: number
-  /** Resource management around each task (node/cgroups/). */
+  /** Each task's cgroup and limits, and desktop harvesting (node/harvest/agent-harvest.ts); default: cgroups where usable. */
+  machine?: MachineSettings
+  /** Replaces the machine's task hooks (tests). */
   hooks?: LocalTaskHooks
   /** Tasks run elsewhere (a Slurm bridge): this backend instead of the local launchers and their sandbox. */
   runner?: RemoteRunner
@@ -139,7 +142,7 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
   const waiters: Array<() => void> = []
   const gate = new MemberGate(join(paths.state, 'members.json'), opts.mesh.coordinator)
   const node = await createMeshNode({
-    mesh: opts.mesh, listen: opts.listen, privateKey: await identityFor(opts.mesh.home, opts.mesh.coordinator, 'agent'),
+    mesh: opts.mesh, listen: opts.listen, log, privateKey: await identityFor(opts.mesh.home, opts.mesh.coordinator, 'agent'),
     allowInbound: peer => gate.allows(peer.toString())
   })
 
@@ -182,8 +185,10 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
   const crashed = await stager.launchedWithoutResult(keep)
   if (crashed.length > 0) log(`agent: ${crashed.length} task(s) were running when this agent last stopped without warning; the coordinator counts them as crashes`)
   await stager.clean(keep)
+  // A remote backend's tasks run elsewhere: no machine of ours around them (no cgroups, no harvesting).
+  const machine: Machine = remote != null ? { hooks: {}, attach: () => {}, close: async () => {} } : await openMachine(opts.machine ?? DEFAULT_MACHINE, { stateDir: paths.state, features: await pool!.features(), log })
   const backend = remote?.backend ?? new LocalBackend({
-    launcher: pool!, isolation, killGraceMs: opts.killGraceMs ?? 5000, agentHasGpus: resources.gpus.length > 0, agentPid: process.pid, hooks: opts.hooks
+    launcher: pool!, isolation, killGraceMs: opts.killGraceMs ?? 5000, agentHasGpus: resources.gpus.length > 0, agentPid: process.pid, hooks: opts.hooks ?? machine.hooks
   })
   let finish!: (why: 'drained' | 'stopped') => void
   const finished = new Promise<'drained' | 'stopped'>(resolve => { finish = resolve })
@@ -198,6 +203,7 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
   io.reactor = reactor
   reactor.start(entries, crashed)
   if (remote != null) reactor.adopt(remote.adopted)
+  machine.attach(reactor, resources)
 
   let known: CoordinatorAddress | null = null
   // The agent's own protocol: a few streams per peer, each answered or dropped within seconds.
@@ -291,6 +297,7 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
       sessionChannel?.abort(new Error('agent stopping'))
       for (const wake of waiters.splice(0)) wake()
       await backend.close()
+      await machine.close().catch(err => { log(`agent: ${errorMessage(err)}`) })
       await stager.close(new Set(reactor.pendingIds())).catch(err => { log(`agent: cleaning the work folder failed: ${errorMessage(err)}`) })
       await node.stop()
       await loop.catch(() => {})

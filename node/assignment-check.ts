@@ -13,7 +13,8 @@ export function checkAssignment (raw: Assignment): Assignment {
     task: checkTaskSpec(raw.task, raw.index),
     shared: (Array.isArray(raw.shared) ? raw.shared : []).map((f, i) => checkFileRef(f, `shared[${i}]`)),
     gpuIds: Array.isArray(raw.gpuIds) ? raw.gpuIds.filter(Number.isInteger) : [],
-    cores: Number.isInteger(raw.cores) && raw.cores > 0 ? raw.cores : 1
+    cores: Number.isInteger(raw.cores) && raw.cores > 0 ? raw.cores : 1,
+    ...(typeof raw.owner === 'string' && /^[^\u0000-\u001f\u007f]{1,256}$/.test(raw.owner) ? { owner: raw.owner } : {})
   }
 }
 

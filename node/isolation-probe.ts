@@ -38,7 +38,9 @@ export function isolationFor (c: Candidate, paths: AgentPaths, slotUsers: SlotUs
     hide,
     slotUsers: c.slotUsers ? slotUsers : null,
     bwrap: c.mounts === 'bubblewrap' ? bwrap : null,
-    inputs: c.slotUsers || c.mode === 'none' ? 'link' : 'copy',
+    // Copies (reflinks where the file system can) even for slot users: a task's inputs are its own files, as
+    // tools like gzip -k and xz -k expect (one link, owned by the user that runs them).
+    inputs: c.mode === 'none' ? 'link' : 'copy',
     shared: c.mounts != null && !c.slotUsers ? 'symlink' : 'link'
   }
 }

@@ -13,6 +13,8 @@ export type { AgentComm, AgentLifecycle, LogRequest, ReactorOptions } from './ag
 
 type Phase = 'staging' | 'ready' | 'running' | 'collecting'
 
+export interface HeldAttempt { a: Assignment, phase: Phase, stopping: boolean, suspendedSince: number | null }
+
 interface Held {
   a: Assignment
   phase: Phase
@@ -54,6 +56,13 @@ export class AgentReactor {
   get state (): AgentLifecycle { return this.lifecycle }
   get connected (): boolean { return this.session }
   heldIds (): number[] { return [...this.held.keys()] }
+  /** The attempts held now, as a policy that suspends and vacates them (harvesting) and `status --here` see them. */
+  attempts (): HeldAttempt[] {
+    return [...this.held.values()].map(h => {
+      const open = h.suspensions.at(-1)
+      return { a: h.a, phase: h.phase, stopping: h.stop != null, suspendedSince: open != null && open.to == null ? open.from : null }
+    })
+  }
   pendingIds (): number[] { return [...this.pending.keys()] }
 
   private to (next: AgentLifecycle): void {

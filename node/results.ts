@@ -4,6 +4,7 @@
  */
 import type { Assignment, AttemptResult, Failure, FileRef, Suspension } from '../shared/protocol/messages.ts'
 import type { TaskOutcome } from './backend/backend.ts'
+import { formatBytes } from '../shared/util/units.ts'
 
 /** What an output looked like when it was hashed, to tell at delivery whether it changed since. */
 export interface Fingerprint { size: number, mtimeMs: number, ino: number }
@@ -37,11 +38,22 @@ export function classify (o: TaskOutcome, stop: StopReason | null, timeoutMs: nu
   if (stop?.kind === 'cancel') return { kind: 'cancelled', message: stop.reason, retryable: false }
   if (o.failure != null) return o.failure
   if (o.error != null && o.exitCode == null) return { kind: 'spawn', message: o.error, retryable: false }
-  if (o.overMemoryLimit === true) return { kind: 'memory', message: 'went over its memory limit', retryable: true }
+  // Not retryable: the same request gets the same limit anywhere.
+  if (o.overMemoryLimit === true) return { kind: 'memory', message: memoryMessage(o.peakMemoryBytes, o.memoryLimitBytes ?? null), retryable: false }
   if (o.timedOut) return { kind: 'timeout', message: `timed out after ${timeoutMs} ms`, retryable: true }
   if (o.signal != null) return { kind: 'signal', message: `killed by ${o.signal}`, retryable: true }
   if (o.exitCode !== 0) return { kind: 'exit', message: `exited with code ${String(o.exitCode)}`, retryable: true }
   return undefined
+}
+
+/**
+ * A task over its memory, in words that are true of what was measured: under a hard limit the peak is the limit
+ * itself ("needed more than its 512 MiB"); where nothing capped it, what it used ("used 2.1 GiB of its 512 MiB").
+ */
+export function memoryMessage (peakBytes: number | null, limitBytes: number | null): string {
+  if (limitBytes == null) return `ran out of memory${peakBytes != null ? ` (peak ${formatBytes(peakBytes)})` : ''}: killed by the kernel`
+  if (peakBytes != null && peakBytes > limitBytes * 1.05) return `used ${formatBytes(peakBytes)} of its ${formatBytes(limitBytes)}: stopped`
+  return `needed more than its ${formatBytes(limitBytes)} of memory${peakBytes != null ? ` (peak ${formatBytes(peakBytes)}, at the limit)` : ''}: killed by the kernel; ask for more memory`
 }
 
 export function emptyRef (name: string): FileRef {

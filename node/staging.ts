@@ -6,7 +6,7 @@
  * (launch-plan.ts: Isolation.inputs, Isolation.shared). Nothing here follows a link a task could have planted.
  */
 import { statSync } from 'node:fs'
-import { chmod, lchown, mkdir, open, readdir, rm, unlink } from 'node:fs/promises'
+import { chmod, lchown, lstat, mkdir, open, readdir, rm, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Assignment, FileRef } from '../shared/protocol/messages.ts'
 import { runLimited } from '../shared/util/limit.ts'
@@ -119,12 +119,19 @@ export class Stager {
     await p
   }
 
-  /** The slot user gets its task folder (and the folders staging made in it); files stay the agent's, read-only. */
+  /**
+   * The slot user gets its task folder, the folders staging made in it, and its own copies of its inputs. Hard
+   * links (shared files) stay the agent's and read-only: they share the cache's inode.
+   */
   async grant (attemptId: number, user: SlotUser): Promise<void> {
     const dir = taskDir(this.deps.paths, attemptId)
     const walk = async (d: string): Promise<void> => {
       await lchown(d, user.uid, user.gid)
-      for (const e of await readdir(d, { withFileTypes: true })) if (e.isDirectory()) await walk(join(d, e.name))
+      for (const e of await readdir(d, { withFileTypes: true })) {
+        const path = join(d, e.name)
+        if (e.isDirectory()) await walk(path)
+        else if (e.isFile() && (await lstat(path)).nlink === 1) await lchown(path, user.uid, user.gid)
+      }
     }
     await walk(dir)
   }
@@ -149,14 +156,21 @@ export class Stager {
     await this.clean(keep)
   }
 
-  /** At start: attempts a previous run launched (their capture files exist) and never finished: they died with it. */
+  /**
+   * At start: attempts a previous run launched that were still running when it died: their stdout capture exists
+   * and is still writable (the launcher makes it read-only when the task exits). A task that ran to its end but
+   * whose result was lost with the agent did not die: it is not counted as a crash.
+   */
   async launchedWithoutResult (keep: ReadonlySet<number>): Promise<number[]> {
-    const ids = new Set<number>()
+    const ids: number[] = []
     for (const name of await readdir(this.deps.paths.capture).catch(() => [] as string[])) {
-      const id = Number(name.split('.')[0])
-      if (Number.isSafeInteger(id) && id > 0 && !keep.has(id)) ids.add(id)
+      const m = /^(\d+)\.out$/.exec(name)
+      const id = Number(m?.[1])
+      if (m == null || !Number.isSafeInteger(id) || id <= 0 || keep.has(id)) continue
+      const st = await lstat(join(this.deps.paths.capture, name)).catch(() => null)
+      if (st != null && (st.mode & 0o200) !== 0) ids.push(id)
     }
-    return [...ids]
+    return ids
   }
 
   /** At start: job folders are rebuilt from the cache on demand; task folders no entry refers to go. */

@@ -4,6 +4,7 @@
  * The machine (who runs this, its passwd file, systemd, the root folder) comes in through `ServiceHost`, so
  * tests run it under a temporary root.
  */
+import { readFileSync } from 'node:fs'
 import { isAbsolute } from 'node:path'
 import { parseIsolationFlag } from '../../node/isolation.ts'
 import { MeshfarmError } from '../../shared/util/errors.ts'
@@ -11,9 +12,10 @@ import { parseWholeNumber } from '../../shared/util/units.ts'
 import { parseGpuList, parseLabels, parseMemoryFlag } from '../../node/resources.ts'
 import { applyServicePlan, planService, type ApplyIo } from '../service-unit.ts'
 import { checkAddrs } from '../config.ts'
+import { machineArgsOf, type MachineFlags } from '../harvest-config.ts'
 
 /** The flags of `meshfarm agent`, as commander gives them. */
-export interface AgentFlags {
+export interface AgentFlags extends MachineFlags {
   listen: string[]
   cores?: string
   memory?: string
@@ -53,6 +55,7 @@ export function agentArgsOf (o: AgentFlags): string[] {
   if (o.allowRoot === true) args.push('--allow-root')
   if (o.isolation != null && o.isolation !== 'auto') args.push('--isolation', parseIsolationFlag(o.isolation))
   if (o.workDir != null) args.push('--work-dir', o.workDir)
+  args.push(...machineArgsOf(o, { uid: process.getuid?.() ?? 0, passwd: () => readFileSync('/etc/passwd', 'utf8') }))
   return args
 }
 

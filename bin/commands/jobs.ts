@@ -8,6 +8,8 @@ import { eventLine, jobsTable, peersTable, printJson, Progress, summaryLine, tas
 import { compileFetch, compileSubmitOverrides, jobIdArg, taskArg, type SubmitFlags } from '../config.ts'
 import { collect, readStdin, type CliContext } from '../cli-context.ts'
 import { parseWholeNumber } from '../../shared/util/units.ts'
+import { statusHere } from './harvest.ts'
+import { MeshfarmError } from '../../shared/util/errors.ts'
 
 /** Follows a job with a progress bar and fetches its results as they arrive. */
 async function waitAndFetch (client: MeshClient, jobId: number, dest: string, json: boolean): Promise<JobSummary> {
@@ -34,6 +36,7 @@ async function printFailures (client: MeshClient, s: JobSummary): Promise<void> 
     const tail = await stderrTail(client, s.jobId, f.index).catch(() => '')
     console.log(`  task ${s.jobId}.${f.index} ${f.name}: ${f.message}${tail !== '' ? `; stderr: ${tail}` : ''}`)
   }
+  for (const m of s.missingOutputs ?? []) console.log(`  task ${s.jobId}.${m.index} ${m.name}: declared outputs never written: ${m.missing.join(', ')}`)
 }
 
 /** The job `submit` was given: a file, or standard input for `-` (paths in it relative to this folder). */
@@ -91,8 +94,15 @@ export function jobCommands (ctx: CliContext): void {
     .description('jobs on the mesh, or one job\'s tasks')
     .argument('[job]', 'a job id')
     .option('--tasks', 'list the job\'s tasks')
+    .option('--here', 'this workstation instead: what runs here, for whom, and why it is lent or not')
+    .option('--socket <path>', 'with --here: the local agent\'s owner socket')
     .option('--json', 'machine-readable output')
-    .action(async (job: string | undefined, o: { tasks?: boolean, json?: boolean }) => {
+    .action(async (job: string | undefined, o: { tasks?: boolean, here?: boolean, socket?: string, json?: boolean }) => {
+      if (o.here === true || o.socket != null) {
+        if (o.here !== true) throw new MeshfarmError('BAD_ARGUMENT', '--socket: only with --here')
+        if (job != null || o.tasks === true) throw new MeshfarmError('BAD_ARGUMENT', '--here: shows this workstation, not a job: give no JOB or --tasks')
+        return await statusHere(ctx, o)
+      }
       const jobId = job != null ? jobIdArg(job) : undefined
       await ctx.withClient(async client => {
         const jobs = await client.status(jobId)

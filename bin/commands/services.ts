@@ -13,6 +13,7 @@ import { detectResources, parseGpuList, parseLabels, parseMemoryFlag } from '../
 import { checkAddrs, compileCoordinator, DEFAULTS, type CoordinatorFlags } from '../config.ts'
 import { collect, untilSignal, type CliContext } from '../cli-context.ts'
 import { agentService, type AgentFlags } from './agent-service.ts'
+import { addMachineOptions, machineFromFlags } from './harvest.ts'
 
 /** bin/meshfarm, the wrapper that finds Node 24 and tsx wherever npm put them: what a unit starts. */
 const EXECUTABLE = fileURLToPath(new URL('../meshfarm', import.meta.url))
@@ -26,6 +27,7 @@ export function serviceCommands (ctx: CliContext): void {
     .option('--heartbeat <duration>', 'agent heartbeat interval (default 2s)')
     .option('--crash-limit <n>', 'attempts that die with their agent before a task fails (default 3)')
     .option('--prefetch <n>', 'tasks an agent may hold beyond its slots (default 1)')
+    .option('--dashboard [port]', `serve the dashboard on 127.0.0.1 (default port ${DEFAULTS.dashboardPort}; 0: any free port)`)
     .action(async (o: CoordinatorFlags) => {
       const settings = compileCoordinator(o, process.env)
       const mesh = loadMeshConfig(ctx.home())
@@ -35,7 +37,7 @@ export function serviceCommands (ctx: CliContext): void {
       if (failure != null) throw failure
     })
 
-  program.command('agent')
+  addMachineOptions(program.command('agent'))
     .description('lend this machine to the mesh: advertise its cores, memory and GPUs and run tasks')
     .option('--listen <multiaddr>', 'address to listen on (repeatable)', collect, [])
     .option('--cores <n>', 'cores to offer (default: all logical cores)')
@@ -68,6 +70,7 @@ export function serviceCommands (ctx: CliContext): void {
       }
       if (o.serviceUser != null) throw new MeshfarmError('BAD_ARGUMENT', '--service-user: only with --install-service')
       const isolation = parseIsolationFlag(o.isolation ?? 'auto')
+      const machine = machineFromFlags(o)
       const resources = await detectResources({
         cores: o.cores != null ? parseWholeNumber(o.cores, '--cores', 1, 4096) : undefined,
         slots: o.slots != null ? parseWholeNumber(o.slots, '--slots', 1, 4096) : undefined,
@@ -80,7 +83,7 @@ export function serviceCommands (ctx: CliContext): void {
       if (resources.runsAsRoot && o.allowRoot !== true) {
         throw new MeshfarmError('FORBIDDEN', 'this agent runs as root and would run its tasks as slot users it creates (or as root with --isolation none): run it as an ordinary user, or pass --allow-root')
       }
-      const agent = await startAgent({ mesh, listen: o.listen.length > 0 ? checkAddrs(o.listen, '--listen') : [...DEFAULTS.agentListen], resources, isolation, workDir: o.workDir })
+      const agent = await startAgent({ mesh, listen: o.listen.length > 0 ? checkAddrs(o.listen, '--listen') : [...DEFAULTS.agentListen], resources, isolation, workDir: o.workDir, machine })
       if (resources.runsAsRoot && agent.isolation.mode === 'none') console.log('agent: WARNING: running as root with --isolation none: tasks run as root')
       await untilSignal(agent.stop, agent.drained.then(async () => { await agent.stop() }))
     })

@@ -11,8 +11,11 @@ import { serve, type HttpBindings } from '@hono/node-server'
 import { bodyLimit } from 'hono/body-limit'
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
 import { streamSSE } from 'hono/streaming'
-import { barsFromRecords, renderTimelineSvg } from '../../shared/report/timeline-svg.ts'
+import { barsFromRecords, renderTimelineSvg, type TimelineBar } from '../../shared/report/timeline-svg.ts'
+import { earlierAttemptBars } from '../../shared/report/attempts.ts'
+import { isMeshfarmError } from '../../shared/util/errors.ts'
 import type { TaskRecord } from '../../shared/protocol/messages.ts'
+import type { MeshEvent } from '../../shared/protocol/events.ts'
 import { allowedHosts, checkHost, checkRequest, mayDo, parseJobId, parseLastEventId, type Refusal } from './guard.ts'
 import { createSessions, type Session, type SessionOptions } from './sessions.ts'
 import { EventHub } from './event-hub.ts'
@@ -37,6 +40,8 @@ export interface DashboardOptions {
   retryMs?: number
   /** Tasks drawn in a timeline at most (default 20000). */
   maxTimelineTasks?: number
+  /** A job's events read for its earlier attempts at most (default 100000). */
+  maxTimelineEvents?: number
 }
 
 export interface Dashboard {
@@ -79,6 +84,7 @@ export async function startDashboard (opts: DashboardOptions): Promise<Dashboard
   const log = opts.log ?? (() => {})
   const maxStreams = opts.maxStreams ?? 32
   const maxTimeline = opts.maxTimelineTasks ?? 20_000
+  const maxTimelineEvents = opts.maxTimelineEvents ?? 100_000
   const sessions = createSessions(opts.sessions)
   const files = new Map(Object.keys(STATIC).map(name => [name, readFileSync(new URL(`./static/${name}`, import.meta.url))]))
   let hosts: ReadonlySet<string> = new Set()
@@ -119,7 +125,18 @@ export async function startDashboard (opts: DashboardOptions): Promise<Dashboard
   const sessionOf = (c: Context<Env>): { id: string, session: Session } | null => {
     const id = getCookie(c, cookieName)
     const session = sessions.get(id, now())
-    return session != null && id != null ? { id, session } : null
+    if (session == null || id == null) return null
+    if (source.roleOf != null) {
+      // Membership is checked on every request: someone removed from the mesh is logged out at once.
+      const role = source.roleOf(session.user.peerId)
+      if (role == null) {
+        sessions.end(id)
+        log(`dashboard: ${session.user.name} is no longer a member: session ended`)
+        return null
+      }
+      session.user.role = role
+    }
+    return { id, session }
   }
 
   // Everything under /api/ needs a session.
@@ -209,13 +226,34 @@ export async function startDashboard (opts: DashboardOptions): Promise<Dashboard
     return records
   }
 
-  app.get('/api/jobs/:id/failures', c => {
+  /** A job's earlier attempts, from its events (when the source can give them). */
+  const earlierBars = (jobId: number, records: readonly TaskRecord[]): TimelineBar[] => {
+    if (source.jobEvents == null) return []
+    const events: MeshEvent[] = []
+    let seq = 0
+    while (events.length < maxTimelineEvents) {
+      const page = source.jobEvents(jobId, seq, Math.min(5000, maxTimelineEvents - events.length))
+      if (page.length === 0) break
+      events.push(...page)
+      seq = page[page.length - 1].seq
+    }
+    const names = new Map(records.map(r => [r.index, r.name]))
+    return earlierAttemptBars(events, i => names.get(i) ?? `task ${i}`)
+  }
+
+  app.get('/api/jobs/:id/failures', async c => {
     const jobId = parseJobId(c.req.param('id'))
     if (jobId == null) return c.json({ error: 'job id: not a job id' }, 400)
     const records = allTasks(jobId)
     if (records == null) return c.json({ error: `job ${jobId}: no such job` }, 404)
     const failed = records.filter(r => r.state === 'failed')
-    return c.json({ total: failed.length, failures: failed.slice(0, 50).map(pageTask) })
+    const failures = failed.slice(0, 50).map(pageTask)
+    if (source.stderrTail != null) {
+      for (const f of failures) {
+        if (f.stderrTail == null && (f.stderr?.size ?? 0) > 0) f.stderrTail = (await source.stderrTail(jobId, f.index)) ?? undefined
+      }
+    }
+    return c.json({ total: failed.length, failures })
   })
 
   app.get('/api/jobs/:id/timeline.svg', c => {
@@ -225,11 +263,11 @@ export async function startDashboard (opts: DashboardOptions): Promise<Dashboard
     const records = allTasks(jobId)
     if (records == null) return c.json({ error: `job ${jobId}: no such job` }, 404)
     const title = `job ${jobId}${job != null ? ` ${job.name}` : ''}`
-    const svg = renderTimelineSvg(barsFromRecords(records), { now: now(), title, width: 960 })
+    const svg = renderTimelineSvg([...barsFromRecords(records), ...earlierBars(jobId, records)], { now: now(), title, width: 960 })
     return c.body(svg, 200, { 'Content-Type': 'image/svg+xml; charset=utf-8' })
   })
 
-  const cancel = (c: Context<Env>): Response => {
+  const cancel = async (c: Context<Env>): Promise<Response> => {
     const jobId = parseJobId(c.req.param('id'))
     if (jobId == null) return c.json({ error: 'job id: not a job id' }, 400)
     const job = source.overview(now()).jobs.find(j => j.jobId === jobId)
@@ -237,7 +275,14 @@ export async function startDashboard (opts: DashboardOptions): Promise<Dashboard
     const { user } = c.get('session')
     const no = mayDo(user, { kind: 'cancel', owner: job.owner })
     if (no != null) return refuse(c, no)
-    const cancelled = source.cancelJob(jobId, { peerId: user.peerId, role: user.role })
+    let cancelled: number
+    try {
+      cancelled = await source.cancelJob(jobId, { peerId: user.peerId, role: user.role })
+    } catch (err) {
+      if (isMeshfarmError(err) && err.code === 'NOT_FOUND') return c.json({ error: `job ${jobId}: no such job` }, 404)
+      if (isMeshfarmError(err) && err.code === 'FORBIDDEN') return c.json({ error: err.message }, 403)
+      throw err
+    }
     log(`dashboard: ${user.name} cancelled job ${jobId} (${cancelled} tasks)`)
     return c.json({ jobId, cancelled })
   }

@@ -55,6 +55,8 @@ export interface TaskOutcome {
   failure?: Failure
   /** Where it ran (a batch system's job id, array index, node): recorded in task.json. */
   backend?: BackendInfo
+  /** The hard memory limit it ran under, where one was set (for the failure's words). */
+  memoryLimitBytes?: number | null
 }
 
 export interface TaskBackend {

@@ -112,7 +112,8 @@ export class LocalBackend implements TaskBackend {
     const run = this.runs.get(attemptId)
     if (run == null || run.grace != null) return
     this.signal(run, 'SIGTERM')
-    // A frozen task cannot act on SIGTERM until it is thawed.
+    // A frozen task cannot act on SIGTERM until it is thawed (a cgroup freezer ignores SIGCONT).
+    this.opts.hooks?.freeze?.(run.task, false)
     this.signal(run, 'SIGCONT')
     run.grace = setTimeout(() => { this.signal(run, 'SIGKILL') }, graceMs)
   }

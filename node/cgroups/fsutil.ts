@@ -1,5 +1,6 @@
 /** Small cgroupfs helpers: one-line errors naming the file, polling for a state the kernel reaches soon. */
-import { readFile, writeFile, access, rmdir } from 'node:fs/promises'
+import { readFile, writeFile, access, rmdir, mkdir, chmod } from 'node:fs/promises'
+import { dirname } from 'node:path'
 
 export async function put (file: string, value: string): Promise<void> {
   try {
@@ -63,4 +64,14 @@ export async function removeDir (dir: string, timeoutMs = 2000): Promise<void> {
       await sleep(20)
     }
   }
+}
+
+/**
+ * mkdir (with `parents` levels of parents, recursively), then 0755 whatever the agent's umask (077): a task may
+ * read its own limits (the JVM and Go size their heaps from them), as anyone may elsewhere in /sys/fs/cgroup.
+ */
+export async function makeGroupDir (dir: string, parents = 0): Promise<void> {
+  await mkdir(dir, { recursive: parents > 0 })
+  await chmod(dir, 0o755)
+  for (let d = dirname(dir), i = 0; i < parents; d = dirname(d), i++) await chmod(d, 0o755).catch(() => {})
 }

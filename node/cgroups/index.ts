@@ -7,7 +7,7 @@ import { openV1 } from './v1.ts'
 import { openV2 } from './v2.ts'
 import { openProcessTree } from './fallback.ts'
 import type { MemoryReport, TaskGroup, TaskGroups, TaskLimits } from './types.ts'
-import { formatBytes } from '../harvest/format.ts'
+import { memoryMessage } from '../results.ts'
 
 export type { TaskGroup, TaskGroups, TaskLimits, MemoryReport } from './types.ts'
 
@@ -80,10 +80,7 @@ export function wrapShellCommand (s: LaunchSettings, command: string, tools: { i
   return lines.join('\n')
 }
 
-/** A task killed for its memory, as the failure the agent reports: kind "memory", not a crash. */
+/** A task killed for its memory, as the failure the agent reports: kind "memory", not a crash (see results.ts). */
 export function memoryFailure (m: MemoryReport, requestBytes: number | null): { kind: 'memory', message: string, retryable: false } {
-  const limit = m.limitBytes ?? requestBytes
-  const used = m.peakBytes != null ? `used ${formatBytes(m.peakBytes)}` : 'ran out of memory'
-  const of = limit != null ? ` of its ${formatBytes(limit)}` : ''
-  return { kind: 'memory', message: `${used}${of}: killed by the kernel when it asked for more`, retryable: false }
+  return { kind: 'memory', message: memoryMessage(m.peakBytes, m.limitBytes ?? requestBytes), retryable: false }
 }

@@ -3,11 +3,11 @@
  * cpuacct are often one hierarchy), under the agent's own cgroup in each, so whatever limits the agent has
  * apply to its tasks too. The launcher writes the task's pid into every hierarchy's cgroup.procs.
  */
-import { mkdir, readdir } from 'node:fs/promises'
+import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { MemoryReport, TaskGroup, TaskGroups, TaskLimits } from './types.ts'
 import type { CgroupLayout } from './detect.ts'
-import { exists, get, parseKeyed, parseLimit, parsePids, put, removeDir, sleep, waitFor } from './fsutil.ts'
+import { exists, get, makeGroupDir, parseKeyed, parseLimit, parsePids, put, removeDir, sleep, waitFor } from './fsutil.ts'
 
 /** cpu.shares for `cores` (1024 per core), 2 (the kernel's minimum) for harvested tasks. Pure. */
 export function v1Shares (limits: TaskLimits): number {
@@ -99,7 +99,7 @@ export async function openV1 (o: V1Options): Promise<TaskGroups> {
     if (h == null) continue
     const dir = join(h.ownDir, 'meshfarm', o.name)
     try {
-      await mkdir(dir, { recursive: true })
+      await makeGroupDir(dir, 1)
       parents.set(c, dir)
     } catch (err) {
       failed.push(`${c} (${(err as NodeJS.ErrnoException).code})`)
@@ -119,7 +119,7 @@ export async function openV1 (o: V1Options): Promise<TaskGroups> {
     describe: `cgroups v1: ${names}; ${enforced}${controllers.has('freezer') ? '' : '; no freezer: suspend by SIGSTOP'}${failed.length > 0 ? `; not writable: ${failed.join(', ')}` : ''}`,
     create: async (id, limits) => {
       const dirs = dirsFor(id)
-      for (const d of new Set(dirs.values())) await mkdir(d)
+      for (const d of new Set(dirs.values())) await makeGroupDir(d)
       const mem = dirs.get('memory')
       if (mem != null && limits.memoryBytes != null) {
         await put(join(mem, 'memory.limit_in_bytes'), String(limits.memoryBytes))

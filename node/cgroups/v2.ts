@@ -4,10 +4,10 @@
  * cgroup. v2 forbids processes in a cgroup whose children have controllers, so the agent first moves its own
  * processes into `<own>/agent` and puts tasks under `<own>/tasks` (what systemd's DelegateSubgroup= does).
  */
-import { mkdir, readdir } from 'node:fs/promises'
+import { chmod, mkdir, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { MemoryReport, TaskGroup, TaskGroups, TaskLimits } from './types.ts'
-import { exists, get, parseKeyed, parseLimit, parsePids, put, removeDir, waitFor } from './fsutil.ts'
+import { exists, get, makeGroupDir, parseKeyed, parseLimit, parsePids, put, removeDir, waitFor } from './fsutil.ts'
 import { killTree, readStat } from './proctree.ts'
 
 const WANTED = ['memory', 'cpu', 'io', 'pids']
@@ -91,6 +91,7 @@ export async function openV2 (o: V2Options): Promise<TaskGroups> {
     // Root in the root cgroup: a folder of our own at the top.
     await enable(o.mount, WANTED)
     await mkdir(join(o.mount, 'meshfarm'), { recursive: true })
+    await chmod(join(o.mount, 'meshfarm'), 0o755)
     await enable(join(o.mount, 'meshfarm'), WANTED)
     parent = join(o.mount, 'meshfarm', o.name)
     where = `created ${parent}`
@@ -109,6 +110,7 @@ export async function openV2 (o: V2Options): Promise<TaskGroups> {
     where = `delegated ${o.ownPath}`
   }
   await mkdir(parent, { recursive: true })
+  await chmod(parent, 0o755)
   const controllers = await enable(parent, WANTED)
   const hasKill = await exists(join(parent, 'cgroup.kill'))
   if (await exists(join(parent, 'cgroup.freeze'))) controllers.add('freeze')
@@ -121,7 +123,7 @@ export async function openV2 (o: V2Options): Promise<TaskGroups> {
     describe: `cgroups v2 (${where}): ${usable.join(', ') || 'no controllers'}; ${enforced}${controllers.has('freeze') ? '' : '; no freezer: suspend by SIGSTOP'}`,
     create: async (id, limits) => {
       const dir = join(parent, id)
-      await mkdir(dir)
+      await makeGroupDir(dir)
       const set = async (file: string, value: string, required: boolean): Promise<void> => {
         if (await exists(join(dir, file))) await put(join(dir, file), value)
         else if (required) throw new Error(`${join(dir, file)}: missing`)

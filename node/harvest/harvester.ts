@@ -46,4 +46,6 @@ export class Harvester {
   /** The last pass's outcome (summary, reason, accept), or null before the first. */
   get last (): HarvestOutcome | null { return this.outcome }
   get details (): string[] { return this.observation.details }
+  /** When the sources were last read. */
+  get observedAt (): number { return this.observation.at }
 }

@@ -17,6 +17,7 @@ import { MeshfarmError } from '../../shared/util/errors.ts'
 import { requestLocal, serveLocal } from './local-socket.ts'
 import type { HarvestSummary, OwnerCommand } from './policy.ts'
 import { checkPresenceReport, type PresenceReport } from './sources/helper.ts'
+import type { HereTask } from './offer.ts'
 
 export const ROOT_CONTROL_DIR = '/run/meshfarm'
 const MAX_SOCKET_PATH = 107
@@ -26,7 +27,7 @@ const OPS = new Set(['lend', 'reclaim', 'never', 'default', 'status', 'presence'
 /** What `status --here` shows: built by the agent, passed through as is. */
 export interface HereStatus {
   harvest: HarvestSummary
-  tasks: Array<{ id: string, job: string, submitter: string, state: 'running' | 'suspended' | 'vacating', since: number }>
+  tasks: HereTask[]
   /** One line per presence source, as in `Reading.detail`. */
   sources: string[]
 }

@@ -106,10 +106,12 @@ static void reply_started (Task *t) {
   t->started = 1;
 }
 
-/* The exit reply; removes the task. */
+/* The exit reply; removes the task. The stdout capture file turns read-only: an agent that dies before it has
+ * the result can tell, when it starts again, that this task ran to its end (0400) and did not die with it (0600). */
 static void finish (Task *t, int hasCode, int code, int sig, const char *error, long long peak) {
   char num[96], tmp[32];
   long long outBytes = fd_size(t->spec.fdOut), errBytes = fd_size(t->spec.fdErr);
+  if (t->spec.fdOut >= 0) fchmod(t->spec.fdOut, 0400);
   buf_str(&out, "{\"op\":\"exit\"");
   put_num(",\"id\":", t->id, 1);
   put_num(",\"exitCode\":", code, hasCode);

@@ -12,7 +12,7 @@
 // features, and a request asking for it is refused rather than run without it. When stdin closes, every running
 // task's process group gets SIGKILL.
 import { spawn } from 'node:child_process'
-import { closeSync, constants as fsc, existsSync, fstatSync, openSync, writeSync } from 'node:fs'
+import { closeSync, constants as fsc, existsSync, fchmodSync, fstatSync, openSync, writeSync } from 'node:fs'
 import { getPriority } from 'node:os'
 
 // The base environment of tasks sent with envAdd: ours, less meshfarm's own settings.
@@ -141,6 +141,9 @@ function finish (t, exitCode, sig, error) {
   const size = fd => { try { return fd >= 0 ? fstatSync(fd).size : null } catch { return null } }
   t.stdoutBytes = size(t.fdOut)
   t.stderrBytes = size(t.fdErr)
+  // The stdout capture turns read-only at exit: a restarted agent can tell a task that ran to its end (0400)
+  // from one that died with it (0600).
+  if (t.fdOut >= 0) { try { fchmodSync(t.fdOut, 0o400) } catch {} }
   if (t.fdOut >= 0) closeSync(t.fdOut)
   if (t.fdErr >= 0 && t.fdErr !== t.fdOut) closeSync(t.fdErr)
   t.fdOut = t.fdErr = -1

@@ -35,7 +35,8 @@ export async function followEvents (client: MeshClient, opts: { after?: number, 
   const follow = opts.follow === true
   await reconnecting(opts.signal, async () => {
     const ch = await openClientChannel(client.node, client.coordinator)
-    const onAbort = (): void => { void ch.close() }
+    // Reset, not close: a graceful close would wait for the coordinator, which follows until we are gone.
+    const onAbort = (): void => { ch.abort(new Error('no longer watching')) }
     opts.signal?.addEventListener('abort', onAbort, { once: true })
     try {
       await ch.write({ t: 'client.events', after: last, jobId: opts.jobId, follow })
@@ -56,7 +57,8 @@ export async function followEvents (client: MeshClient, opts: { after?: number, 
       }
     } finally {
       opts.signal?.removeEventListener('abort', onAbort)
-      await ch.close()
+      if (opts.signal?.aborted === true) ch.abort(new Error('no longer watching'))
+      else await ch.close()
     }
   })
   return last

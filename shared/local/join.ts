@@ -34,7 +34,8 @@ export async function joinMesh (home: string, invite: Invite, opts: { name?: str
       role = (await request(node, coordinator, { t: 'client.join', peerId: peerIdFromPrivateKey(own).toString(), name: opts.name ?? hostname().slice(0, 64) }, 'reply.joined')).role
     } catch (err) {
       if (isMeshfarmError(err) && err.code !== 'PROTOCOL' && err.code !== 'TIMEOUT') throw err
-      throw new MeshfarmError('FORBIDDEN', `the coordinator did not accept this invite: it was already used, withdrawn or has expired, or the coordinator is unreachable (${errorMessage(err)})`)
+      // The coordinator drops a used or expired invite's connection before any reply, so all we see is its end.
+      throw new MeshfarmError('FORBIDDEN', `the coordinator did not accept this invite: it was already used, withdrawn or has expired, or the coordinator is unreachable (${errorMessage(err)}); nothing was written to ${home}`)
     }
   } finally {
     await node.stop()

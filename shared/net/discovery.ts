@@ -77,6 +77,9 @@ async function confirm (node: MeshNode, c: CoordinatorAddress, pinned?: string):
   return self?.peerId === c.peerId ? id : null
 }
 
+/** How often a known peer is asked again while the coordinator is being looked for. */
+const PEER_RETRY_MS = 2000
+
 /**
  * Finds the coordinator; throws NO_COORDINATOR with what was tried after `timeoutMs`.
  */
@@ -86,8 +89,18 @@ export async function findCoordinator (node: MeshNode, mesh: MeshConfig, timeout
   const discovered: PeerId[] = []
   const onDiscovery = (evt: CustomEvent<{ id: PeerId }>): void => { discovered.push(evt.detail.id) }
   node.addEventListener('peer:discovery', onDiscovery as any)
+  // Peers found before this call (libp2p announces a peer once) are asked too, and asked again now and then:
+  // a peer that did not answer a moment ago (still starting, say) may answer now.
+  const askedAt = new Map<string, number>()
   try {
     while (Date.now() < deadline) {
+      for (const peer of await node.peerStore.all()) {
+        const id = peer.id.toString()
+        if (id === node.peerId.toString() || Date.now() - (askedAt.get(id) ?? 0) < PEER_RETRY_MS) continue
+        askedAt.set(id, Date.now())
+        tried.delete(id)
+        discovered.push(peer.id)
+      }
       const candidates: Array<() => Promise<CoordinatorAddress | null>> = []
       const known = recalled(mesh.home)
       if (known != null && !tried.has(`known:${known.peerId}`)) {

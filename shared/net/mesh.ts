@@ -1,16 +1,16 @@
 /**
  * The libp2p node every meshfarm process runs: TCP, the mesh's pre-shared key (no key, no connection), Noise
  * encryption proving each peer's identity, Yamux streams, identify (peers learn each other's roles from the
- * protocols they serve), mDNS on the LAN and a bootstrap list.
+ * protocols they serve), mDNS on every LAN interface (lan-discovery.ts) and a bootstrap list.
  */
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
-import { mdns } from '@libp2p/mdns'
 import { bootstrap } from '@libp2p/bootstrap'
 import { privateNetwork } from './private-network.ts'
+import { lanDiscovery } from './lan-discovery.ts'
 import type { ConnectionGater, PeerDiscovery, ComponentLogger, PeerId, PrivateKey } from '@libp2p/interface'
 import type { Identify } from '@libp2p/identify'
 import { loadOrCreateIdentity } from '../local/identity.ts'
@@ -28,13 +28,16 @@ export interface MeshNodeOptions {
   allowInbound?: (peer: PeerId) => boolean
   /** Use this identity instead of the state folder's (joining with an invite's one-time key). */
   privateKey?: PrivateKey
+  /** Where the node says what it cannot do (LAN discovery without a usable interface, say). */
+  log?: (line: string) => void
 }
 
 export async function createMeshNode (opts: MeshNodeOptions): Promise<MeshNode> {
   const privateKey = opts.privateKey ?? await loadOrCreateIdentity(opts.mesh.home)
   const peerDiscovery: Array<(components: { logger: ComponentLogger } & any) => PeerDiscovery> = []
   if (opts.mesh.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: opts.mesh.bootstrap, timeout: 0 }))
-  if (opts.mesh.mdns) peerDiscovery.push(mdns({ serviceTag: 'meshfarm.local', interval: 10_000 }))
+  // Peers that only dial (a CLI call) ask on the LAN too, but have no addresses to answer with.
+  if (opts.mesh.mdns) peerDiscovery.push(lanDiscovery({ intervalMs: 10_000, log: opts.log }))
   const allow = opts.allowPeer
   const inbound = opts.allowInbound
   const connectionGater: ConnectionGater = {

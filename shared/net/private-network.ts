@@ -36,9 +36,12 @@ export function decodeSwarmKey (file: Uint8Array): Uint8Array {
  * listener, so that a peer echoing our nonce back still cannot make both directions share a keystream); the
  * counter starts from zero.
  */
+export function directionKey (psk: Uint8Array, nonce: Uint8Array, sender: 'dialer' | 'listener'): Buffer {
+  return Buffer.from(hkdfSync('sha256', psk, nonce, `meshfarm private network v1 ${sender}`, KEY_BYTES))
+}
+
 function directionCipher (psk: Uint8Array, nonce: Uint8Array, sender: 'dialer' | 'listener'): Cipheriv {
-  const key = Buffer.from(hkdfSync('sha256', psk, nonce, `meshfarm private network v1 ${sender}`, KEY_BYTES))
-  return createCipheriv('chacha20', key, Buffer.alloc(16))
+  return createCipheriv('chacha20', directionKey(psk, nonce, sender), Buffer.alloc(16))
 }
 
 class EncryptedConnection extends AbstractMultiaddrConnection {

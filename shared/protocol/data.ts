@@ -228,7 +228,9 @@ export const Assignment = T.Object({
   task: TaskSpec,
   shared: T.Array(FileRef, { maxItems: 10_000 }),
   gpuIds: T.Array(T.Integer({ minimum: 0, maximum: 1023 }), { maxItems: 64 }),
-  cores: T.Integer({ minimum: 1, maximum: 4096 })
+  cores: T.Integer({ minimum: 1, maximum: 4096 }),
+  /** Who submitted the job, by the coordinator's name for them (shown on the machine by `status --here`). */
+  owner: T.Optional(ShortText)
 }, { additionalProperties: false })
 export type Assignment = Static<typeof Assignment>
 
@@ -246,6 +248,8 @@ export interface JobSummary {
   priority?: number
   /** Failed tasks of a finished job (the first few): what failed, with what, and the end of its stderr. */
   failures?: Array<{ index: number, name: string, exitCode: number | null, message: string }>
+  /** Tasks of a finished job whose declared outputs were never written (the first few). */
+  missingOutputs?: Array<{ index: number, name: string, missing: string[] }>
 }
 
 export interface AgentSummary {

@@ -5,7 +5,7 @@
  * slots as its agent declared them when known, else the most attempts seen running on it at once.
  */
 import type { TaskRecord, TaskState } from '../protocol/messages.ts'
-import { assignLanes, barsFromRecords } from './timeline-svg.ts'
+import { assignLanes, barsFromRecords, type TimelineBar } from './timeline-svg.ts'
 
 export interface HostSummary {
   host: string
@@ -51,7 +51,7 @@ export interface JobReport {
   start: string | null
   end: string | null
   spanSeconds: number
-  /** Over finished attempts with a duration; null when none. */
+  /** Over finished attempts with a duration (earlier attempts included); null when none. */
   durations: { count: number, minSeconds: number, medianSeconds: number, maxSeconds: number } | null
   hosts: HostSummary[]
   failures: FailureSummary[]
@@ -67,6 +67,8 @@ export interface SummarizeOptions {
   stderrOf?: (r: TaskRecord) => Uint8Array | string | null | undefined
   /** Lines of stderr kept per failure (default 5). */
   tailLines?: number
+  /** Earlier attempts of the tasks (attempts.ts): they count in durations and in their hosts' busy time. */
+  earlier?: readonly TimelineBar[]
 }
 
 export function median (sorted: readonly number[]): number {
@@ -92,7 +94,7 @@ export function summarizeJob (records: readonly TaskRecord[], opts: SummarizeOpt
   const states: Partial<Record<TaskState, number>> = {}
   for (const r of records) states[r.state] = (states[r.state] ?? 0) + 1
 
-  const bars = barsFromRecords(records).filter(b => b.end != null)
+  const bars = [...barsFromRecords(records), ...(opts.earlier ?? [])].filter(b => b.end != null)
   const t0 = bars.length > 0 ? Math.min(...bars.map(b => b.start)) : null
   const t1 = bars.length > 0 ? Math.max(...bars.map(b => b.end!)) : null
   const spanMs = t0 != null && t1 != null ? t1 - t0 : 0

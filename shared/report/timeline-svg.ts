@@ -1,7 +1,9 @@
 /**
  * The task timeline (a Gantt chart per host) as an SVG string: one pure function shared by the dashboard
  * (served at /api/jobs/:id/timeline.svg) and `meshfarm report` (written as SVG and PNG), so both draw the same.
- * One `<rect class="bar ...">` per task attempt on its host's row; concurrent attempts stack in lanes.
+ * One `<rect class="bar ...">` per task attempt on its host's row; concurrent attempts stack in lanes. A task's
+ * earlier attempts (retried, lost or vacated: attempts.ts derives them from the event stream) are drawn faded,
+ * with the class `bar-earlier`, so "one bar per task" still holds for the bars without it.
  * Outcomes differ in colour (Okabe-Ito, safe for colour-blind readers) and also in fill pattern, and the
  * legend names them, so the picture reads without colour. Every text from outside is escaped.
  */
@@ -19,6 +21,8 @@ export interface TimelineBar {
   /** null while it runs: drawn up to `now`. */
   end: number | null
   outcome: BarOutcome
+  /** An attempt before the task's last one. */
+  earlier?: boolean
 }
 
 export interface TimelineOptions {
@@ -217,11 +221,15 @@ export function renderTimelineSvg (allBars: readonly TimelineBar[], opts: Timeli
     const by = ry.y + rowPad + laneOf[i] * ry.laneH
     const bh = Math.max(1, ry.laneH - (ry.laneH > 4 ? 2 : 0))
     const secs = ((endOf(b) - b.start) / 1000).toFixed(2)
-    const tip = escapeXml(`task ${b.index} ${clip(b.name, 80)} on ${clip(b.host, 80)}: ${b.outcome}, ${secs} s`)
-    parts.push(`<rect class="bar bar-${b.outcome}" data-task="${b.index}" x="${num(x)}" y="${by}" width="${num(w)}" height="${bh}" fill="${FILLS[b.outcome]}"><title>${tip}</title></rect>`)
+    const tip = escapeXml(`task ${b.index} ${clip(b.name, 80)} on ${clip(b.host, 80)}: ${b.earlier === true ? 'earlier attempt, ' : ''}${b.outcome}, ${secs} s`)
+    const cls = `bar bar-${b.outcome}${b.earlier === true ? ' bar-earlier' : ''}`
+    const faded = b.earlier === true ? ' opacity="0.5"' : ''
+    parts.push(`<rect class="${cls}" data-task="${b.index}" x="${num(x)}" y="${by}" width="${num(w)}" height="${bh}" fill="${FILLS[b.outcome]}"${faded}><title>${tip}</title></rect>`)
   })
   const started = new Date(t0).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC')
-  parts.push(`<text x="${left}" y="${footerY - 2}" font-size="10" ${FONT} fill="#444444">time since the first start (${started}); ${hosts.length} host${hosts.length === 1 ? '' : 's'}, ${bars.length} attempt${bars.length === 1 ? '' : 's'}</text>`)
+  const earlierCount = bars.filter(b => b.earlier === true).length
+  const earlierNote = earlierCount > 0 ? ` (${earlierCount} earlier, faded)` : ''
+  parts.push(`<text x="${left}" y="${footerY - 2}" font-size="10" ${FONT} fill="#444444">time since the first start (${started}); ${hosts.length} host${hosts.length === 1 ? '' : 's'}, ${bars.length} attempt${bars.length === 1 ? '' : 's'}${earlierNote}</text>`)
   if (sorted.length > bars.length) {
     parts.push(`<text x="${left}" y="${footerY + 14}" font-size="10" ${FONT} fill="#444444">showing the first ${bars.length} of ${sorted.length} attempts</text>`)
   }

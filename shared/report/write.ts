@@ -30,7 +30,7 @@ async function writeAtomic (path: string, data: string | Buffer): Promise<void> 
 export async function writeReport (records: readonly TaskRecord[], opts: WriteReportOptions): Promise<WrittenReport> {
   const report = summarizeJob(records, opts)
   const title = `job ${report.jobId ?? '?'}${report.name != null ? ` ${report.name}` : ''}`
-  const svg = renderTimelineSvg(barsFromRecords(records), { now: opts.now, title })
+  const svg = renderTimelineSvg([...barsFromRecords(records), ...(opts.earlier ?? [])], { now: opts.now, title })
   await mkdir(opts.outDir, { recursive: true })
   const base = join(opts.outDir, opts.baseName ?? `job-${report.jobId ?? 'unknown'}-timeline`)
   await writeAtomic(`${base}.svg`, svg)

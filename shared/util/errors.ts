@@ -58,5 +58,11 @@ export function isMeshfarmError (err: unknown): err is MeshfarmError {
 export function errorMessage (err: unknown): string {
   if (err instanceof AggregateError && err.errors.length > 0 && (err.message ?? '') === '') return errorMessage(err.errors[0])
   if (err instanceof Error) return (err.message ?? '') !== '' ? err.message.split('\n')[0] : err.name
+  // Streams and sockets sometimes reject with an Event (a closed or aborted connection), not an Error.
+  if (err != null && typeof err === 'object') {
+    const { message, type } = err as { message?: unknown, type?: unknown }
+    if (typeof message === 'string' && message !== '') return message.split('\n')[0]
+    if (typeof type === 'string') return `the connection ended (${type})`
+  }
   return String(err)
 }

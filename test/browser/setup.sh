@@ -1,8 +1,10 @@
 #!/bin/sh
 # Installs Debian's chromium for the dashboard's browser tests when it is missing (Playwright cannot download
 # browsers on this closed network). Prints the browser's path on success; exits non-zero with one line otherwise.
+# Quick and idempotent: with Chromium in place it only asks for its version. MESHFARM_TEST_CHROMIUM names
+# another browser binary (a test of the skip path points it at nothing).
 set -eu
-BROWSER=/usr/bin/chromium
+BROWSER=${MESHFARM_TEST_CHROMIUM:-/usr/bin/chromium}
 if [ ! -x "$BROWSER" ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "setup: chromium is missing and installing it needs root (apt-get install chromium)" >&2

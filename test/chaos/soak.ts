@@ -4,7 +4,15 @@
  * restarted at random moments, and every 20-30 s the coordinator too (sometimes with an agent dying while it is
  * away). Chaos stops when the job is nearly done or 60% of the time is spent; then the job must finish by itself.
  *
- * The ledger is checked from three sides:
+ * Every task stages an input of its own (some inline, some large enough for a blob transfer) and the job's shared
+ * file, and writes an output that carries its input's hash; the coordinator is killed preferably while tasks are
+ * staging, so interrupted downloads are part of the soak.
+ *
+ * The ledger is checked from four sides:
+ *  - the coordinator's database, where commits happen: a commit counter per task ("duplicated": committed more
+ *    than once) and the crash count of each task against the attempts that really died (each task appends
+ *    `start <index> <attempt>` first and `end <index> <attempt>` last: a started attempt without an end died);
+ *    a task credited with more crashes than attempts that died is a non-crash counted as one;
  *  - the coordinator's commit stream, followed live across its restarts: a task committed twice would appear
  *    twice (each commit gets a new sequence number), so "duplicated" is what that stream showed more than once;
  *  - the coordinator's final view (status counts, task records, the committed results from the start);
@@ -16,7 +24,9 @@
  *   npm run chaos -- [--tasks 3000] [--agents 3] [--slots 4] [--minutes 4] [--seed N] [--task-ms MEAN] [--keep]
  *   (or CHAOS_TASKS, CHAOS_AGENTS, CHAOS_SLOTS, CHAOS_MINUTES, CHAOS_SEED, CHAOS_TASK_MS, CHAOS_KEEP=1)
  */
-import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
+import { createHash, randomBytes } from 'node:crypto'
+import { DatabaseSync } from 'node:sqlite'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -155,17 +165,29 @@ function killAll (pids: number[]): void {
  * (one in five not at all), prints `<index> <attempt>` to stdout and out.txt, and as its last act appends
  * `end <index> <attempt>` to the ledger, so the check can tell that a committed result's attempt ran to its end.
  */
-function writeJob (dir: string, ledger: string): { file: string, meanMs: number } {
+function writeJob (dir: string, ledger: string): { file: string, meanMs: number, inputHashes: string[] } {
   // Pace: the job's nominal run time is about 40% of the budget, so chaos has time to bite and recovery to finish.
   const slots = OPTS.agents * OPTS.slots
   const meanMs = OPTS.taskMs ?? Math.max(0, Math.min(1500, 0.4 * BUDGET_MS * slots / OPTS.tasks - 30))
   const sleeps: string[] = []
   for (let i = 0; i < OPTS.tasks; i++) sleeps.push(random() < 0.2 ? '0' : (between(0, 2.5 * meanMs) / 1000).toFixed(3))
-  const command = `sleep {s}; echo "{i} $MESHFARM_ATTEMPT_ID" | tee out.txt; echo "end {i} $MESHFARM_ATTEMPT_ID" >> '${ledger}'`
+  // Inputs: one per task, most small (inline in messages), one in ten 256 KiB to 1 MiB (a blob transfer each).
+  mkdirSync(join(dir, 'inputs'), { recursive: true })
+  const inputHashes: string[] = []
+  for (let i = 0; i < OPTS.tasks; i++) {
+    const size = random() < 0.1 ? Math.floor(between(256, 1024)) * 1024 : Math.floor(between(16, 4096))
+    const data = randomBytes(size)
+    writeFileSync(join(dir, 'inputs', `in_${i}.bin`), data)
+    inputHashes.push(createHash('sha256').update(data).digest('hex'))
+  }
+  writeFileSync(join(dir, 'model.bin'), randomBytes(2 * 1024 * 1024))
+  const command = `echo "start {i} $MESHFARM_ATTEMPT_ID" >> '${ledger}'; sleep {s}; h=$(sha256sum in.bin | cut -d' ' -f1); test -s model.bin && ` +
+    `echo "{i} $MESHFARM_ATTEMPT_ID $h" | tee out.txt; echo "end {i} $MESHFARM_ATTEMPT_ID" >> '${ledger}'`
   const text = [
     `# meshfarm chaos soak: ${OPTS.tasks} tasks, seed ${OPTS.seed}`,
     'name: chaos-soak',
     'defaults: { cores: 1, timeout: 2m }',
+    'shared: [model.bin]',
     'sweep:',
     '  mode: zip',
     '  parameters:',
@@ -174,17 +196,20 @@ function writeJob (dir: string, ledger: string): { file: string, meanMs: number 
     '  task:',
     '    name: "t{i}"',
     `    command: ${JSON.stringify(command)}`,
+    '    inputs: [{ src: "inputs/in_{i}.bin", as: in.bin }]',
     '    outputs: [out.txt]',
     ''
   ].join('\n')
   const file = join(dir, 'soak.yaml')
   writeFileSync(file, text)
-  return { file, meanMs }
+  return { file, meanMs, inputHashes }
 }
 
 // ---- chaos ----
 
 interface Counts {
+  /** Coordinator kills that happened while tasks were staging. */
+  duringStaging: number
   agentKills: number
   agentRestarts: number
   coordinatorKills: number
@@ -194,7 +219,7 @@ interface Counts {
 interface AgentSlot { spec: LocalAgentSpec, proc: MeshProcess }
 
 /** Kills agents (every 2-5 s) and the coordinator (every 20-30 s) with SIGKILL and restarts them, until `stop`. */
-async function chaos (mesh: LocalMesh, agents: AgentSlot[], counts: Counts, stop: () => boolean): Promise<void> {
+async function chaos (mesh: LocalMesh, agents: AgentSlot[], counts: Counts, stop: () => boolean, staging: () => number): Promise<void> {
   const pick = (): AgentSlot => agents[Math.floor(random() * agents.length)]
   const killAgent = async (a: AgentSlot): Promise<void> => {
     a.proc.child.kill('SIGKILL')
@@ -220,6 +245,10 @@ async function chaos (mesh: LocalMesh, agents: AgentSlot[], counts: Counts, stop
       await restartAgent(victim)
       continue
     }
+    // Aim the coordinator's death at a moment when inputs are being staged (wait a few seconds for one).
+    const aimUntil = Date.now() + 5000
+    while (staging() === 0 && Date.now() < aimUntil && !stop()) await sleep(50)
+    if (staging() > 0) counts.duringStaging++
     mesh.coordinator.child.kill('SIGKILL')
     await mesh.coordinator.exited
     counts.coordinatorKills++
@@ -295,12 +324,27 @@ interface Verdict {
   retried: number
   wrong: string[]
   problems: string[]
+  /** Tasks credited with more crashes than attempts that really died. */
+  falseCrashes: number
+  diedAttempts: number
 }
 
 /** Checks every task has exactly one committed, correct result, from the coordinator's view and the fetched folder. */
-async function verify (client: MeshClient, jobId: number, dir: string, ledger: string, seen: Map<number, number>): Promise<Verdict> {
+async function verify (client: MeshClient, jobId: number, dir: string, ledger: string, seen: Map<number, number>, inputHashes: string[], coordinatorHome: string): Promise<Verdict> {
   const problems: string[] = []
   const wrong: string[] = []
+  // Where commits happen: the database's commit counter and crash count per task.
+  const db = new DatabaseSync(join(coordinatorHome, 'coordinator', 'state.db'), { readOnly: true })
+  const rows = db.prepare('SELECT idx, commits, crashes FROM tasks WHERE job_id = ? ORDER BY idx').all(jobId) as Array<{ idx: number, commits: number, crashes: number }>
+  db.close()
+  for (const r of rows) if (r.commits > 1) seen.set(r.idx, Math.max(seen.get(r.idx) ?? 0, r.commits))
+  const lines = readFileSync(ledger, 'utf8').split('\n')
+  const begun = new Set(lines.filter(l => l.startsWith('start ')).map(l => l.slice('start '.length)))
+  const endedSet = new Set(lines.filter(l => l.startsWith('end ')).map(l => l.slice('end '.length)))
+  const died = new Map<number, number>()
+  for (const b of begun) if (!endedSet.has(b)) died.set(Number(b.split(' ')[0]), (died.get(Number(b.split(' ')[0])) ?? 0) + 1)
+  const falseCrashes = rows.filter(r => r.crashes > (died.get(r.idx) ?? 0))
+  for (const r of falseCrashes.slice(0, 3)) problems.push(`task ${r.idx} counted ${r.crashes} crash(es), but ${died.get(r.idx) ?? 0} of its attempts died`)
   // The coordinator's view: the commit stream from its start, the task records, the status counts.
   const committed = await committedRecords(client, jobId)
   const perIndex = new Map<number, TaskRecord[]>()
@@ -337,9 +381,10 @@ async function verify (client: MeshClient, jobId: number, dir: string, ledger: s
     const read = (name: string): string => { try { return readFileSync(join(folder, name), 'utf8').trim() } catch { return '(missing)' } }
     const out = read('out.txt')
     const stdout = read('stdout')
-    const [index, attempt] = out.split(' ')
+    const [index, attempt, hash] = out.split(' ')
     if (r.name !== `t${r.index}`) wrong.push(`${r.id} is named ${r.name}`)
     else if (Number(index) !== r.index || attempt == null) wrong.push(`${r.id}: out.txt says ${JSON.stringify(out)}`)
+    else if (hash !== inputHashes[r.index]) wrong.push(`${r.id}: its input arrived as ${hash?.slice(0, 12)}, not ${inputHashes[r.index].slice(0, 12)}`)
     else if (stdout !== out) wrong.push(`${r.id}: stdout ${JSON.stringify(stdout)} differs from out.txt ${JSON.stringify(out)}`)
     else if (!ends.has(`end ${index} ${attempt}`)) wrong.push(`${r.id}: the result of attempt ${attempt}, which never ran to its end`)
     else {
@@ -348,7 +393,7 @@ async function verify (client: MeshClient, jobId: number, dir: string, ledger: s
     }
   }
   const retried = committed.filter(r => r.attempts > 1).length
-  return { done, failed, lost, duplicated, retried, wrong, problems }
+  return { done, failed, lost, duplicated, retried, wrong, problems, falseCrashes: falseCrashes.length, diedAttempts: [...died.values()].reduce((a, b) => a + b, 0) }
 }
 
 // ---- main ----
@@ -359,7 +404,7 @@ async function main (): Promise<number> {
   writeFileSync(ledger, '')
   const deadline = started + BUDGET_MS
   const chaosUntil = started + CHAOS_TIME_SHARE * BUDGET_MS
-  const counts: Counts = { agentKills: 0, agentRestarts: 0, coordinatorKills: 0, coordinatorRestarts: 0 }
+  const counts: Counts = { duringStaging: 0, agentKills: 0, agentRestarts: 0, coordinatorKills: 0, coordinatorRestarts: 0 }
   let mesh: LocalMesh | null = null
   let client: MeshClient | null = null
   let ok = false
@@ -386,14 +431,15 @@ async function main (): Promise<number> {
   const watchdog = setTimeout(() => { emergency(`still running ${WATCHDOG_GRACE_MS / 1000} s after the ${OPTS.minutes}-minute limit`, 1) }, BUDGET_MS + WATCHDOG_GRACE_MS)
   watchdog.unref()
 
-  const { file: specFile, meanMs } = writeJob(dir, ledger)
+  const { file: specFile, meanMs, inputHashes } = writeJob(dir, ledger)
   console.log(`chaos: seed ${OPTS.seed}: ${OPTS.tasks} tasks (mean sleep ${meanMs.toFixed(0)} ms), ${OPTS.agents} agents x ${OPTS.slots} slots, ` +
     `at most ${OPTS.minutes} min; state in ${dir}`)
   let reason: string | null = null
   let verdict: Verdict | null = null
   let summary: JobSummary | null = null
   try {
-    const specs: LocalAgentSpec[] = Array.from({ length: OPTS.agents }, (_, i) => ({ ip: `127.0.0.${i + 2}`, hostname: `chaos-${i + 1}`, slots: OPTS.slots, cores: OPTS.slots }))
+    // Tasks append to a ledger outside their folders, which isolated tasks cannot: these agents run them unisolated.
+    const specs: LocalAgentSpec[] = Array.from({ length: OPTS.agents }, (_, i) => ({ ip: `127.0.0.${i + 2}`, hostname: `chaos-${i + 1}`, slots: OPTS.slots, cores: OPTS.slots, extraArgs: ['--isolation', 'none'] }))
     mesh = await startLocalMesh({ dir, agents: specs, coordinatorArgs: COORDINATOR_ARGS })
     const m = mesh
     // mesh.agents is in the order the agents connected, not the order of specs: match them by the name they print.
@@ -418,7 +464,8 @@ async function main (): Promise<number> {
     }
     let chaosError: unknown = null
     let chaosOver = false
-    const chaosRun = chaos(mesh, agents, counts, () => shuttingDown || finished || chaosError != null || Date.now() >= chaosUntil || share() >= CHAOS_DONE_SHARE)
+    const staging = (): number => (progress as JobSummary | null)?.counts.staging ?? 0
+    const chaosRun = chaos(mesh, agents, counts, () => shuttingDown || finished || chaosError != null || Date.now() >= chaosUntil || share() >= CHAOS_DONE_SHARE, staging)
       .catch(err => { chaosError = err })
       .finally(() => { chaosOver = true })
 
@@ -446,7 +493,7 @@ async function main (): Promise<number> {
     await within(60_000, 'following the commit stream to its end', async () => await following).catch(err => { reason ??= errorMessage(err); stopFollowing = true })
     void watching
     // The checks run even when the job did not finish: the counts say how far it got.
-    verdict = await within(120_000, 'checking the ledger', async () => await verify(c, jobId, dir, ledger, seen))
+    verdict = await within(120_000, 'checking the ledger', async () => await verify(c, jobId, dir, ledger, seen, inputHashes, m.coordinatorHome))
       .catch(err => { reason ??= `checking the ledger failed: ${errorMessage(err)}`; return null })
   } catch (err) {
     reason ??= errorMessage(err).split('\n')[0]
@@ -473,7 +520,8 @@ async function main (): Promise<number> {
   const kills = counts.agentKills + counts.coordinatorKills
   const restarts = counts.agentRestarts + counts.coordinatorRestarts
   console.log(`chaos: tasks ${OPTS.tasks}, done ${v?.done ?? '?'}, failed ${v?.failed ?? '?'}, kills ${kills} (agents ${counts.agentKills}, coordinator ${counts.coordinatorKills}), ` +
-    `restarts ${restarts}, lost ${v?.lost ?? '?'}, duplicated ${v?.duplicated ?? '?'}, wrong ${v?.wrong.length ?? '?'}, retried ${v?.retried ?? '?'}, attempts run to the end ${ran}, ` +
+    `restarts ${restarts} (coordinator during staging ${counts.duringStaging}), lost ${v?.lost ?? '?'}, duplicated ${v?.duplicated ?? '?'}, wrong ${v?.wrong.length ?? '?'}, ` +
+    `crashes counted for non-crashes ${v?.falseCrashes ?? '?'} (attempts that died ${v?.diedAttempts ?? '?'}), retried ${v?.retried ?? '?'}, attempt lines ${ran}, ` +
     `elapsed ${elapsed} s, seed ${OPTS.seed}`)
   if (v != null) {
     for (const w of v.wrong.slice(0, 5)) console.log(`chaos: wrong: ${w}`)
@@ -481,6 +529,7 @@ async function main (): Promise<number> {
     if (reason == null) {
       if (v.lost > 0) reason = `${v.lost} tasks have no committed result`
       else if (v.duplicated > 0) reason = `${v.duplicated} tasks were committed more than once`
+      else if (v.falseCrashes > 0) reason = `${v.falseCrashes} tasks were counted crashes that did not happen`
       else if (v.failed > 0) reason = `${v.failed} tasks failed`
       else if (v.wrong.length > 0) reason = `${v.wrong.length} committed results are wrong (e.g. ${v.wrong[0]})`
       else if (v.problems.length > 0) reason = v.problems[0]

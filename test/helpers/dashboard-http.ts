@@ -28,6 +28,9 @@ export async function raw (d: Dashboard, path: string, o: RawOptions = {}): Prom
       path,
       method: o.method ?? 'GET',
       setHost: o.noHost !== true,
+      // A connection per request: a kept-alive socket the server is closing (after refusing a body it did not
+      // read) would otherwise be reused and reset under the next request, a race of the client's pool.
+      agent: false,
       headers: { host: `127.0.0.1:${d.port}`, ...o.headers }
     }, res => {
       let body = ''
@@ -37,7 +40,7 @@ export async function raw (d: Dashboard, path: string, o: RawOptions = {}): Prom
       res.on('error', reject)
     })
     if (o.noHost === true) req.removeHeader('host')
-    req.on('error', reject)
+    req.on('error', err => { reject(new Error(`${o.method ?? 'GET'} ${path}${o.chunked === true ? ' (chunked)' : ''}: ${err.message}`)) })
     if (o.body != null && o.chunked === true) {
       const b = Buffer.from(o.body)
       for (let i = 0; i < b.length; i += 65536) req.write(b.subarray(i, i + 65536))

@@ -47,7 +47,7 @@ export class MemoryMesh implements DashboardSource {
   addAgent (hostname: string, o: Partial<AgentSummary> = {}): string {
     const peerId = o.peerId ?? `12D3KooW${hostname.replace(/[^A-Za-z0-9]/g, '').padEnd(44, 'x').slice(0, 44)}`
     this.agents.set(peerId, {
-      peerId, hostname, addrs: [], state: 'up', cores: 4, memoryMb: 8192, gpus: [], slots: 4, running: 0, labels: {}, runsAsRoot: false, lastSeen: this.clock, ...o
+      peerId, hostname, addrs: [], state: 'up', cores: 4, memoryMb: 8192, gpus: [], slots: 4, running: 0, labels: {}, runsAsRoot: false, lastSeen: 0, ...o
     })
     this.emit('agent.joined', { agent: peerId, host: hostname })
     return peerId
@@ -116,12 +116,16 @@ export class MemoryMesh implements DashboardSource {
     return this.events.slice(Math.max(0, seq), Math.max(0, seq) + limit)
   }
 
+  jobEvents (jobId: number, seq: number, limit: number): MeshEvent[] {
+    return this.events.filter(e => e.jobId === jobId && e.seq > seq).slice(0, limit)
+  }
+
   subscribe (listener: (e: MeshEvent) => void): () => void {
     this.listeners.add(listener)
     return () => { this.listeners.delete(listener) }
   }
 
-  cancelJob (jobId: number, who: { peerId: string, role: DashboardRole }): number {
+  async cancelJob (jobId: number, who: { peerId: string, role: DashboardRole }): Promise<number> {
     const job = this.jobs.get(jobId)
     if (job == null) throw new MeshfarmError('NOT_FOUND', `job ${jobId}: no such job`)
     void who

@@ -212,7 +212,10 @@ test('fetch brings a finished job into another folder and resumes a partial one'
   const full = readFileSync(join(dest, victim.name, big.name))
   rmSync(join(dest, victim.name, big.name))
   writeFileSync(join(dest, victim.name, `${big.name}.part`), full.subarray(0, 40_000))
-  const second = await runCliJson<{ tasks: number, skipped: number }>(viaAgent, ['fetch', String(farm.jobId), '--dest', dest])
+  const second = await runCliJson<{ tasks: number, skipped: number, bytes: number }>(viaAgent, ['fetch', String(farm.jobId), '--dest', dest])
   assert.equal(second.skipped, 15)
   assert.equal((await hashFile(join(dest, victim.name, big.name))).hash, big.hash)
+  // Resumed, not downloaded again: the big output's first 40,000 bytes did not cross the network twice.
+  const rest = [victim.stdout, victim.stderr, ...victim.outputs.filter(o => o !== big)].reduce((n, f) => n + (f?.size ?? 0), 0)
+  assert.ok(second.bytes <= big.size - 40_000 + rest, `resumed from the partial file: ${second.bytes} bytes fetched, at most ${big.size - 40_000 + rest}`)
 })

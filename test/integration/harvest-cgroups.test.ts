@@ -125,7 +125,7 @@ test('a task that allocates 4x its memory is OOM-killed and reported with its pe
     console.log(`# memory: ${JSON.stringify(mem)} -> ${failure.message}`)
     assert.equal(mem.oomKilled, true)
     assert.ok(mem.peakBytes != null && mem.peakBytes >= limit * 0.9 && mem.peakBytes <= limit * 1.01, `peak ${mem.peakBytes} near the ${limit} limit`)
-    assert.match(failure.message, /^used 1\d\d MiB of its 128 MiB: killed by the kernel/)
+    assert.match(failure.message, /^needed more than its 128 MiB of memory \(peak 1\d\d MiB, at the limit\): killed by the kernel/)
     assert.deepEqual(await calmTask.exited, { code: 0, signal: null })
     assert.match(calmTask.output(), /fine/)
     assert.equal((await calm.memory()).oomKilled, false)

@@ -47,7 +47,7 @@ async function withLoop (fn: (ctl: OwnerControl, dir: string, loop: { tasks: Tas
       if (d.op === 'continue') t.state = 'running'
       if (d.op === 'vacate') tasks.splice(tasks.indexOf(t), 1)
     }
-    return { harvest: out.summary, tasks: tasks.map(t => ({ id: t.id, job: 'j1', submitter: 'alice', state: t.state, since: now })), sources: harvester.details }
+    return { harvest: out.summary, tasks: tasks.map(t => ({ id: t.id, name: t.id, submitter: 'alice', state: t.state, since: now })), sources: harvester.details }
   }
   const ctl = await startOwnerControl({
     socketPath: join(dir, 'owner.sock'),

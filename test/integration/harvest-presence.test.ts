@@ -5,7 +5,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, execFileSync } from 'node:child_process'
-import { mkdtempSync, rmSync, utimesSync, existsSync, openSync, writeSync, closeSync, readFileSync, constants } from 'node:fs'
+import { mkdirSync, writeFileSync, mkdtempSync, rmSync, utimesSync, existsSync, openSync, writeSync, closeSync, readFileSync, constants } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setupPresence, observe } from '../../node/harvest/compose.ts'
@@ -17,6 +17,10 @@ import { GpuSource } from '../../node/harvest/sources/gpu.ts'
 import { NO_OURS } from '../../node/harvest/types.ts'
 import { pickIdleProbe, execText } from '../../node/harvest/presence-helper.ts'
 import { waitUntil } from '../helpers/harvest-procs.ts'
+import { openMachine } from '../../node/harvest/agent-harvest.ts'
+import { DEFAULT_HARVEST_CONFIG } from '../../node/harvest/config.ts'
+import { hereStatus } from '../../node/harvest/owner-control.ts'
+import { CLI_ENTRY, TSX_LOADER } from '../../bin/processes.ts'
 
 const ctx = (now = Date.now()): { now: number, monotonicMs: number, ours: typeof NO_OURS } => ({ now, monotonicMs: Number(process.hrtime.bigint() / 1_000_000n), ours: NO_OURS })
 
@@ -41,6 +45,45 @@ test('every real source on this machine: probed, read, printed', async () => {
     assert.ok(obs.loadNotOurs != null && obs.loadNotOurs >= 0)
   } finally {
     await setup.close()
+  }
+})
+
+test('an agent with --harvest and no injected file: its start lines name this machine\'s real sources and cgroups; meshfarm presence reaches it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mf-machine-'))
+  const lines: string[] = []
+  const machine = await openMachine({
+    cgroups: 'auto',
+    harvest: { config: DEFAULT_HARVEST_CONFIG, inputDevices: false, ownerUid: null, ownerSocket: join(dir, 'owner.sock'), presenceFile: null, tickMs: 1000 }
+  }, { stateDir: dir, features: new Set(['cgroup', 'nice', 'ioprio', 'rlimits']), log: l => { lines.push(l) } })
+  try {
+    for (const l of lines) console.log(`# ${l}`)
+    const presence = lines.find(l => l.startsWith('agent: harvest: presence: '))
+    assert.ok(presence != null, lines.join('\n'))
+    assert.doesNotMatch(presence, /injected/)
+    assert.match(presence, /ttys \(/, 'this machine has terminals')
+    assert.match(lines[0], /^agent: cgroups/)
+
+    // `meshfarm presence` as the desktop user would run it; this machine has no desktop, so a gdbus on PATH
+    // answers as GNOME's Mutter would. Its posts reach the agent through the owner socket.
+    const bin = join(dir, 'bin')
+    mkdirSync(bin)
+    writeFileSync(join(bin, 'gdbus'), '#!/bin/sh\ncase "$*" in *GetIdletime*) echo "(uint64 1500,)";; *GetActive*) echo "(false,)";; *) exit 1;; esac\n', { mode: 0o755 })
+    const helper = spawn(process.execPath, ['--import', TSX_LOADER, CLI_ENTRY, '--home', dir, 'presence', '--socket', join(dir, 'owner.sock'), '--poll', '200ms'], { env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}`, XDG_SESSION_ID: '7' }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let said = ''
+    helper.stdout.on('data', (d: Buffer) => { said += d.toString() })
+    helper.stderr.on('data', (d: Buffer) => { said += d.toString() })
+    try {
+      const seen = await waitUntil(async () => (await hereStatus({ socketPath: join(dir, 'owner.sock') })).sources.find(l => /^helper: 1 desktop reporting/.test(l)) ?? null, 'the helper\'s report in status --here', 30_000)
+      console.log(`# ${said.trim()}; agent: ${seen}`)
+      assert.match(seen, /^helper: 1 desktop reporting, gnome desktop of uid 0 session 7 idle \d+ s$/)
+    } finally {
+      helper.kill('SIGTERM')
+    }
+    assert.equal(await new Promise(resolve => helper.on('exit', code => resolve(code))), 0)
+    assert.match(said, /presence: asking gnome for idle time/)
+  } finally {
+    await machine.close()
+    rmSync(dir, { recursive: true, force: true })
   }
 })
 

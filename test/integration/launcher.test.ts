@@ -59,14 +59,28 @@ for (const [flavour, command] of FLAVOURS) {
       assert.equal((await launcher.spawn(req(['false'])).done).exitCode, 1)
     })
 
-    test('stdout and stderr go to their files, created 0600 whatever the umask', async () => {
+    test('stdout and stderr go to their files, private whatever the umask; stdout turns read-only when the task ends', async () => {
       const r = sh('echo out; echo err >&2; umask')
       const res = await launcher.spawn(r).done
       assert.equal(res.exitCode, 0)
       assert.equal(await readFile(r.stdoutPath, 'utf8'), 'out\n0022\n', 'tasks get the usual umask')
       assert.equal(await readFile(r.stderrPath, 'utf8'), 'err\n')
       assert.equal(res.stdoutBytes, 9)
+      // 0400 once the task has exited: a restarted agent tells a task that ended from one that died with it.
+      assert.equal((await stat(r.stdoutPath)).mode & 0o777, 0o400)
+      assert.equal((await stat(r.stderrPath)).mode & 0o777, 0o600)
+    })
+
+    test('a task still running keeps its stdout writable (0600): what a restarted agent counts as died with it', async () => {
+      const r = sh('sleep 30')
+      let started!: () => void
+      const running = new Promise<void>(resolve => { started = resolve })
+      const run = launcher.spawn(r, () => { started() })
+      await running
       assert.equal((await stat(r.stdoutPath)).mode & 0o777, 0o600)
+      launcher.signal(run.id, 'SIGKILL')
+      await run.done
+      assert.equal((await stat(r.stdoutPath)).mode & 0o777, 0o400)
     })
 
     test('env and cwd are used; envAdd lays variables over the launcher\'s own, less MESHFARM_*', async () => {

@@ -34,7 +34,7 @@ ${Array.from({ length: 8 }, (_, i) => `  - name: s${i}\n    command: "sleep 3; e
     outputs: [out.txt]
 `)
     // Two minutes of 2 CPUs, drained 90 s before the end: about 20 s of work once the bridge is up.
-    const { p } = await m.bridge(['--in-allocation', '--drain-before', '90s', '--poll', '1s'], { prefix: ['salloc', '--time=2', '-c2', '--mem=600M', '--quiet'] })
+    const { p } = await m.bridge(['--in-allocation', '--drain-before', '90s', '--poll', '1s'], { wrap: ['salloc', '--time=2', '-c2', '--mem=600M', '--quiet'] })
     const alloc = /in allocation (\d+)/.exec(p.output())?.[1]
     assert.ok(alloc != null, p.output())
     const { jobId } = await runCliJson<{ jobId: number }>(m.mesh.clientHome, ['submit', join(dir, 'job.yaml'), '--allow-unplaceable'])

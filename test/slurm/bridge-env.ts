@@ -19,7 +19,7 @@ export interface BridgeMesh {
   client: MeshClient
   dir: string
   /** Starts `meshfarm bridge slurm ARGS` with its own state folder (or the one given, for a restart). */
-  bridge: (args: string[], o?: { home?: string, name?: string, env?: NodeJS.ProcessEnv, ready?: RegExp, prefix?: string[] }) => Promise<{ p: MeshProcess, home: string }>
+  bridge: (args: string[], o?: { home?: string, name?: string, env?: NodeJS.ProcessEnv, ready?: RegExp, wrap?: string[] }) => Promise<{ p: MeshProcess, home: string }>
   /** The shims' log: one line per call, `command cwd args`. */
   calls: (command: string) => string[]
   stop: () => Promise<void>
@@ -53,7 +53,7 @@ export async function bridgeMesh (name: string): Promise<BridgeMesh> {
     bridge: async (args, o = {}) => {
       const home = o.home ?? await mesh.newHome(o.name ?? `bridge${n++}`, { roles: ['agent'] })
       const p = startMeshfarm(['bridge', 'slurm', '--listen', '/ip4/127.0.0.5/tcp/0', '--work-dir', join(dir, 'work', home.split('/').pop()!), ...args], {
-        home, env: { ...o.env, PATH: `${bin}:${process.env.PATH ?? ''}` }, logFile: join(dir, `${home.split('/').pop()!}.log`), prefix: o.prefix
+        home, env: { ...o.env, PATH: `${bin}:${process.env.PATH ?? ''}` }, logFile: join(dir, `${home.split('/').pop()!}.log`), wrap: o.wrap
       })
       started.push(p)
       await p.waitFor(o.ready ?? /agent: connected to coordinator/, 60_000)

@@ -8,6 +8,10 @@ import { AgentReactor, type AgentComm, type LogRequest } from '../../node/reacto
 import type { AgentMessage, AgentResources, Assignment, AttemptResult, CoordMessage } from '../../shared/protocol/messages.ts'
 import type { TaskOutcome } from '../../node/backend/backend.ts'
 import type { OutboxEntry, ResultEntry } from '../../node/results.ts'
+import { applyHarvest, taskViews, type Sent } from '../../node/harvest/offer.ts'
+import { decideHarvest, initialHarvestState } from '../../node/harvest/policy.ts'
+import { DEFAULT_HARVEST_CONFIG } from '../../node/harvest/config.ts'
+import type { Observation } from '../../node/harvest/types.ts'
 
 class Recorder implements AgentComm {
   sent: AgentMessage[] = []
@@ -164,7 +168,7 @@ test('a session that drops: results go back to waiting and to disk, and the hell
   assert.equal(r.state, 'connecting')
   assert.ok(comm.take().includes('persist pending'))
   r.delivered(token, [1]) // a late answer from the old session changes nothing
-  const hello = r.hello() as Extract<AgentMessage, { t: 'agent.hello' }>
+  const hello = r.hello()
   assert.equal(hello.t, 'agent.hello')
   if (hello.t === 'agent.hello') {
     assert.deepEqual(hello.running, [2])
@@ -287,6 +291,91 @@ test('a result that had to be rewritten is kept in its new form; lifecycle moves
   r.flush()
   assert.equal(comm.delivering[0].results[0].result.state, 'failed')
   assert.throws(() => { r.closed() }, /running -> stopped is not allowed/)
+})
+
+test('attempts(): each held attempt with its phase, whether it is being stopped, and its open suspension', () => {
+  const { r } = setup()
+  r.message(assign(1, 2, 3), 0)
+  r.staged(1, 0)
+  r.staged(2, 0)
+  r.suspend([2], 100)
+  r.vacate([1], 'vacate', 'owner', 200)
+  assert.deepEqual(r.attempts().map(h => [h.a.attemptId, h.phase, h.stopping, h.suspendedSince]), [[1, 'running', true, null], [2, 'running', false, 100], [3, 'staging', false, null]])
+})
+
+test('harvest through the reactor: nothing offered while the owner is there; lent when away; owner back: suspend, GPU task vacated, unstarted handed back; continue; vacate after 10 min', () => {
+  const MIN = 60_000
+  const T0 = 1_000_000_000
+  const base: AgentResources = { ...RESOURCES, gpus: [{ index: 0, model: 'A100', memoryMb: 40_000 }] }
+  const comm = new Recorder()
+  const r = new AgentReactor(comm, { resources: base, longTaskMs: 1000, resultBatch: 256, inlineBudgetBytes: 4 << 20, inlineMaxBytes: 64 << 10, logPieceBytes: 1 << 20 })
+  r.start([])
+  r.sessionUp()
+  let state = initialHarvestState(T0)
+  let sent: Sent | null = null
+  let lastInput = T0
+  const pass = (now: number): string[] => {
+    const obs: Observation = { at: now, input: { idleMs: now - lastInput, from: 'pts/1 (tty atime)', blind: [], sessions: 1 }, loadNotOurs: 0.05, foreignGpu: null, details: [] }
+    const out = decideHarvest({ observation: obs, tasks: taskViews(r.attempts()) }, DEFAULT_HARVEST_CONFIG, state, now)
+    state = out.state
+    const applied = applyHarvest(r, r.attempts(), out, base, sent, now)
+    sent = applied.sent
+    return applied.told
+  }
+  const drop = (): void => { comm.sent = comm.sent.filter(m => m.t !== 'agent.update') }
+  const updates = (): Array<[number | undefined, number | undefined, boolean | undefined]> => {
+    const got = comm.of('agent.update').map((m): [number | undefined, number | undefined, boolean | undefined] => [m.resources?.slots, m.resources?.gpus.length, m.status?.harvest?.lending])
+    drop()
+    return got
+  }
+
+  // The owner is at the keyboard: no slots, no GPUs, not lending.
+  pass(T0)
+  assert.deepEqual(comm.of('agent.update').map(m => [m.resources?.slots, m.resources?.gpus.length, m.status?.harvest?.lending, m.status?.harvest?.ownerPresent]), [[0, 0, false, true]])
+  drop()
+  pass(T0 + 20_000)
+  assert.deepEqual(updates(), [], 'only the words changed: not sent again within 30 s')
+  // Away 16 minutes: lent, and the coordinator places a CPU task, a GPU task and one that is still staging.
+  pass(T0 + 16 * MIN)
+  assert.deepEqual(updates(), [[2, 1, true]])
+  r.message({ t: 'coord.assign', assignments: [assignment(1), { ...assignment(2), gpuIds: [0] }, assignment(3)] }, T0 + 16 * MIN)
+  r.staged(1, 0)
+  r.staged(2, 0)
+  comm.take()
+  // Back: the CPU task is suspended, the GPU task vacated (a stopped process keeps its GPU memory), the staging one
+  // handed back at once, and nothing more offered.
+  lastInput = T0 + 17 * MIN
+  assert.deepEqual(pass(T0 + 17 * MIN), ['suspend 1.1', 'vacate 1.2', 'hand back 1.3'])
+  assert.deepEqual(comm.take(), ['suspend 1', 'stop 2', 'abort 3'])
+  assert.deepEqual(comm.of('agent.suspended').map(m => m.attemptIds), [[1]])
+  assert.deepEqual(updates(), [[0, 0, false]])
+  r.taskExited(2, outcome(null, 10, { signal: 'SIGTERM' }), T0 + 17 * MIN)
+  r.stageFailed(3, { kind: 'staging', message: 'staging stopped', retryable: true }, T0 + 17 * MIN)
+  r.flush()
+  assert.deepEqual(comm.of('agent.vacated').map(m => [m.attemptIds, m.kind, m.reason]), [[[2], 'vacate', 'harvest: GPU task: owner present'], [[3], 'vacate', 'harvest: its owner is using this machine']])
+  // Five idle minutes: it continues (and the machine is lent again).
+  assert.deepEqual(pass(T0 + 21 * MIN), [])
+  assert.deepEqual(pass(T0 + 22 * MIN), ['continue 1.1'])
+  assert.deepEqual(comm.of('agent.continued').map(m => m.attemptIds), [[1]])
+  // Back for good: suspended, then vacated after ten minutes suspended; its vacate notice names why.
+  lastInput = T0 + 40 * MIN
+  assert.deepEqual(pass(T0 + 40 * MIN), ['suspend 1.1'])
+  for (let m = 41; m < 50; m++) { lastInput = T0 + m * MIN; assert.deepEqual(pass(T0 + m * MIN), [], `12:${m}`) }
+  lastInput = T0 + 50 * MIN
+  assert.deepEqual(pass(T0 + 50 * MIN), ['vacate 1.1'])
+  r.taskExited(1, outcome(null, 10, { signal: 'SIGKILL' }), T0 + 50 * MIN)
+  r.flush()
+  assert.deepEqual(comm.of('agent.vacated').at(-1), { t: 'agent.vacated', attemptIds: [1], kind: 'vacate', reason: 'harvest: suspended 10 min' })
+  assert.deepEqual(r.heldIds(), [])
+})
+
+test('harvest through the reactor: a stopping agent is told nothing and offers nothing', () => {
+  const { r, comm } = setup()
+  r.stop(0)
+  comm.sent = []
+  const out = decideHarvest({ observation: { at: 0, input: { idleMs: 0, from: null, blind: [], sessions: 1 }, loadNotOurs: 0, foreignGpu: null, details: [] }, tasks: [] }, DEFAULT_HARVEST_CONFIG, initialHarvestState(0), 0)
+  assert.equal(applyHarvest(r, r.attempts(), out, RESOURCES, null, 0).sent, null)
+  assert.deepEqual(comm.sent, [])
 })
 
 test('adopted attempts (a batch system still runs them after a restart): held in slots, reported running in hello, run to their results', () => {

@@ -38,6 +38,8 @@ test('the scheduler gives a bridge only what no fitting lab agent has room for',
   const agent = (id: string, free: number, spill = false): SchedAgent => ({ id, hostname: id, labels: {}, accepting: true, freeSlots: free, freeCores: free, freeMemoryMb: 1e6, freeGpus: [], ...(spill ? { spill } : {}) })
   const out = schedule({ queue: [1, 2, 3, 4, 5].map(k => sched(k)), agents: [agent('bridge', 1000, true), agent('lab1', 2), agent('lab2', 1)], affinity: new Map() })
   assert.deepEqual(out.placements.map(p => p.agentId), ['lab1', 'lab1', 'lab2', 'bridge', 'bridge'], 'the bridge has the most free slots, and still comes last')
+  const busy = schedule({ queue: [sched(1)], agents: [agent('bridge', 1000, true), { ...agent('lab1', 2), idleSlots: 0 }], affinity: new Map() })
+  assert.deepEqual(busy.placements.map(p => p.agentId), ['bridge'], 'a lab agent whose slots all run has only queue places: the cluster first')
   const labelled = schedule({ queue: [sched(1, { constraints: { site: 'cluster' } })], agents: [{ ...agent('bridge', 10, true), labels: { site: 'cluster' } }, agent('lab1', 2)], affinity: new Map() })
   assert.deepEqual(labelled.placements.map(p => p.agentId), ['bridge'], 'a job that asks for the cluster goes there')
 })

@@ -143,8 +143,11 @@ describe('launching into a group', () => {
     assert.equal(wrapShellCommand({ procFiles: [], nice: 0, ioIdle: true, rlimitDataBytes: null }, 'true', { ionice: false }), "exec /bin/sh -c 'true'")
   })
 
-  test('a memory kill reads as used-of-limit', () => {
-    assert.deepEqual(memoryFailure({ oomKilled: true, oomKills: 1, peakBytes: 512 * 2 ** 20, limitBytes: 512 * 2 ** 20 }, 512 * 2 ** 20), { kind: 'memory', message: 'used 512 MiB of its 512 MiB: killed by the kernel when it asked for more', retryable: false })
-    assert.equal(memoryFailure({ oomKilled: true, oomKills: 1, peakBytes: null, limitBytes: null }, 2 ** 30).message, 'ran out of memory of its 1 GiB: killed by the kernel when it asked for more')
+  test('a memory kill reads truthfully: at the limit under a hard limit, used-of-request where nothing capped it', () => {
+    const MiB = 2 ** 20
+    assert.deepEqual(memoryFailure({ oomKilled: true, oomKills: 1, peakBytes: 512 * MiB, limitBytes: 512 * MiB }, 512 * MiB), { kind: 'memory', message: 'needed more than its 512 MiB of memory (peak 512 MiB, at the limit): killed by the kernel; ask for more memory', retryable: false })
+    assert.equal(memoryFailure({ oomKilled: true, oomKills: 1, peakBytes: null, limitBytes: null }, 2 ** 30).message, 'needed more than its 1.0 GiB of memory: killed by the kernel; ask for more memory')
+    assert.equal(memoryFailure({ oomKilled: true, oomKills: 1, peakBytes: 2.1 * 2 ** 30, limitBytes: null }, 512 * MiB).message, 'used 2.1 GiB of its 512 MiB: stopped')
+    assert.equal(memoryFailure({ oomKilled: true, oomKills: 1, peakBytes: 3 * MiB, limitBytes: null }, null).message, 'ran out of memory (peak 3.0 MiB): killed by the kernel')
   })
 })

@@ -25,7 +25,7 @@ test('coordinator flags: defaults in one place, values converted, the result fro
   assert.equal(c.crashLimit, 3)
   assert.ok(Object.isFrozen(c))
   const d = compileCoordinator({ listen: ['/ip4/127.0.0.1/tcp/0'], agentLost: '1m', heartbeat: '500ms', crashLimit: '5', prefetch: '0' }, { MESHFARM_LOG: 'debug' })
-  assert.deepEqual({ ...d, listen: [...d.listen] }, { listen: ['/ip4/127.0.0.1/tcp/0'], agentLostMs: 60_000, heartbeatMs: 500, crashLimit: 5, prefetch: 0, debug: true })
+  assert.deepEqual({ ...d, listen: [...d.listen] }, { listen: ['/ip4/127.0.0.1/tcp/0'], agentLostMs: 60_000, heartbeatMs: 500, crashLimit: 5, prefetch: 0, debug: true, dashboardPort: null })
 })
 
 test('each bad coordinator flag is named', () => {

@@ -285,3 +285,62 @@ test('an agent that restarts reports the attempts that died with it: those count
   assert.equal(crashes.counts(ran.index).crashes, 1)
   assert.equal(crashes.counts(staged.index).crashes, 0)
 })
+
+test('a crash suspected when an agent goes silent is withdrawn when it comes back still holding the task', () => {
+  const { core, comm, store } = setup({ crashLimit: 3 })
+  core.onAgentHello('A', resources('a', 1), [], [], false, [], 0)
+  const jobId = core.submit('owner', header(), tasks(1), 0)
+  core.schedulePass(0)
+  const [a] = comm.take()
+  core.onStarted('A', [a.attemptId], 0)
+  core.tick(5000) // A is silent: a suspected crash
+  const counts = (): number => core.state.jobs.get(jobId)!.tasks!.counts(0).crashes
+  assert.equal(counts(), 1)
+  core.onAgentHello('B', resources('b', 1), [], [], false, [], 5000)
+  core.schedulePass(5000)
+  const [b] = comm.take()
+  core.onStarted('B', [b.attemptId], 5000) // runs elsewhere: A's attempt is fenced, still suspected
+  assert.equal(counts(), 1)
+  core.onHeartbeat('A', [a.attemptId], 6000) // the same session again: A never died
+  assert.equal(counts(), 0, 'withdrawn')
+  core.onResults('B', [result(b)], 7000)
+  assert.deepEqual(store.commitCounts(jobId), [1])
+})
+
+test('an agent restarted after it was declared lost: what its record says died is a crash, the rest is withdrawn', () => {
+  const { core, comm } = setup({ crashLimit: 5 })
+  core.onAgentHello('A', resources('a', 2), [], [], false, [], 0)
+  const jobId = core.submit('owner', header(), tasks(2), 0)
+  core.schedulePass(0)
+  const [died, ended] = comm.take()
+  core.onStarted('A', [died.attemptId, ended.attemptId], 0)
+  core.tick(5000)
+  core.onAgentHello('B', resources('b', 2), [], [], false, [], 5000)
+  core.schedulePass(5000)
+  core.onStarted('B', comm.take().map(x => x.attemptId), 5000)
+  const t = core.state.jobs.get(jobId)!.tasks!
+  assert.deepEqual([t.counts(0).crashes, t.counts(1).crashes], [1, 1], 'both suspected')
+  // A restarts: its record says the first task was running when it died; the second had ended (its result lost).
+  core.onAgentHello('A', resources('a', 2), [], [], false, [], 9000, undefined, [died.attemptId])
+  assert.equal(t.counts(died.index).crashes, 1, 'confirmed')
+  assert.equal(t.counts(ended.index).crashes, 0, 'withdrawn')
+})
+
+test('holding a job takes back its tasks waiting in agents\' queues; running ones finish; release puts them back', () => {
+  const { core, comm } = setup()
+  core.onAgentHello('A', resources('a', 1), [], [], false, [], 0)
+  core.state.agents.get('A')!.recentTaskMs = 10 // short tasks: the agent holds a queue of them
+  const jobId = core.submit('owner', header(), tasks(3), 0)
+  core.schedulePass(0)
+  const placed = comm.take()
+  assert.ok(placed.length >= 2, 'one running, the rest staged in the agent\'s queue')
+  core.onStarted('A', [placed[0].attemptId], 0)
+  assert.equal(core.hold(jobId, undefined, false, 'owner', false, 0), 2)
+  const cancelled = comm.sent.filter(s => s.msg.t === 'coord.cancel').flatMap(s => (s.msg as { attemptIds: number[] }).attemptIds)
+  assert.deepEqual(cancelled.sort(), placed.slice(1).map(p => p.attemptId).sort(), 'the staged ones are taken back')
+  comm.take()
+  assert.equal(core.schedulePass(0), 0, 'nothing placed while held')
+  assert.equal(core.jobSummary(jobId).counts.running, 1, 'the running task goes on')
+  core.hold(jobId, undefined, true, 'owner', false, 0)
+  assert.ok(core.schedulePass(0) >= 1)
+})

@@ -18,7 +18,7 @@ function oneLine (fn: () => unknown, code: string, match: RegExp): void {
 
 function rng (seed: number): () => number {
   let a = seed
-  return () => { a = (a * 1103515245 + 12345) & 0x7fffffff; return a / 0x7fffffff }
+  return () => { a = (Math.imul(a, 1103515245) + 12345) & 0x7fffffff; return a / 0x7fffffff }
 }
 
 describe('local frames', () => {

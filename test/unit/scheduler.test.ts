@@ -257,7 +257,10 @@ function randomRound (scheduler: Scheduler, rand: (n: number) => number): number
     if (rand(2) === 0) limits.set(g, { limit: 1 + rand(3), held: new Map(agents.map(a => [a.id, rand(3)])) })
   }
   const before = JSON.stringify({ agents, tasks, affinity: [...affinity], limits: [...limits].map(([g, l]) => [g, l.limit, [...l.held]]) })
-  const { placements, newAffinity } = scheduler({ queue: tasks, agents, affinity, limits })
+  // Half the rounds split the queue between members with random loads: fair share must keep every invariant.
+  const members = rand(2) === 0 ? 1 : 2 + rand(2)
+  const queues = Array.from({ length: members }, (_, m) => ({ owner: `m${m}`, load: rand(5), tasks: tasks.filter(t => t.key % members === m) }))
+  const { placements, newAffinity } = scheduler(members === 1 ? { queue: tasks, agents, affinity, limits } : { queues, agents, affinity, limits })
   assert.equal(JSON.stringify({ agents, tasks, affinity: [...affinity], limits: [...limits].map(([g, l]) => [g, l.limit, [...l.held]]) }), before, 'inputs untouched')
   assertSound(agents, tasks, placements, limits)
 
@@ -296,7 +299,8 @@ function randomRound (scheduler: Scheduler, rand: (n: number) => number): number
 }
 
 function seeded (seed: number): (n: number) => number {
-  return (n: number): number => { seed = (seed * 1103515245 + 12345) >>> 0; return (seed >>> 8) % n }
+  // Math.imul: a plain multiply loses the low bits past 2^53, and the sequence decays to zeros.
+  return (n: number): number => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return (seed >>> 8) % n }
 }
 
 test('property: a thousand random meshes and queues: nothing over-committed, constraints, limits and affinity kept, no task left that could run', () => {
@@ -306,14 +310,56 @@ test('property: a thousand random meshes and queues: nothing over-committed, con
   assert.ok(placedTotal > 500, `the random cases place plenty of tasks (${placedTotal})`)
 })
 
+test('an idle slot is taken before a place in a busy agent\'s queue', () => {
+  // a: one slot, running a task, room for 7 more in its queue; b: one slot, idle.
+  const agents = [agent('a', { freeSlots: 7, idleSlots: 0, freeCores: 7 }), agent('b', { freeSlots: 3, idleSlots: 1, freeCores: 3 })]
+  const { placements } = schedule({ queue: [task(0), task(1)], agents, affinity: new Map() })
+  assert.deepEqual(placements.map(p => p.agentId), ['b', 'a'], 'the idle agent first; then the queue with the most room')
+})
+
+test('fair share: a member with 10 tasks makes progress beside one with a million, at once', () => {
+  const agents = [agent('a', { freeSlots: 4, freeCores: 4 }), agent('b', { freeSlots: 4, freeCores: 4 })]
+  let generated = 0
+  function * million (): Generator<SchedTask> {
+    for (let i = 0; i < 1_000_000; i++) { generated++; yield task(i) }
+  }
+  const ten = Array.from({ length: 10 }, (_, i) => task(2_000_000 + i))
+  // The big member already runs 8 cores; the small one nothing.
+  const { placements } = schedule({ queues: [{ owner: 'big', load: 8, tasks: million() }, { owner: 'small', load: 0, tasks: ten }], agents, affinity: new Map() })
+  const small = placements.filter(p => p.key >= 2_000_000).length
+  const big = placements.length - small
+  assert.equal(placements.length, 8)
+  // The small member catches up to the big one's load (8), then they alternate: both progress in this pass.
+  assert.equal(small, 8, 'the newcomer gets the free slots until its load reaches the big member\'s')
+  assert.ok(generated < 100, `the million-task queue is read lazily (${generated} read)`)
+  // Next pass, with the small member now running 8 cores too: they share.
+  const next = schedule({ queues: [{ owner: 'big', load: 8, tasks: million() }, { owner: 'small', load: 8, tasks: ten.slice(8) }], agents, affinity: new Map() })
+  assert.equal(next.placements.filter(p => p.key >= 2_000_000).length, 2)
+  assert.equal(next.placements.filter(p => p.key < 2_000_000).length, 6, 'both members progress in the same pass')
+  void big
+})
+
+test('fair share: equal members alternate; a member whose tasks fit nowhere does not hold up the others', () => {
+  const agents = [agent('a', { freeSlots: 6, freeCores: 6 })]
+  const x = Array.from({ length: 10 }, (_, i) => task(i))
+  const y = Array.from({ length: 10 }, (_, i) => task(100 + i))
+  const { placements } = schedule({ queues: [{ owner: 'x', load: 0, tasks: x }, { owner: 'y', load: 0, tasks: y }], agents, affinity: new Map() })
+  assert.deepEqual(placements.map(p => p.key < 100 ? 'x' : 'y'), ['x', 'y', 'x', 'y', 'x', 'y'])
+  // A member with 10,000 GPU tasks (no GPU anywhere) and the lowest load: the other member still gets the slots.
+  const gpuHungry = Array.from({ length: 10_000 }, (_, i) => task(1000 + i, { gpus: 1 }))
+  const r = schedule({ queues: [{ owner: 'g', load: 0, tasks: gpuHungry }, { owner: 'y', load: 50, tasks: y }], agents, affinity: new Map(), maxScan: 2000 })
+  assert.equal(r.placements.length, 6)
+})
+
 test('the property test catches deliberately broken schedulers', () => {
   const broken: Record<string, [Scheduler, RegExp]> = {
     'ignores per-agent limits': [input => schedule({ ...input, limits: undefined }), /over its per-agent limit/],
     'counts this pass but not what agents hold': [input => schedule({ ...input, limits: new Map([...input.limits ?? []].map(([g, l]) => [g, { limit: l.limit, held: new Map() }])) }), /over its per-agent limit/],
     'over-commits cores': [input => schedule({ ...input, agents: input.agents.map(a => ({ ...a, freeCores: a.freeCores + 2 })) }), /cores over-committed/],
     'gives a GPU twice': [input => schedule({ ...input, agents: input.agents.map(a => ({ ...a, freeGpus: [...a.freeGpus, ...a.freeGpus] })) }), /a GPU given twice/],
-    'ignores constraints': [input => schedule({ ...input, queue: [...input.queue].map(t => ({ ...t, constraints: {} })) }), /lacks/],
-    'leaves runnable tasks queued': [input => schedule({ ...input, queue: [...input.queue].slice(0, 3) }), /left queued although/]
+    'ignores constraints': [input => schedule({ ...input, queue: [...input.queue ?? []].map(t => ({ ...t, constraints: {} })) }), /lacks/],
+    'leaves runnable tasks queued': [input => schedule({ ...input, queue: [...input.queue ?? []].slice(0, 3) }), /left queued although/],
+    'drops a member\'s queue': [input => schedule({ ...input, queues: input.queues?.slice(1) }), /left queued although/]
   }
   for (const [what, [scheduler, why]] of Object.entries(broken)) {
     const rand = seeded(12345)

@@ -31,7 +31,7 @@ const EXAMPLES: Record<string, { ok: Record<string, unknown>, bad: [path: string
   'agent.vacated': { ok: { attemptIds: [1], kind: 'vacate', reason: 'owner back' }, bad: ['kind', 'evict'] },
   'agent.logs': { ok: { requestId: 1, data: new Uint8Array(3), offset: 0, eof: false }, bad: ['data', 'text'] },
   'coord.welcome': { ok: { heartbeatMs: 2000 }, bad: ['heartbeatMs', 0] },
-  'coord.assign': { ok: { assignments: [{ attemptId: 1, jobId: 1, index: 0, task: TASK, shared: [], gpuIds: [], cores: 1 }] }, bad: ['assignments.0.task.cores', 0] },
+  'coord.assign': { ok: { assignments: [{ attemptId: 1, jobId: 1, index: 0, task: TASK, shared: [], gpuIds: [], cores: 1, owner: 'alice' }] }, bad: ['assignments.0.task.cores', 0] },
   'coord.cancel': { ok: { attemptIds: [1], reason: 'stop' }, bad: ['reason', 7] },
   'coord.ack': { ok: { attemptIds: [1], refused: [] }, bad: ['refused', null] },
   'coord.drain': { ok: {}, bad: ['extra', 1] },

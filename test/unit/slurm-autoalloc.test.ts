@@ -126,7 +126,7 @@ test('--auto-alloc spec: keys checked, durations parsed, max sizes pending and w
  */
 test('property: 300 random timelines keep every limit, the pause and the back-off', () => {
   let seed = 4242
-  const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) >>> 0; return (seed >>> 8) % n }
+  const rand = (n: number): number => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return (seed >>> 8) % n }
   let submitted = 0; let paused = 0; let released = 0
   for (let run = 0; run < 300; run++) {
     const lim: AutoAllocLimits = { ...limits, maxAllocations: 1 + rand(5), maxPending: 1 + rand(3), maxWorkers: 1 + rand(6), nodesPerAllocation: 1 + rand(2) }

@@ -108,7 +108,7 @@ test('holder script and srun step arguments', () => {
 
 test('property: random task lists and limits: every task in exactly one chunk, none over the limit, one shape each, order kept', () => {
   let seed = 99
-  const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) >>> 0; return (seed >>> 8) % n }
+  const rand = (n: number): number => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return (seed >>> 8) % n }
   for (let run = 0; run < 500; run++) {
     const limit = 1 + rand(50)
     const tasks = Array.from({ length: rand(300) }, (_, i) => ({ i, shape: `s${rand(3)}` }))

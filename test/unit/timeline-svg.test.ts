@@ -71,7 +71,7 @@ test('time axis: readable steps and labels', () => {
 
 test('lanes: never two overlapping intervals in one lane, as few lanes as the most overlap', () => {
   let seed = 7
-  const rand = (): number => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed / 2 ** 31 }
+  const rand = (): number => { seed = ((Math.imul(seed, 1103515245) + 12345) >>> 0) % 2 ** 31; return seed / 2 ** 31 }
   for (let round = 0; round < 50; round++) {
     const iv = Array.from({ length: 40 }, () => { const s = Math.floor(rand() * 100); return { start: s, end: s + 1 + Math.floor(rand() * 20) } })
     const { lane, lanes } = assignLanes(iv)

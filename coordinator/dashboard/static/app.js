@@ -63,8 +63,7 @@ function select (jobId) {
 
 async function loadOverview () {
   const data = await (await api('/api/overview')).json()
-  const now = Date.now()
-  renderAgents($('agents'), $('mesh-summary'), data.agents, now)
+  renderAgents($('agents'), $('mesh-summary'), data.agents)
   state.jobs = data.jobs
   if (state.selected == null || !data.jobs.some(j => j.jobId === state.selected)) {
     const fromHash = Number((/^#job-(\d+)$/.exec(location.hash) ?? [])[1])

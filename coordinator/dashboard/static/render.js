@@ -44,7 +44,8 @@ export function harvestText (h) {
   return [h.lending ? 'lending' : 'not lending', owner, h.reason].filter(Boolean).join(', ')
 }
 
-export function renderAgents (table, summary, agents, now) {
+/** `lastSeen` is how long ago (ms) the coordinator last heard from the agent, as `meshfarm peers` shows it. */
+export function renderAgents (table, summary, agents) {
   const has = pick => agents.some(a => pick(a) != null && pick(a) !== '')
   const owner = a => a.name
   const harvest = a => a.status?.harvest
@@ -74,7 +75,7 @@ export function renderAgents (table, summary, agents, now) {
       has(bridge) && el('td', {}, a.backend != null && a.backend !== 'local' ? `${a.backend}${notes.length > 0 ? ': ' : ''}` : '',
         notes.slice(0, 3).join('; '), notes.length > 3 ? ` (+${notes.length - 3} more)` : ''),
       el('td', {}, Object.entries(a.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(' ')),
-      el('td', {}, ago(now - a.lastSeen))
+      el('td', {}, ago(a.lastSeen))
     )
   })
   table.tBodies[0].replaceChildren(...rows)

@@ -1,14 +1,11 @@
 /**
- * The dashboard in a real headless Chromium (Debian's, driven by playwright-core) against a scripted mesh:
- * login once, agents and jobs shown, live updates, reconnect without loss, keyboard use, refusals for a
- * foreign Host (DNS rebinding, simulated with Chromium's host resolver rules) and a foreign Origin (an
- * attacker page on another origin), and a screenshot whose timeline is checked for the outcome colours.
+ * The dashboard in a real headless Chromium (Debian's, driven by playwright-core) against a scripted mesh, for
+ * what a real mesh cannot be made to show on cue: harvest states, a Slurm bridge's allocations, a lost agent,
+ * every outcome colour, a stream dropped at a chosen moment (the page resumes with Last-Event-ID and misses
+ * nothing), and keyboard use. dashboard-mesh.test.ts drives a real coordinator and agents.
  */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { createServer, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { mkdirSync, writeFileSync } from 'node:fs'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { PNG } from 'pngjs'
 import { startDashboard, type Dashboard } from '../../coordinator/dashboard/server.ts'
@@ -23,14 +20,14 @@ let mesh: MemoryMesh
 let d: Dashboard
 let browser: Browser
 let page: Page
-let attacker: Server
-let attackerPort = 0
 let sweep = 0
 let small = 0
 let alpha = ''
 let beta = ''
 const logs: string[] = []
 const check = await ensureChromium()
+const skip = check.ok ? false : `no Chromium: ${check.reason}`
+if (!check.ok) console.log(`browser tests skipped: ${check.reason}`)
 // Callbacks given to page.evaluate run in the page; this file is type-checked without the DOM library.
 declare const document: any
 
@@ -61,24 +58,10 @@ before(async () => {
   console.log(`browser: ${check.version} (${check.executablePath})`)
   scriptMesh()
   d = await startDashboard({ source: mesh, port: 0, now: () => Math.max(Date.now(), mesh.clock), log: l => logs.push(l), retryMs: 300 })
-  // An attacker's site on another origin, resolved to this machine like a DNS-rebinding name would be.
-  attacker = createServer((req, res) => {
-    res.setHeader('Content-Type', 'text/html')
-    res.end(`<!doctype html><title>attacker</title><form id="f" method="post" action="http://127.0.0.1:${d.port}/api/jobs/${sweep}/cancel"></form>
-<script>
-const target = 'http://127.0.0.1:${d.port}/api/jobs/${sweep}'
-Promise.allSettled([
-  fetch(target, { method: 'DELETE', credentials: 'include' }),
-  fetch(target + '/cancel', { method: 'POST', credentials: 'include', mode: 'no-cors' })
-]).finally(() => document.getElementById('f').submit())
-</script>`)
-  })
-  await new Promise<void>(resolve => attacker.listen(0, '127.0.0.1', resolve))
-  attackerPort = (attacker.address() as AddressInfo).port
   browser = await chromium.launch({
     executablePath: check.executablePath,
     headless: true,
-    args: chromiumArgs(['--host-resolver-rules=MAP evil.test 127.0.0.1'])
+    args: chromiumArgs()
   })
   console.log(`browser version (from the browser): ${browser.version()}`)
   page = await browser.newPage({ viewport: { width: 1280, height: 900 } })
@@ -87,10 +70,8 @@ Promise.allSettled([
 after(async () => {
   await browser?.close()
   await d?.close()
-  attacker?.close()
 })
 
-const skip = check.ok ? false : `no Chromium: ${check.reason}`
 const timeout = 60_000
 
 test('login with a one-time code: the page shows the agents and the jobs by person', { skip, timeout }, async () => {
@@ -124,45 +105,6 @@ test('login with a one-time code: the page shows the agents and the jobs by pers
   assert.match(await second.locator('.error').innerText(), /unknown, used or expired/)
   assert.match(second.url(), /\/login$/)
   await second.close()
-})
-
-test('without the cookie the API and the event stream answer 401', { skip, timeout }, async () => {
-  const ctx = await browser.newContext()
-  const p = await ctx.newPage()
-  await p.goto(`${d.url}login`)
-  const statuses = await p.evaluate(async () => {
-    const paths = ['/api/me', '/api/overview', '/api/events', '/api/jobs/1/tasks', '/api/jobs/1/timeline.svg']
-    return await Promise.all(paths.map(async path => (await fetch(path)).status))
-  })
-  assert.deepEqual(statuses, [401, 401, 401, 401, 401])
-  const es = await p.evaluate(async () => await new Promise(resolve => {
-    const s = new EventSource('/api/events')
-    s.onerror = () => { resolve(s.readyState); s.close() }
-    s.onopen = () => { resolve('open'); s.close() }
-  }))
-  assert.equal(es, 2, 'EventSource fails and stays closed')
-  await ctx.close()
-})
-
-test('a foreign Host is refused (DNS rebinding) and a foreign Origin cannot cancel', { skip, timeout }, async () => {
-  const p = await browser.newPage()
-  const rebound = await p.goto(`http://evil.test:${d.port}/`)
-  assert.equal(rebound!.status(), 421)
-  assert.match(await p.locator('body').innerText(), /does not answer to that Host/)
-  const api = await p.evaluate(async () => (await fetch('/api/overview')).status)
-  assert.equal(api, 421)
-
-  const before = logs.length
-  await p.goto(`http://evil.test:${attackerPort}/`)
-  await p.waitForURL(`http://127.0.0.1:${d.port}/api/jobs/${sweep}/cancel`)
-  assert.match(await p.locator('body').innerText(), /cross-origin request refused/)
-  const refused = logs.slice(before).filter(l => /refused: cross-origin request refused/.test(l))
-  const refusedMethods = logs.slice(before).filter(l => /refused: (cross-origin request refused|method OPTIONS)/.test(l)).map(l => l.split(' ')[1]).sort()
-  // DELETE: the browser asks first (OPTIONS), which is refused, so the DELETE is never sent; POSTs are sent and refused.
-  assert.deepEqual(refusedMethods, ['OPTIONS', 'POST', 'POST'], 'the fetches and the form reached the server and were refused')
-  assert.equal(refused.length, 2)
-  assert.equal(mesh.jobs.get(sweep)!.state, 'active')
-  await p.close()
 })
 
 test('a task finishing updates the page live; the timeline follows', { skip, timeout }, async () => {
@@ -250,6 +192,4 @@ test('the screenshot shows the timeline with each outcome\'s colour', { skip, ti
   let ink = 0
   for (let i = 0; i < full.data.length; i += 4) if (full.data[i] < 128 && full.data[i + 1] < 128 && full.data[i + 2] < 128) ink++
   assert.ok(ink > full.width * full.height * 0.01, `text on the page: ${ink} dark px`)
-  mkdirSync(new URL('../../docs/', import.meta.url), { recursive: true })
-  writeFileSync(new URL('../../docs/dashboard.png', import.meta.url), shot)
 })
