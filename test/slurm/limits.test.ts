@@ -4,15 +4,12 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { skipUnlessSlurm, countingSlurm, slurmEnv, waitForQueue } from './slurm-env.ts'
-import { submitChunk, readStatuses } from '../../node/bridge/slurm/chunk-files.ts'
+import { skipUnlessSlurm, countingSlurm, slurmEnv } from './slurm-env.ts'
+import { submitChunk } from '../../node/bridge/slurm/chunk-files.ts'
 import { IntentLog } from '../../node/bridge/slurm/intent-log.ts'
-import { chunkOutcomes } from '../../node/bridge/slurm/follow.ts'
 import type { ChunkSpec } from '../../node/bridge/slurm/script.ts'
-import type { BatchSystem } from '../../node/bridge/slurm/batch-system.ts'
 
 const skip = skipUnlessSlurm()
 const WORK = '/tmp/meshfarm-slurm-tests'
@@ -27,12 +24,6 @@ function setup (name: string): { dir: string, log: IntentLog, spec: (chunk: numb
     return { bridgeId: 'test', meshJobId: name, chunk, chunkDir: join(dir, `c${chunk}`), tasks: [{ taskId: `${name}:${chunk}`, folder, command }], resources: { cores: 1, memoryMb: 50, gpus: 0, timeLimitMs: null }, ...o }
   }
   return { dir, log, spec, done: () => { log.close(); rmSync(dir, { recursive: true, force: true }) } }
-}
-
-async function submitted (batch: BatchSystem, log: IntentLog, spec: ChunkSpec): Promise<string> {
-  const r = await submitChunk(batch, log, spec, Date.now)
-  assert.ok(r.ok, r.ok ? '' : r.error.message)
-  return r.value
 }
 
 test('sbatch refuses a bad partition and a bad account: permanent, Slurm\'s words, one sbatch each; scancel of what is gone is fine', { skip, timeout: 60_000 }, async () => {
