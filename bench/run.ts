@@ -16,6 +16,7 @@ import { markdownTable, type Row } from './report.ts'
 import { farmSection, dispatchSection, shortTasksSection } from './farm.ts'
 import { stagingSection } from './staging.ts'
 import { scaleSection, recoverySection } from './scale.ts'
+import { slurmSection } from './slurm.ts'
 
 export interface BenchContext {
   quick: boolean
@@ -33,7 +34,8 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<void>> = {
   short: shortTasksSection,
   staging: stagingSection,
   scale: scaleSection,
-  recovery: recoverySection
+  recovery: recoverySection,
+  slurm: slurmSection
 }
 
 const { values } = parseArgs({

@@ -20,6 +20,7 @@ import { schedView, type AgentRuntime } from './agent-registry.ts'
 import { addAttempt, attemptsOf, removeAttempt, runningCores, taskKey, type Attempt, type CoreOptions, type CoreState } from './core-state.ts'
 import { recoverState } from './recovery.ts'
 import { perAgentLimits } from './job-limits.ts'
+import { backlogFor, isBridge } from './backlog.ts'
 import { TaskLedger } from './task-ledger.ts'
 import * as queries from './queries.ts'
 
@@ -37,6 +38,8 @@ export class CoordinatorCore {
   private readonly opts: CoreOptions
   private s: CoreState
   private readonly ledger: TaskLedger
+  /** The last coord.backlog sent to each bridge (sent again only when it changes, and on a new session). */
+  private readonly backlogSent = new Map<string, string>()
 
   constructor (store: Store, comm: CoordinatorComm, opts: CoreOptions, now: number) {
     this.store = store
@@ -87,6 +90,7 @@ export class CoordinatorCore {
   onAgentHello (agentId: string, resources: AgentResources, running: number[], pending: number[], draining: boolean, addrs: string[], now: number, status?: AgentStatus, crashed: number[] = []): void {
     const agent = this.s.agents.ensure(agentId, resources.hostname, now)
     agent.resources = resources
+    this.backlogSent.delete(agentId)
     agent.addrs = addrs
     agent.status = status
     agent.connected = true
@@ -269,7 +273,20 @@ export class CoordinatorCore {
       list.push({ attemptId: a.id, jobId, index, task: this.store.taskSpec(jobId, index), shared: job.header.shared, gpuIds: p.gpuIds, cores: p.cores, owner: this.ledger.name(job.owner) })
     }
     for (const [agentId, assignments] of byAgent) this.comm.send(agentId, { t: 'coord.assign', assignments })
+    this.sendBacklogs()
     return placements.length
+  }
+
+  /** Bridges hear of the tasks this pass left waiting that they could take, when that changed (backlog.ts). */
+  private sendBacklogs (): void {
+    for (const agent of this.s.agents.accepting()) {
+      if (!isBridge(agent.resources)) continue
+      const backlog = backlogFor(this.queuedTasks([...this.s.jobs.values()].filter(j => !j.held).sort((x, y) => x.id - y.id)), agent.resources.labels)
+      const key = JSON.stringify(backlog)
+      if (this.backlogSent.get(agent.id) === key) continue
+      this.backlogSent.set(agent.id, key)
+      this.comm.send(agent.id, { t: 'coord.backlog', ...backlog })
+    }
   }
 
   /**

@@ -41,7 +41,8 @@ import { chooseIsolation, traversableLayout } from './isolation-probe.ts'
 import { entryId } from './results.ts'
 import { agentPaths, checkWorkDir, prepareDirs, realHome, type AgentPaths } from './work-dir.ts'
 import { findBwrap } from './bwrap.ts'
-import { DEFAULT_MACHINE, openMachine, type MachineSettings } from './harvest/agent-harvest.ts'
+import { remoteIsolation, type RemoteRunner } from './backend/remote.ts'
+import { DEFAULT_MACHINE, openMachine, type Machine, type MachineSettings } from './harvest/agent-harvest.ts'
 
 export type { AgentLifecycle } from './reactor.ts'
 
@@ -61,6 +62,8 @@ export interface AgentOptions {
   machine?: MachineSettings
   /** Replaces the machine's task hooks (tests). */
   hooks?: LocalTaskHooks
+  /** Tasks run elsewhere (a Slurm bridge): this backend instead of the local launchers and their sandbox. */
+  runner?: RemoteRunner
   log?: (line: string) => void
 }
 
@@ -92,32 +95,39 @@ export async function startAgent (opts: AgentOptions): Promise<AgentService> {
   prepareDirs(paths, { traversable: false })
   tightenState(paths)
   const unlock = lockAgentDir(paths.state)
-  const pool = new LauncherPool(LauncherPool.sizeFor(opts.resources.slots, opts.resources.cores), nativeLauncher(paths.bin, log) ?? NODE_LAUNCHER)
+  const pool = opts.runner != null ? null : new LauncherPool(LauncherPool.sizeFor(opts.resources.slots, opts.resources.cores), nativeLauncher(paths.bin, log) ?? NODE_LAUNCHER)
   try {
     return await startWithLock(opts, log, paths, pool, unlock)
   } catch (err) {
-    await pool.close()
+    await pool?.close()
     unlock()
     throw err
   }
 }
 
-async function startWithLock (opts: AgentOptions, log: (line: string) => void, paths: AgentPaths, pool: LauncherPool, unlock: () => void): Promise<AgentService> {
-  const features = await pool.features()
-  const root = process.getuid?.() === 0
+async function startWithLock (opts: AgentOptions, log: (line: string) => void, paths: AgentPaths, pool: LauncherPool | null, unlock: () => void): Promise<AgentService> {
   const own = peerIdFromPrivateKey(await loadOrCreateIdentity(paths.home)).toString()
-  const bwrap = findBwrap()
-  const { decision, isolation } = await chooseIsolation({
-    choice: opts.isolation ?? 'auto',
-    facts: { root, nativeSandbox: features.has('sandbox'), canSwitchUser: features.has('user'), bwrap: bwrap != null },
-    paths, slots: opts.resources.slots, bwrap, launcher: pool, log,
-    sharesCoordinatorState: opts.mesh.coordinator === own || existsSync(homePaths(paths.home).coordinatorDir),
-    prepare: traversable => { prepareDirs(paths, { traversable }) }
-  })
-  if (!decision.ok || isolation == null) throw new MeshfarmError('FORBIDDEN', decision.ok ? 'no isolation' : decision.message)
-  prepareDirs(paths, { traversable: traversableLayout(decision.candidate) })
-  for (const note of decision.notes) log(`agent: isolation: could not use ${note}`)
-  log(`agent: ${describeIsolation(decision.candidate, isolation.hide)}`)
+  const sharesCoordinatorState = opts.mesh.coordinator === own || existsSync(homePaths(paths.home).coordinatorDir)
+  let isolation: Isolation
+  if (opts.runner != null || pool == null) {
+    isolation = remoteIsolation(sharesCoordinatorState, paths.home)
+    log(`agent: ${opts.runner?.isolationLine ?? 'isolation: none'}`)
+  } else {
+    const features = await pool.features()
+    const bwrap = findBwrap()
+    const chosen = await chooseIsolation({
+      choice: opts.isolation ?? 'auto',
+      facts: { root: process.getuid?.() === 0, nativeSandbox: features.has('sandbox'), canSwitchUser: features.has('user'), bwrap: bwrap != null },
+      paths, slots: opts.resources.slots, bwrap, launcher: pool, log, sharesCoordinatorState,
+      prepare: traversable => { prepareDirs(paths, { traversable }) }
+    })
+    const { decision } = chosen
+    if (!decision.ok || chosen.isolation == null) throw new MeshfarmError('FORBIDDEN', decision.ok ? 'no isolation' : decision.message)
+    isolation = chosen.isolation
+    prepareDirs(paths, { traversable: traversableLayout(decision.candidate) })
+    for (const note of decision.notes) log(`agent: isolation: could not use ${note}`)
+    log(`agent: ${describeIsolation(decision.candidate, isolation.hide)}`)
+  }
   const resources: AgentResources = { ...opts.resources, isolation: isolation.mode }
 
   const cache = new BlobStore(paths.cache)
@@ -169,12 +179,16 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
   }
 
   const stager = new Stager({ paths, cache, isolation, fetch })
-  const crashed = await stager.launchedWithoutResult(new Set(entries.map(entryId)))
+  // A remote backend's tasks may outlive this process: those it finds again are adopted, not crashes.
+  const remote = opts.runner != null ? await opts.runner.create({ paths, peerId: node.peerId.toString(), pending: new Set(entries.map(entryId)), log }) : null
+  const keep = new Set([...entries.map(entryId), ...(remote?.adopted ?? []).map(a => a.attemptId)])
+  const crashed = await stager.launchedWithoutResult(keep)
   if (crashed.length > 0) log(`agent: ${crashed.length} task(s) were running when this agent last stopped without warning; the coordinator counts them as crashes`)
-  await stager.clean(new Set(entries.map(entryId)))
-  const machine = await openMachine(opts.machine ?? DEFAULT_MACHINE, { stateDir: paths.state, features, log })
-  const backend = new LocalBackend({
-    launcher: pool, isolation, killGraceMs: opts.killGraceMs ?? 5000, agentHasGpus: resources.gpus.length > 0, agentPid: process.pid, hooks: opts.hooks ?? machine.hooks
+  await stager.clean(keep)
+  // A remote backend's tasks run elsewhere: no machine of ours around them (no cgroups, no harvesting).
+  const machine: Machine = remote != null ? { hooks: {}, attach: () => {}, close: async () => {} } : await openMachine(opts.machine ?? DEFAULT_MACHINE, { stateDir: paths.state, features: await pool!.features(), log })
+  const backend = remote?.backend ?? new LocalBackend({
+    launcher: pool!, isolation, killGraceMs: opts.killGraceMs ?? 5000, agentHasGpus: resources.gpus.length > 0, agentPid: process.pid, hooks: opts.hooks ?? machine.hooks
   })
   let finish!: (why: 'drained' | 'stopped') => void
   const finished = new Promise<'drained' | 'stopped'>(resolve => { finish = resolve })
@@ -188,6 +202,7 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
   })
   io.reactor = reactor
   reactor.start(entries, crashed)
+  if (remote != null) reactor.adopt(remote.adopted)
   machine.attach(reactor, resources)
 
   let known: CoordinatorAddress | null = null
@@ -223,6 +238,7 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
         const msg = await ch.read()
         if (msg == null) break
         if (msg.t === 'coord.assign') msg.assignments = checkAssignments(msg.assignments, line => { log(`agent: ${line}`) })
+        opts.runner?.onMessage?.(msg)
         reactor.message(msg, Date.now())
       }
     } finally {

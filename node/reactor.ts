@@ -86,6 +86,20 @@ export class AgentReactor {
 
   private crashed: number[] = []
 
+  /**
+   * Attempts a backend still runs from before this process (a batch system's jobs, found again after a restart):
+   * held as running, each in a slot, and reported in hello's `running`, so the coordinator keeps them. Call after
+   * start(), before the session is up; the backend re-attaches them when comm.run() reaches it.
+   */
+  adopt (assignments: Assignment[]): void {
+    for (const a of assignments) {
+      if (this.held.has(a.attemptId) || this.pending.has(a.attemptId)) continue
+      const h: Held = { a, phase: 'ready', slot: null, stop: null, suspensions: [] }
+      this.held.set(a.attemptId, h)
+      this.place(h)
+    }
+  }
+
   /** The first message of a session: what this agent offers, holds and has finished. */
   hello (): AgentMessage {
     return {
@@ -161,6 +175,7 @@ export class AgentReactor {
         this.logs(msg)
         break
       case 'coord.welcome':
+      case 'coord.backlog': // for a bridge's auto-allocation, which node/agent.ts hands it to
         break
     }
   }
@@ -228,7 +243,7 @@ export class AgentReactor {
     this.release(h)
     const open = h.suspensions.at(-1)
     if (open != null && open.to == null) open.to = now
-    const succeeded = outcome.exitCode === 0 && outcome.error == null && !outcome.timedOut
+    const succeeded = outcome.exitCode === 0 && outcome.error == null && !outcome.timedOut && outcome.failure == null
     if (h.stop?.kind === 'vacate' && !succeeded) {
       this.dropUnran(h, h.stop, now)
     } else {
@@ -338,15 +353,19 @@ export class AgentReactor {
       const h = this.held.get(this.ready[0])!
       if (!this.fits(h.a)) return
       this.ready.shift()
-      let slot = 0
-      while (this.slots.has(slot)) slot++
-      this.slots.add(slot)
-      h.slot = slot
-      h.phase = 'running'
-      this.usedCores += h.a.cores
-      this.usedMemory += h.a.task.memoryMb
-      this.comm.run(h.a, slot)
+      this.place(h)
     }
+  }
+
+  private place (h: Held): void {
+    let slot = 0
+    while (this.slots.has(slot)) slot++
+    this.slots.add(slot)
+    h.slot = slot
+    h.phase = 'running'
+    this.usedCores += h.a.cores
+    this.usedMemory += h.a.task.memoryMb
+    this.comm.run(h.a, slot)
   }
 
   // ---- the outbox ----

@@ -3,6 +3,8 @@
  * harvest-aware wrapper next) implements TaskBackend. The agent's reactor never sees processes, only this.
  */
 
+import type { Assignment, BackendInfo, Failure } from '../../shared/protocol/messages.ts'
+
 /** One attempt to run, with everything a backend needs and nothing about the mesh. */
 export interface BackendTask {
   attemptId: number
@@ -24,6 +26,11 @@ export interface BackendTask {
   gpuIds: number[]
   /** Which of the agent's slots it runs in (slot users, per-slot resources). */
   slot: number
+  /**
+   * The agent's own record of the attempt. A backend whose tasks outlive the agent process (a batch system) keeps
+   * it, so that a restarted agent can adopt what still runs there (AgentReactor.adopt); others ignore it.
+   */
+  assignment?: Assignment
 }
 
 /** How an attempt ended, as the backend saw it. */
@@ -41,6 +48,13 @@ export interface TaskOutcome {
   peakMemoryBytes: number | null
   /** It went over its memory limit (a cgroup's OOM kill), where known. */
   overMemoryLimit: boolean | null
+  /**
+   * How it ended in the backend's own words, where the backend knows better than the exit status (a batch
+   * system's NODE_FAIL, PREEMPTED, TIMEOUT, OUT_OF_MEMORY): used as the attempt's failure unless it was cancelled.
+   */
+  failure?: Failure
+  /** Where it ran (a batch system's job id, array index, node): recorded in task.json. */
+  backend?: BackendInfo
   /** The hard memory limit it ran under, where one was set (for the failure's words). */
   memoryLimitBytes?: number | null
 }
