@@ -28,6 +28,8 @@ export interface LocalMeshOptions {
   dir: string
   coordinatorIp?: string
   coordinatorArgs?: string[]
+  /** Run the coordinator from this build of the CLI (the bundle) instead of the sources. */
+  coordinatorEntry?: string
   agents: LocalAgentSpec[]
   env?: NodeJS.ProcessEnv
 }
@@ -78,7 +80,7 @@ export async function startLocalMesh (opts: LocalMeshOptions): Promise<LocalMesh
     newHome,
     startCoordinator: async () => {
       const p = startMeshfarm(['coordinator', '--listen', `/ip4/${ip}/tcp/${port}`, ...(opts.coordinatorArgs ?? [])], {
-        home: coordinatorHome, env: opts.env, logFile: join(opts.dir, 'coordinator.log')
+        home: coordinatorHome, env: opts.env, logFile: join(opts.dir, 'coordinator.log'), entry: opts.coordinatorEntry
       })
       await readyOrKilled(p, /coordinator: ready/)
       mesh.coordinator = p

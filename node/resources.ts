@@ -4,7 +4,6 @@
  */
 import { execFile } from 'node:child_process'
 import os from 'node:os'
-import si from 'systeminformation'
 import { MeshfarmError } from '../shared/util/errors.ts'
 import type { AgentResources, GpuInfo } from '../shared/protocol/messages.ts'
 
@@ -156,6 +155,7 @@ async function readNvidiaSmi (): Promise<GpuInfo[] | null> {
 /** Fallback when nvidia-smi is unusable: NVIDIA controllers as systeminformation sees them. */
 async function readGraphicsGpus (): Promise<GpuInfo[]> {
   try {
+    const si = await systemInformation()
     const { controllers } = await si.graphics()
     return controllers
       .filter(c => /nvidia/i.test(c.vendor ?? ''))
@@ -163,6 +163,11 @@ async function readGraphicsGpus (): Promise<GpuInfo[]> {
   } catch {
     return []
   }
+}
+
+/** systeminformation is large: loaded when the machine is read, not by every command that parses a flag. */
+async function systemInformation (): Promise<typeof import('systeminformation')> {
+  return (await import('systeminformation')).default
 }
 
 function osName (info: { distro: string, release: string, platform: string }): string {
@@ -175,6 +180,7 @@ export async function detectResources (overrides: ResourceOverrides = {}): Promi
   // MESHFARM_GPU_DETECT=0: no GPU discovery at all; the agent offers only what --gpus declares (a machine whose
   // driver tools hang, or a test mesh that declares GPUs on a machine that has a different set).
   const detectGpus = process.env.MESHFARM_GPU_DETECT !== '0'
+  const si = await systemInformation()
   const [cpu, mem, osInfo, smiGpus] = await Promise.all([si.cpu(), si.mem(), si.osInfo(), detectGpus ? readNvidiaSmi() : Promise.resolve([])])
   const gpus = smiGpus ?? await readGraphicsGpus()
   const cores = cpu.cores > 0 ? cpu.cores : os.availableParallelism()

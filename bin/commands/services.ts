@@ -3,13 +3,10 @@ import { readFileSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import { userInfo } from 'node:os'
 import { fileURLToPath } from 'node:url'
-import { loadMeshConfig } from '../../shared/local/mesh-config.ts'
 import { MeshfarmError } from '../../shared/util/errors.ts'
 import { parseWholeNumber } from '../../shared/util/units.ts'
-import { Coordinator } from '../../coordinator/coordinator.ts'
-import { startAgent } from '../../node/agent.ts'
 import { parseIsolationFlag } from '../../node/isolation.ts'
-import { detectResources, parseGpuList, parseLabels, parseMemoryFlag } from '../../node/resources.ts'
+import { parseGpuList, parseLabels, parseMemoryFlag } from '../../node/resources.ts'
 import { checkAddrs, compileCoordinator, DEFAULTS, type CoordinatorFlags } from '../config.ts'
 import { collect, untilSignal, type CliContext } from '../cli-context.ts'
 import { agentService, type AgentFlags } from './agent-service.ts'
@@ -30,7 +27,10 @@ export function serviceCommands (ctx: CliContext): void {
     .option('--dashboard [port]', `serve the dashboard on 127.0.0.1 (default port ${DEFAULTS.dashboardPort}; 0: any free port)`)
     .action(async (o: CoordinatorFlags) => {
       const settings = compileCoordinator(o, process.env)
+      const { loadMeshConfig } = await import('../../shared/local/mesh-config.ts')
       const mesh = loadMeshConfig(ctx.home())
+      // The services load what they run only when started: the CLI's other commands stay quick.
+      const { Coordinator } = await import('../../coordinator/coordinator.ts')
       const coordinator = await Coordinator.start({ mesh, ...settings, listen: [...settings.listen], log: line => { console.log(line) } })
       console.log(`coordinator: ready as ${coordinator.node.peerId.toString()}`)
       const failure = await untilSignal(async () => { await coordinator.stop() }, coordinator.ended)
@@ -71,6 +71,7 @@ export function serviceCommands (ctx: CliContext): void {
       if (o.serviceUser != null) throw new MeshfarmError('BAD_ARGUMENT', '--service-user: only with --install-service')
       const isolation = parseIsolationFlag(o.isolation ?? 'auto')
       const machine = machineFromFlags(o)
+      const [{ detectResources }, { startAgent }] = await Promise.all([import('../../node/resources.ts'), import('../../node/agent.ts')])
       const resources = await detectResources({
         cores: o.cores != null ? parseWholeNumber(o.cores, '--cores', 1, 4096) : undefined,
         slots: o.slots != null ? parseWholeNumber(o.slots, '--slots', 1, 4096) : undefined,
@@ -79,6 +80,7 @@ export function serviceCommands (ctx: CliContext): void {
         labels: parseLabels(o.label),
         hostname: o.hostname
       })
+      const { loadMeshConfig } = await import('../../shared/local/mesh-config.ts')
       const mesh = loadMeshConfig(ctx.home())
       if (resources.runsAsRoot && o.allowRoot !== true) {
         throw new MeshfarmError('FORBIDDEN', 'this agent runs as root and would run its tasks as slot users it creates (or as root with --isolation none): run it as an ordinary user, or pass --allow-root')
