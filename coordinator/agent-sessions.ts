@@ -134,8 +134,10 @@ export class AgentSessions {
       const r = checked.ok
       let complete = true
       for (const f of [r.stdout, r.stderr, ...r.outputs]) {
+        // An empty file is nothing to keep (its hash says so): most tasks' stdout and stderr.
+        if (f.size === 0) continue
         if (f.data != null) await this.deps.blobs.putBytes(f.hash, f.data)
-        else if (f.size > 0 && !this.deps.blobs.has(f.hash)) complete = false
+        else if (!this.deps.blobs.has(f.hash)) complete = false
       }
       if (complete) out.push(r)
     }

@@ -114,7 +114,7 @@ test('an agent cut off past the timeout: its result still counts if the task has
   assert.deepEqual(core.onResults('B', [result(b)], 6000).refused, [b.attemptId])
   const [rec] = core.results(jobId, 0, 10).records
   assert.equal(rec.host, 'a')
-  assert.deepEqual(store.commitCounts(jobId), [1])
+  assert.deepEqual(store.commitCounts(jobId, 1), [1])
   assert.equal(core.jobSummary(jobId).state, 'done')
 })
 
@@ -137,7 +137,7 @@ test('once the task runs elsewhere, the lost agent\'s late result is refused and
   const [rec] = core.results(jobId, 0, 10).records
   assert.equal(rec.host, 'b')
   assert.equal(rec.attempts, 2)
-  assert.deepEqual(store.commitCounts(jobId), [1])
+  assert.deepEqual(store.commitCounts(jobId, 1), [1])
 })
 
 test('a task that loses every agent it touches while running fails at the crash limit', () => {
@@ -304,7 +304,7 @@ test('a crash suspected when an agent goes silent is withdrawn when it comes bac
   core.onHeartbeat('A', [a.attemptId], 6000) // the same session again: A never died
   assert.equal(counts(), 0, 'withdrawn')
   core.onResults('B', [result(b)], 7000)
-  assert.deepEqual(store.commitCounts(jobId), [1])
+  assert.deepEqual(store.commitCounts(jobId, 1), [1])
 })
 
 test('an agent restarted after it was declared lost: what its record says died is a crash, the rest is withdrawn', () => {
