@@ -93,7 +93,10 @@ export class AgentSessions {
     // Handlers are queued in order; only results wait (for their files), so nothing overtakes them.
     const fire = (handler: () => void): void => { loop.run(handler).catch(err => { this.deps.log(`coordinator: agent ${agentId.slice(-8)}: ${errorMessage(err)}`) }) }
     switch (msg.t) {
-      case 'agent.heartbeat': return fire(() => { core.onHeartbeat(agentId, msg.running, now()) })
+      case 'agent.heartbeat':
+        // Most heartbeats only say the agent is alive: no transaction, no scheduling pass for them.
+        if (core.heartbeatOnly(agentId, msg.running, now())) return
+        return fire(() => { core.onHeartbeat(agentId, msg.running, now()) })
       case 'agent.started': return fire(() => { core.onStarted(agentId, msg.attemptIds, now()) })
       case 'agent.suspended': return fire(() => { core.onSuspended(agentId, msg.attemptIds, now()) })
       case 'agent.continued': return fire(() => { core.onContinued(agentId, msg.attemptIds, now()) })

@@ -143,6 +143,19 @@ export class CoordinatorCore {
     agent.lastSeen = now
   }
 
+  /**
+   * A heartbeat that changes nothing but when the agent was last heard from (it is up, and runs only attempts that
+   * are its own): taken here, outside the commit loop, with no transaction and no scheduling pass. Returns false
+   * when it needs onHeartbeat (the agent was thought lost, or runs something it should not).
+   */
+  heartbeatOnly (agentId: string, running: number[], now: number): boolean {
+    const agent = this.s.agents.get(agentId)
+    if (agent == null || (agent.state !== 'up' && agent.state !== 'draining')) return false
+    for (const id of running) if (this.s.attempts.get(id)?.agent !== agentId) return false
+    agent.lastSeen = now
+    return true
+  }
+
   onHeartbeat (agentId: string, running: number[], now: number): void {
     const agent = this.s.agents.get(agentId)
     if (agent == null) return
@@ -265,13 +278,18 @@ export class CoordinatorCore {
 
   /** One scheduling pass: places queued tasks on agents and sends the assignments. Returns how many were placed. */
   schedulePass (now: number): number {
+    const queues = this.queues(now)
+    if (queues.length === 0) {
+      this.sendBacklogs(now)
+      return 0
+    }
     const agents = []
     for (const agent of this.s.agents.accepting()) {
       if (agent.status?.harvest?.lending === false) continue
       agents.push(schedView(agent, this.opts.prefetch))
     }
     if (agents.length === 0) return 0
-    const { placements, newAffinity } = schedule({ queues: this.queues(now), agents, affinity: this.s.affinity, limits: perAgentLimits(this.s) })
+    const { placements, newAffinity } = schedule({ queues, agents, affinity: this.s.affinity, limits: perAgentLimits(this.s) })
     for (const [k, v] of newAffinity) this.s.affinity.set(k, v)
     const byAgent = new Map<string, Array<Extract<CoordMessage, { t: 'coord.assign' }>['assignments'][number]>>()
     const names = new Map<string, string>()

@@ -344,3 +344,18 @@ test('holding a job takes back its tasks waiting in agents\' queues; running one
   core.hold(jobId, undefined, true, 'owner', false, 0)
   assert.ok(core.schedulePass(0) >= 1)
 })
+
+test('a heartbeat that only says the agent is alive is taken without the commit loop; anything else is not', () => {
+  const { core, comm } = setup()
+  core.onAgentHello('A', resources('a', 1), [], [], false, [], 0)
+  core.submit('owner', header(), tasks(1), 0)
+  core.schedulePass(0)
+  const [a] = comm.take()
+  assert.equal(core.heartbeatOnly('A', [a.attemptId], 1000), true)
+  assert.equal(core.state.agents.get('A')!.lastSeen, 1000)
+  assert.equal(core.heartbeatOnly('A', [a.attemptId + 99], 1500), false, 'an attempt that is not its own needs a cancel')
+  assert.equal(core.heartbeatOnly('B', [], 1500), false, 'unknown agent')
+  core.tick(6000) // silent past the timeout: lost
+  assert.equal(core.heartbeatOnly('A', [a.attemptId], 6000), false, 'a lost agent coming back needs the full path')
+  assert.equal(comm.sent.length, 0)
+})
