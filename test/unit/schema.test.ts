@@ -186,3 +186,31 @@ test('a block of tasks is checked at its place and refused whole, naming the fir
   assert.throws(() => CLIENT_REQUESTS.check({ t: 'client.submit.block', ...block(), cols: { ...block().cols, shell: ['x', 'y', 'z'] } }), /client.submit.block: cols.*unknown field/)
   assert.throws(() => CLIENT_REQUESTS.check({ t: 'client.submit.block', ...block(), count: 20_000 }), /client.submit.block: count/)
 })
+
+test('hostile blocks: counts past the bounds, columns longer or shorter than the block, a block past the end', () => {
+  const specs = [0, 1].map(i => ({ ...TASK, index: i, name: `t${i}` }))
+  const block = (): TaskBlock => structuredClone(toBlock(specs))
+  const wire = (b: Record<string, unknown>): unknown => ({ t: 'client.submit.block', ...block(), ...b })
+  const schemaRefuses = (b: Record<string, unknown>, re: RegExp): void => {
+    assert.throws(() => CLIENT_REQUESTS.check(wire(b)), (err: unknown) => isMeshfarmError(err) && re.test(err.message) && !err.message.includes('\n'), re.source)
+  }
+  // Counts a peer could use to make the coordinator allocate or loop: refused by the message's schema.
+  for (const count of [10_001, 1e9, 2 ** 53, -1, 0, 1.5, Number.NaN, Infinity]) schemaRefuses({ count }, /client.submit.block: count/)
+  for (const first of [-1, 2 ** 31, 1e300, 0.5]) schemaRefuses({ first }, /client.submit.block: first/)
+  schemaRefuses({ cols: { name: Array.from({ length: 10_001 }, (_, i) => `t${i}`) } }, /client.submit.block: cols.name/)
+  assert.throws(() => CLIENT_REQUESTS.check({ t: 'client.submit.begin', job: {}, total: 1e12 }), /client.submit.begin: /)
+  // Within the schema's bounds but not the block's own: one line naming the block, never a throw from deep inside.
+  const refused = (b: TaskBlock, re: RegExp, first = 0, total = 2): void => {
+    assert.doesNotThrow(() => CLIENT_REQUESTS.check({ t: 'client.submit.block', ...b }))
+    assert.throws(() => checkTaskBlock(b, first, total), (err: unknown) => isMeshfarmError(err) && re.test(err.message) && !err.message.includes('\n'), re.source)
+  }
+  refused({ ...block(), count: 10_000 }, /name: 2 values for 10000 tasks/, 0, 10_000)
+  refused({ ...block(), cols: { name: ['a', 'b', 'c'] } }, /name: 3 values for 2 tasks/)
+  refused({ ...block(), cols: { name: ['a'] } }, /name: 1 values for 2 tasks/)
+  const mixed = block()
+  delete mixed.base.cores
+  refused({ ...mixed, cols: { ...mixed.cols, cores: [1, 1, 1] } }, /cores: 3 values for 2 tasks/)
+  refused({ ...block(), first: 2 ** 31 - 2 }, /expected task 0 next/)
+  refused({ ...block(), first: 2 ** 31 - 2 }, /more tasks than the announced 10000000/, 2 ** 31 - 2, 10_000_000)
+  refused({ ...block(), first: 1, count: 1, cols: { name: ['only'] } }, /more tasks than the announced 1/, 1, 1)
+})
