@@ -147,6 +147,25 @@ export function compileClient (env: Env): { readonly discoveryMs: number } {
   return Object.freeze({ discoveryMs: raw != null ? parseWholeNumber(raw, 'MESHFARM_DISCOVERY_MS', 100, 3_600_000) : DEFAULTS.discoveryMs })
 }
 
+/** What the agent takes from its environment: which task launcher, which compiler builds it, where bubblewrap is,
+ * whether to look for GPUs. Read here once; the agent gets the result. */
+export interface AgentEnvSettings {
+  /** MESHFARM_LAUNCHER=js: the Node launcher even where a C compiler could build the native one. */
+  readonly launcher: 'auto' | 'js'
+  /** CC: the C compiler for the native launcher. */
+  readonly cc: string
+  /** MESHFARM_GPU_DETECT=0: no GPU discovery; only what --gpus declares. */
+  readonly detectGpus: boolean
+}
+
+export function compileAgentEnv (env: Env): AgentEnvSettings {
+  const launcher = env.MESHFARM_LAUNCHER ?? 'auto'
+  if (launcher !== 'auto' && launcher !== 'js' && launcher !== 'native') throw bad(`MESHFARM_LAUNCHER: must be js or native, got ${JSON.stringify(launcher.slice(0, 40))}`)
+  const gpu = env.MESHFARM_GPU_DETECT ?? '1'
+  if (gpu !== '0' && gpu !== '1') throw bad(`MESHFARM_GPU_DETECT: must be 0 or 1, got ${JSON.stringify(gpu.slice(0, 40))}`)
+  return Object.freeze({ launcher: launcher === 'js' ? 'js' : 'auto', cc: env.CC != null && env.CC !== '' ? env.CC : 'cc', detectGpus: gpu === '1' })
+}
+
 /** A job id argument. */
 export function jobIdArg (v: string): number {
   return parseWholeNumber(v, 'JOB', 1, Number.MAX_SAFE_INTEGER)

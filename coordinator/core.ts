@@ -10,7 +10,6 @@
  * time throws no finished work away. The first valid result commits; the task's other attempts are fenced.
  */
 import type { AgentResources, AgentStatus, AttemptResult, CoordMessage, Failure, JobHeader, TaskSpec } from '../shared/protocol/messages.ts'
-import { TERMINAL_STATES } from '../shared/protocol/data.ts'
 import type { MeshEvent } from '../shared/protocol/events.ts'
 import { MeshfarmError } from '../shared/util/errors.ts'
 import { schedule, type OwnerQueue, type SchedTask } from './scheduler.ts'
@@ -18,7 +17,7 @@ import type { Store } from './store.ts'
 import { TaskTable, addBlock, emptyCounts, type JobRuntime } from './job-table.ts'
 import { toBlocks, type TaskBlock } from '../shared/protocol/task-blocks.ts'
 import { schedView, type AgentRuntime } from './agent-registry.ts'
-import { addAttempt, attemptsOf, removeAttempt, runningCores, taskKey, type Attempt, type CoreOptions, type CoreState } from './core-state.ts'
+import { addAttempt, attemptsOf, runningCores, taskKey, type Attempt, type CoreOptions, type CoreState } from './core-state.ts'
 import { recoverState } from './recovery.ts'
 import { perAgentLimits } from './job-limits.ts'
 import { backlogFor, isBridge } from './backlog.ts'

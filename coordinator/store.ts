@@ -12,7 +12,7 @@ import type { JobHeader, JobState, TaskRecord, TaskSpec, TaskState } from '../sh
 import type { MeshEvent } from '../shared/protocol/events.ts'
 import type { TaskBlock } from '../shared/protocol/task-blocks.ts'
 import { MeshfarmError } from '../shared/util/errors.ts'
-import { TASK_SCHEMA, TaskStore, type TaskCounters, type TaskStateRow } from './task-store.ts'
+import { TASK_SCHEMA, TaskStore, type TaskCounters } from './task-store.ts'
 
 export type { TaskCounters, TaskStateRow } from './task-store.ts'
 

@@ -64,6 +64,8 @@ export interface AgentOptions {
   hooks?: LocalTaskHooks
   /** Tasks run elsewhere (a Slurm bridge): this backend instead of the local launchers and their sandbox. */
   runner?: RemoteRunner
+  /** 'js': the Node launcher even where the native one could be built (MESHFARM_LAUNCHER=js); cc builds it. */
+  launcher?: { kind: 'auto' | 'js', cc: string }
   log?: (line: string) => void
 }
 
@@ -95,7 +97,8 @@ export async function startAgent (opts: AgentOptions): Promise<AgentService> {
   prepareDirs(paths, { traversable: false })
   tightenState(paths)
   const unlock = lockAgentDir(paths.state)
-  const pool = opts.runner != null ? null : new LauncherPool(LauncherPool.sizeFor(opts.resources.slots, opts.resources.cores), nativeLauncher(paths.bin, log) ?? NODE_LAUNCHER)
+  const native = opts.runner != null || opts.launcher?.kind === 'js' ? null : nativeLauncher(paths.bin, log, opts.launcher?.cc)
+  const pool = opts.runner != null ? null : new LauncherPool(LauncherPool.sizeFor(opts.resources.slots, opts.resources.cores), native ?? NODE_LAUNCHER)
   try {
     return await startWithLock(opts, log, paths, pool, unlock)
   } catch (err) {

@@ -15,6 +15,9 @@ export interface ResourceOverrides {
   slots?: number
   labels?: Record<string, string>
   hostname?: string
+  /** false: no GPU discovery at all; the agent offers only what --gpus declares (a machine whose driver tools
+   * hang, or a test mesh that declares GPUs on a machine that has a different set). MESHFARM_GPU_DETECT=0. */
+  detectGpus?: boolean
 }
 
 const NVIDIA_SMI_ARGS = ['--query-gpu=index,name,memory.total', '--format=csv,noheader,nounits']
@@ -177,9 +180,7 @@ function osName (info: { distro: string, release: string, platform: string }): s
 
 /** Reads this machine (systeminformation can be slow, so the reads run concurrently) and applies overrides. */
 export async function detectResources (overrides: ResourceOverrides = {}): Promise<AgentResources> {
-  // MESHFARM_GPU_DETECT=0: no GPU discovery at all; the agent offers only what --gpus declares (a machine whose
-  // driver tools hang, or a test mesh that declares GPUs on a machine that has a different set).
-  const detectGpus = process.env.MESHFARM_GPU_DETECT !== '0'
+  const detectGpus = overrides.detectGpus !== false
   const si = await systemInformation()
   const [cpu, mem, osInfo, smiGpus] = await Promise.all([si.cpu(), si.mem(), si.osInfo(), detectGpus ? readNvidiaSmi() : Promise.resolve([])])
   const gpus = smiGpus ?? await readGraphicsGpus()

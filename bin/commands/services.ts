@@ -7,7 +7,7 @@ import { MeshfarmError } from '../../shared/util/errors.ts'
 import { parseWholeNumber } from '../../shared/util/units.ts'
 import { parseIsolationFlag } from '../../node/isolation.ts'
 import { parseGpuList, parseLabels, parseMemoryFlag } from '../../node/resources.ts'
-import { checkAddrs, compileCoordinator, DEFAULTS, type CoordinatorFlags } from '../config.ts'
+import { checkAddrs, compileAgentEnv, compileCoordinator, DEFAULTS, type CoordinatorFlags } from '../config.ts'
 import { collect, untilSignal, type CliContext } from '../cli-context.ts'
 import { agentService, type AgentFlags } from './agent-service.ts'
 import { addMachineOptions, machineFromFlags } from './harvest.ts'
@@ -72,7 +72,9 @@ export function serviceCommands (ctx: CliContext): void {
       const isolation = parseIsolationFlag(o.isolation ?? 'auto')
       const machine = machineFromFlags(o)
       const [{ detectResources }, { startAgent }] = await Promise.all([import('../../node/resources.ts'), import('../../node/agent.ts')])
+      const fromEnv = compileAgentEnv(process.env)
       const resources = await detectResources({
+        detectGpus: fromEnv.detectGpus,
         cores: o.cores != null ? parseWholeNumber(o.cores, '--cores', 1, 4096) : undefined,
         slots: o.slots != null ? parseWholeNumber(o.slots, '--slots', 1, 4096) : undefined,
         memoryMb: o.memory != null ? parseMemoryFlag(o.memory) : undefined,
@@ -85,7 +87,7 @@ export function serviceCommands (ctx: CliContext): void {
       if (resources.runsAsRoot && o.allowRoot !== true) {
         throw new MeshfarmError('FORBIDDEN', 'this agent runs as root and would run its tasks as slot users it creates (or as root with --isolation none): run it as an ordinary user, or pass --allow-root')
       }
-      const agent = await startAgent({ mesh, listen: o.listen.length > 0 ? checkAddrs(o.listen, '--listen') : [...DEFAULTS.agentListen], resources, isolation, workDir: o.workDir, machine })
+      const agent = await startAgent({ mesh, listen: o.listen.length > 0 ? checkAddrs(o.listen, '--listen') : [...DEFAULTS.agentListen], resources, isolation, workDir: o.workDir, machine, launcher: { kind: fromEnv.launcher, cc: fromEnv.cc } })
       if (resources.runsAsRoot && agent.isolation.mode === 'none') console.log('agent: WARNING: running as root with --isolation none: tasks run as root')
       await untilSignal(agent.stop, agent.drained.then(async () => { await agent.stop() }))
     })

@@ -33,19 +33,24 @@ export interface BackendTask {
   assignment?: Assignment
 }
 
-/** How an attempt ended, as the backend saw it. */
-export interface TaskOutcome {
+/** How a process ended: what a task launcher reports, and the core of a task's outcome. */
+export interface ProcessEnd {
   exitCode: number | null
   signal: string | null
-  timedOut: boolean
   /** The task could not be started (or its launcher died); exitCode is then usually null. */
   error: string | null
   startedAt: number
   endedAt: number
+  /** Sizes of the stdout and stderr files when the task ended (null if unknown). */
   stdoutBytes: number | null
   stderrBytes: number | null
   /** Peak resident memory of its processes, where known. */
   peakMemoryBytes: number | null
+}
+
+/** How an attempt ended, as the backend saw it. */
+export interface TaskOutcome extends ProcessEnd {
+  timedOut: boolean
   /** It went over its memory limit (a cgroup's OOM kill), where known. */
   overMemoryLimit: boolean | null
   /**
@@ -73,4 +78,15 @@ export interface TaskBackend {
   wait: (attemptId: number) => Promise<TaskOutcome>
   /** Ends every attempt still running (SIGKILL) and releases the backend. */
   close: () => Promise<void>
+}
+
+/** Backend.wait over a map of attempts in flight: the attempt's outcome, after which the backend forgets it. */
+export async function settleAttempt (inFlight: Map<number, { done: Promise<TaskOutcome> }>, attemptId: number): Promise<TaskOutcome> {
+  const run = inFlight.get(attemptId)
+  if (run == null) throw new Error(`attempt ${attemptId} was never started here`)
+  try {
+    return await run.done
+  } finally {
+    inFlight.delete(attemptId)
+  }
 }

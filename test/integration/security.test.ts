@@ -17,7 +17,7 @@ import { encodeMessage, Channel } from '../../shared/protocol/codec.ts'
 import { PROTOCOL_CLIENT } from '../../shared/protocol/constants.ts'
 import { CLIENT_REPLIES } from '../../shared/protocol/schema.ts'
 import { connect } from '../../shared/client/client.ts'
-import { runCli, runCliJson, until } from '../helpers/cli.ts'
+import { runCli, runCliJson } from '../helpers/cli.ts'
 import { spawnSync } from 'node:child_process'
 import { CLI_ENTRY, TS_ARGS } from '../../bin/processes.ts'
 

@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { compileClient, compileCoordinator, compileSubmitOverrides, DEFAULTS, jobIdArg, taskArg } from '../../bin/config.ts'
+import { compileAgentEnv, compileClient, compileCoordinator, compileSubmitOverrides, DEFAULTS, jobIdArg, taskArg } from '../../bin/config.ts'
 import { isMeshfarmError } from '../../shared/util/errors.ts'
 import { parseDuration, parseSize, parseSizeMb, parseWholeNumber } from '../../shared/util/units.ts'
 
@@ -55,6 +55,10 @@ test('submit flags are checked before anything reaches the coordinator', () => {
 
 test('environment variables are checked like flags', () => {
   assert.equal(compileClient({}).discoveryMs, DEFAULTS.discoveryMs)
+  assert.deepEqual(compileAgentEnv({}), { launcher: 'auto', cc: 'cc', detectGpus: true })
+  assert.deepEqual(compileAgentEnv({ MESHFARM_LAUNCHER: 'js', CC: 'clang', MESHFARM_GPU_DETECT: '0' }), { launcher: 'js', cc: 'clang', detectGpus: false })
+  refused(() => compileAgentEnv({ MESHFARM_LAUNCHER: 'rust' }), 'MESHFARM_LAUNCHER')
+  refused(() => compileAgentEnv({ MESHFARM_GPU_DETECT: 'yes' }), 'MESHFARM_GPU_DETECT')
   assert.equal(compileClient({ MESHFARM_DISCOVERY_MS: '2500' }).discoveryMs, 2500)
   refused(() => compileClient({ MESHFARM_DISCOVERY_MS: 'ten' }), 'MESHFARM_DISCOVERY_MS')
 })

@@ -8,7 +8,7 @@
 import { appendFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { BackendTask, TaskBackend, TaskOutcome } from '../../backend/backend.ts'
+import { settleAttempt, type BackendTask, type TaskBackend, type TaskOutcome } from '../../backend/backend.ts'
 import { errorMessage } from '../../../shared/util/errors.ts'
 import type { BatchSystem, QueueEntry, SlurmError } from './batch-system.ts'
 import type { IntentLog } from './intent-log.ts'
@@ -358,13 +358,7 @@ export class ForwardBackend implements TaskBackend {
   }
 
   async wait (attemptId: number): Promise<TaskOutcome> {
-    const m = this.members.get(attemptId)
-    if (m == null) throw new Error(`attempt ${attemptId} was never started here`)
-    try {
-      return await m.done
-    } finally {
-      this.members.delete(attemptId)
-    }
+    return await settleAttempt(this.members, attemptId)
   }
 
   /** Stops following; what runs in Slurm runs on (a restarted bridge adopts it). */

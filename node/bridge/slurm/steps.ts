@@ -7,7 +7,7 @@
  */
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import type { BackendTask, TaskBackend, TaskOutcome } from '../../backend/backend.ts'
+import { settleAttempt, type BackendTask, type TaskBackend, type TaskOutcome } from '../../backend/backend.ts'
 import { runStep, type RunningStep, type StepSpec } from './allocation.ts'
 import { signalName } from './outcome.ts'
 import { slurmTaskEnv, taskScript, unranOutcome } from './forward-plan.ts'
@@ -249,13 +249,7 @@ export class StepBackend implements TaskBackend {
   }
 
   async wait (attemptId: number): Promise<TaskOutcome> {
-    const run = this.runs.get(attemptId)
-    if (run == null) throw new Error(`attempt ${attemptId} was never started here`)
-    try {
-      return await run.done
-    } finally {
-      this.runs.delete(attemptId)
-    }
+    return await settleAttempt(this.runs, attemptId)
   }
 
   async close (): Promise<void> {
