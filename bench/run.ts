@@ -15,7 +15,7 @@ import { fmt } from './stats.ts'
 import { markdownTable, type Row } from './report.ts'
 import { farmSection, dispatchSection, shortTasksSection } from './farm.ts'
 import { stagingSection } from './staging.ts'
-import { scaleSection, recoverySection } from './scale.ts'
+import { curveSection, scaleSection, recoverySection } from './scale.ts'
 import { slurmSection } from './slurm.ts'
 
 export interface BenchContext {
@@ -26,6 +26,8 @@ export interface BenchContext {
   /** Raw numbers for the JSON file, by section. */
   raw: Record<string, unknown>
   note: (line: string) => void
+  /** Writes a picture beside the table (the JSON file's folder); returns its path. */
+  picture: (name: string, svg: string) => string
 }
 
 const SECTIONS: Record<string, (ctx: BenchContext) => Promise<void>> = {
@@ -35,6 +37,7 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<void>> = {
   staging: stagingSection,
   scale: scaleSection,
   recovery: recoverySection,
+  curve: curveSection,
   slurm: slurmSection
 }
 
@@ -76,7 +79,13 @@ const ctx: BenchContext = {
   dir,
   row: r => { rows.push(r); console.log(`  ${r.measure}: ${fmt(r.meshfarm)} ${r.unit}${r.baseline != null ? ` vs ${r.baselineName} ${fmt(r.baseline)}` : ''}`) },
   raw,
-  note: line => { notes.push(line); console.log(`  note: ${line}`) }
+  note: line => { notes.push(line); console.log(`  note: ${line}`) },
+  picture: (name, svg) => {
+    const file = join(resolve(outFile, '..'), name)
+    mkdirSync(resolve(outFile, '..'), { recursive: true })
+    writeFileSync(file, svg)
+    return file
+  }
 }
 
 let failed = false
