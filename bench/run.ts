@@ -17,6 +17,7 @@ import { farmSection, dispatchSection, shortTasksSection } from './farm.ts'
 import { stagingSection } from './staging.ts'
 import { curveSection, scaleSection, recoverySection } from './scale.ts'
 import { slurmSection } from './slurm.ts'
+import { workloadSection } from './workload.ts'
 
 export interface BenchContext {
   quick: boolean
@@ -35,6 +36,7 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<void>> = {
   dispatch: dispatchSection,
   short: shortTasksSection,
   staging: stagingSection,
+  workload: workloadSection,
   scale: scaleSection,
   recovery: recoverySection,
   curve: curveSection,

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { BenchContext } from './run.ts'
-import { makeJob, runJob, startBenchMesh } from './meshfarm-runs.ts'
+import { cpuSeconds, makeJob, peakRssMb, runJob, startBenchMesh } from './meshfarm-runs.ts'
 import { startMeshfarm } from '../bin/processes.ts'
 import { createSlurmCli } from '../node/bridge/slurm/slurm-cli.ts'
 import { chunkLimit } from '../node/bridge/slurm/script.ts'
@@ -88,15 +88,27 @@ export async function slurmSection (ctx: BenchContext): Promise<void> {
         await new Promise(resolve => setTimeout(resolve, 50))
       }
     })()
+    const bridgePid = bridge.child.pid as number
+    const cpu0 = cpuSeconds(bridgePid)
     const t = await runJob(bench.client, makeJob('slurm', n, () => 'true', { constraints: { site: 'cluster' } }))
+    const bridgeCpuS = cpuSeconds(bridgePid) - cpu0
+    // Its footprint on a login node: CPU while idle (polling squeue every second) and its peak memory.
+    const idle0 = cpuSeconds(bridgePid)
+    const idleWindowS = ctx.quick ? 3 : 10
+    await new Promise(resolve => setTimeout(resolve, idleWindowS * 1000))
+    const idleCpuPercent = (cpuSeconds(bridgePid) - idle0) / idleWindowS * 100
+    const bridgeRssMb = peakRssMb(bridgePid)
     await Promise.race([counted, new Promise(resolve => setTimeout(resolve, 1000))])
     const bridgeS = t.totalS
     const sbatchCalls = [...bridge.output().matchAll(/submitted as array/g)].length
-    ctx.raw.slurm = { tasks: n, partition, maxArraySize: cfg.value.maxArraySize, chunk: limit, loopS, loopSubmitS, arrayS, bridgeS, bridgeSubmittedS: submittedS, bridgeSbatchCalls: sbatchCalls }
+    ctx.raw.slurm = { tasks: n, partition, maxArraySize: cfg.value.maxArraySize, chunk: limit, loopS, loopSubmitS, arrayS, bridgeS, bridgeSubmittedS: submittedS, bridgeSbatchCalls: sbatchCalls, bridgeCpuS, idleCpuPercent, bridgeRssMb }
     const loopRatio = loopS / bridgeS
     ctx.row({ measure: `Slurm: ${n} tasks end to end, through the bridge`, unit: 's', meshfarm: bridgeS, baselineName: `${n} sbatch calls`, baseline: loopS, ratio: loopRatio, goal: '>= 10x the sbatch loop', met: loopRatio >= 10 })
     const arrays = Math.ceil(n / limit)
     ctx.row({ measure: `Slurm: ${n} tasks end to end, through the bridge`, unit: 's', meshfarm: bridgeS, baselineName: arrays === 1 ? 'one job array' : `${arrays} hand-written arrays (MaxArraySize ${cfg.value.maxArraySize})`, baseline: arrayS, ratio: arrayS / bridgeS, goal: 'within 1.5x of the array', met: bridgeS <= 1.5 * arrayS })
+    ctx.row({ measure: `Slurm bridge: CPU for ${n} tasks`, unit: 'CPU s', meshfarm: bridgeCpuS })
+    ctx.row({ measure: 'Slurm bridge: CPU while idle (squeue every 1 s)', unit: '% of a core', meshfarm: idleCpuPercent })
+    ctx.row({ measure: 'Slurm bridge: peak memory', unit: 'MiB', meshfarm: bridgeRssMb })
     if (Number.isFinite(submittedS)) ctx.row({ measure: `Slurm: ${n} tasks into the queue (${sbatchCalls} sbatch)`, unit: 's', meshfarm: submittedS, baselineName: `${n} sbatch calls`, baseline: loopSubmitS, ratio: loopSubmitS / submittedS })
     if (loopRatio < 10) ctx.note(`slurm: this cluster runs ~${(n / arrayS).toFixed(1)} trivial jobs/s; every variant waits on that, and ${n} sbatch calls took only ${loopSubmitS.toFixed(1)} s here: the loop's cost shows on a busy controller, not on an idle one-node Slurm`)
   } finally {

@@ -6,27 +6,20 @@
  */
 import { chmodSync, existsSync, readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { rm, stat } from 'node:fs/promises'
-import { setTimeout as sleep } from 'node:timers/promises'
-import type { PeerId } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { encodeMessage, type Channel } from '../shared/protocol/codec.ts'
-import { INLINE_BLOB_BYTES, MAX_FRAME_BYTES, PROTOCOL_AGENT, PROTOCOL_ROSTER } from '../shared/protocol/constants.ts'
-import { MeshfarmError, errorMessage, isMeshfarmError } from '../shared/util/errors.ts'
+import { INLINE_BLOB_BYTES, PROTOCOL_ROSTER } from '../shared/protocol/constants.ts'
+import { MeshfarmError, errorMessage } from '../shared/util/errors.ts'
 import { homePaths } from '../shared/local/home.ts'
 import { identityFor, loadOrCreateIdentity } from '../shared/local/identity.ts'
 import { createMeshNode, type MeshNode } from '../shared/net/mesh.ts'
 import type { MeshConfig } from '../shared/local/mesh-config.ts'
-import type { AgentMessage, AgentResources, CoordMessage } from '../shared/protocol/messages.ts'
-import { COORD_MESSAGES } from '../shared/protocol/schema.ts'
+import type { AgentResources } from '../shared/protocol/messages.ts'
 import { BlobStore } from '../shared/files/blob-store.ts'
-import { downloadBlob, uploadBlob } from '../shared/net/blob-protocol.ts'
-import { findCoordinator, serveRoster, type CoordinatorAddress } from '../shared/net/discovery.ts'
-import { SerialWriter } from '../shared/net/serial-writer.ts'
-import { openChannel } from '../shared/net/rpc.ts'
+import { serveRoster } from '../shared/net/discovery.ts'
 import { AgentReactor, type AgentLifecycle } from './reactor.ts'
-import { AgentIO, type Session } from './agent-io.ts'
-import { checkAssignments } from './assignment-check.ts'
+import { AgentIO } from './agent-io.ts'
+import { CoordinatorLink } from './coordinator-link.ts'
+import { fetchBlob } from './blob-fetch.ts'
 import { Outbox } from './outbox.ts'
 import { Stager } from './staging.ts'
 import { MemberGate } from './gate.ts'
@@ -111,26 +104,7 @@ export async function startAgent (opts: AgentOptions): Promise<AgentService> {
 async function startWithLock (opts: AgentOptions, log: (line: string) => void, paths: AgentPaths, pool: LauncherPool | null, unlock: () => void): Promise<AgentService> {
   const own = peerIdFromPrivateKey(await loadOrCreateIdentity(paths.home)).toString()
   const sharesCoordinatorState = opts.mesh.coordinator === own || existsSync(homePaths(paths.home).coordinatorDir)
-  let isolation: Isolation
-  if (opts.runner != null || pool == null) {
-    isolation = remoteIsolation(sharesCoordinatorState, paths.home)
-    log(`agent: ${opts.runner?.isolationLine ?? 'isolation: none'}`)
-  } else {
-    const features = await pool.features()
-    const bwrap = findBwrap()
-    const chosen = await chooseIsolation({
-      choice: opts.isolation ?? 'auto',
-      facts: { root: process.getuid?.() === 0, nativeSandbox: features.has('sandbox'), canSwitchUser: features.has('user'), bwrap: bwrap != null },
-      paths, slots: opts.resources.slots, bwrap, launcher: pool, log, sharesCoordinatorState,
-      prepare: traversable => { prepareDirs(paths, { traversable }) }
-    })
-    const { decision } = chosen
-    if (!decision.ok || chosen.isolation == null) throw new MeshfarmError('FORBIDDEN', decision.ok ? 'no isolation' : decision.message)
-    isolation = chosen.isolation
-    prepareDirs(paths, { traversable: traversableLayout(decision.candidate) })
-    for (const note of decision.notes) log(`agent: isolation: could not use ${note}`)
-    log(`agent: ${describeIsolation(decision.candidate, isolation.hide)}`)
-  }
+  const isolation = await isolationFor(opts, paths, pool, sharesCoordinatorState, log)
   const resources: AgentResources = { ...opts.resources, isolation: isolation.mode }
 
   const cache = new BlobStore(paths.cache)
@@ -139,46 +113,14 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
   if (broken > 0) log(`agent: ${broken} unreadable result file(s) from before the restart were removed`)
   if (entries.length > 0) log(`agent: ${entries.length} finished result(s) from before the restart wait for delivery`)
 
-  type Live = Session & { coordinator: PeerId }
-  let session: Live | null = null
-  let sessionChannel: Channel<CoordMessage, AgentMessage> | null = null
-  const waiters: Array<() => void> = []
   const gate = new MemberGate(join(paths.state, 'members.json'), opts.mesh.coordinator)
   const node = await createMeshNode({
     mesh: opts.mesh, listen: opts.listen, log, privateKey: await identityFor(opts.mesh.home, opts.mesh.coordinator, 'agent'),
     allowInbound: peer => gate.allows(peer.toString())
   })
-
-  /** Brings a blob into the cache; while the coordinator is away (restarting, say), waits and tries again. */
+  // Downloads wait for a session of the link, which is made below, once the reactor exists to run it.
   const fetch = async (hash: string, signal: AbortSignal): Promise<void> => {
-    let backoff = 250
-    let mismatches = 0
-    while (true) {
-      signal.throwIfAborted()
-      const s = session ?? await new Promise<Live | null>((resolve, reject) => {
-        const onAbort = (): void => { reject(signal.reason) }
-        signal.addEventListener('abort', onAbort, { once: true })
-        waiters.push(() => { signal.removeEventListener('abort', onAbort); resolve(session) })
-      })
-      if (s == null) continue
-      const tmp = cache.downloadPath(hash)
-      try {
-        await downloadBlob(node, s.coordinator, hash, tmp, (await stat(tmp).catch(() => null))?.size ?? 0)
-        await cache.adopt(hash, tmp)
-        return
-      } catch (err) {
-        const code = isMeshfarmError(err) ? err.code : null
-        if (code === 'HASH_MISMATCH') {
-          // A partial download that does not add up is discarded and fetched again from the start.
-          await rm(tmp, { force: true })
-          if (++mismatches >= 3) throw err
-        } else if (code === 'NOT_FOUND' || code === 'DISK' || code === 'FORBIDDEN' || code === 'UNSAFE_PATH') {
-          throw err
-        }
-        await sleep(backoff, undefined, { signal })
-        backoff = Math.min(backoff * 2, 5000)
-      }
-    }
+    await fetchBlob({ node, cache, nextCoordinator: async (sig: AbortSignal) => (await link.nextSession(sig))?.coordinator ?? null }, hash, signal)
   }
 
   const stager = new Stager({ paths, cache, isolation, fetch })
@@ -196,7 +138,7 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
   let finish!: (why: 'drained' | 'stopped') => void
   const finished = new Promise<'drained' | 'stopped'>(resolve => { finish = resolve })
   const io = new AgentIO({
-    paths, isolation, stager, backend, outbox, gate, session: () => session, log,
+    paths, isolation, stager, backend, outbox, gate, session: () => link.session, log,
     inlineMaxBytes: INLINE_BLOB_BYTES, inlineBudgetBytes: INLINE_BUDGET_BYTES, onFinished: why => { finish(why) }
   })
   const reactor = new AgentReactor(io, {
@@ -208,73 +150,13 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
   if (remote != null) reactor.adopt(remote.adopted)
   machine.attach(reactor, resources)
 
-  let known: CoordinatorAddress | null = null
+  const link = new CoordinatorLink({ node, mesh: opts.mesh, gate, reactor, onMessage: opts.runner?.onMessage, log })
   // The agent's own protocol: a few streams per peer, each answered or dropped within seconds.
   await node.handle(PROTOCOL_ROSTER, (stream) => {
     const timer = setTimeout(() => { stream.abort(new MeshfarmError('TIMEOUT', 'roster query too slow')) }, ROSTER_TIMEOUT_MS)
     stream.addEventListener('close', () => { clearTimeout(timer) }, { once: true })
-    serveRoster(stream, () => known)
+    serveRoster(stream, () => link.known)
   }, { maxInboundStreams: 4, maxOutboundStreams: 4 })
-
-  /** One session with the coordinator; returns when the stream ends. */
-  async function runSession (coord: PeerId): Promise<void> {
-    const ch = await openChannel<CoordMessage, AgentMessage>(node, coord, PROTOCOL_AGENT, COORD_MESSAGES)
-    sessionChannel = ch
-    const writer = new SerialWriter(ch)
-    const send = (msg: AgentMessage): boolean => {
-      const frame = encodeMessage(msg)
-      if (frame.byteLength - 4 > MAX_FRAME_BYTES) return false
-      writer.sendFrame(frame)
-      return true
-    }
-    let heartbeat: NodeJS.Timeout | undefined
-    try {
-      send(reactor.hello())
-      const welcome = await ch.expect()
-      if (welcome.t !== 'coord.welcome') throw new MeshfarmError('PROTOCOL', `expected coord.welcome, got ${welcome.t}`)
-      session = { coordinator: coord, send, upload: async (ref, path) => { await uploadBlob(node, coord, ref.hash, ref.size, path) } }
-      for (const wake of waiters.splice(0)) wake()
-      reactor.sessionUp()
-      log(`agent: connected to coordinator ${coord.toString().slice(-8)}`)
-      heartbeat = setInterval(() => { reactor.heartbeat() }, Math.max(100, welcome.heartbeatMs))
-      while (true) {
-        const msg = await ch.read()
-        if (msg == null) break
-        if (msg.t === 'coord.assign') msg.assignments = checkAssignments(msg.assignments, line => { log(`agent: ${line}`) })
-        opts.runner?.onMessage?.(msg)
-        reactor.message(msg, Date.now())
-      }
-    } finally {
-      clearInterval(heartbeat)
-      writer.close()
-      sessionChannel = null
-      if (session != null) {
-        session = null
-        reactor.sessionDown()
-      }
-    }
-  }
-
-  // Ends the connection loop (an event, not a flag it polls: a back-off sleep wakes at once).
-  const shutdown = new AbortController()
-  const loop = (async () => {
-    let backoff = 250
-    while (!shutdown.signal.aborted) {
-      try {
-        const coord = await findCoordinator(node, opts.mesh, 5000)
-        gate.setCoordinator(coord.toString())
-        known = { peerId: coord.toString(), addrs: (await node.peerStore.get(coord)).addresses.map(a => a.multiaddr.toString()) }
-        backoff = 250
-        await runSession(coord)
-        if (!shutdown.signal.aborted) log('agent: coordinator went away; reconnecting')
-      } catch (err) {
-        if (shutdown.signal.aborted) break
-        if (!isMeshfarmError(err) || err.code !== 'NO_COORDINATOR') log(`agent: session ended: ${errorMessage(err)}`)
-        await sleep(backoff, undefined, { signal: shutdown.signal }).catch(() => {})
-        backoff = Math.min(backoff * 2, 5000)
-      }
-    }
-  })()
 
   log(`agent: ${resources.hostname} ${node.peerId.toString()} with ${resources.slots} slots, ${resources.cores} cores, ${resources.memoryMb} MB, GPUs [${resources.gpus.map(g => g.index).join(',')}]${resources.runsAsRoot ? ' (running as root)' : ''}`)
   log(`agent: listening on ${node.getMultiaddrs().map(String).join(' ')}`)
@@ -293,23 +175,44 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
       const deadline = setTimeout(() => { reactor.stopDeadline(Date.now()) }, opts.stopGraceMs ?? 5000)
       await finished
       clearTimeout(deadline)
-      shutdown.abort()
+      link.stopReconnecting()
       // Whatever is not yet acknowledged waits on disk for the next start.
       await outbox.persistAll().catch(err => { log(`agent: cannot keep results on disk: ${errorMessage(err)}`) })
       await outbox.idle()
-      sessionChannel?.abort(new Error('agent stopping'))
-      for (const wake of waiters.splice(0)) wake()
+      link.close()
       await backend.close()
       await machine.close().catch(err => { log(`agent: ${errorMessage(err)}`) })
       await stager.close(new Set(reactor.pendingIds())).catch(err => { log(`agent: cleaning the work folder failed: ${errorMessage(err)}`) })
       await node.stop()
-      await loop.catch(() => {})
+      await link.ended
       reactor.closed()
       unlock()
     })()
     await stopping
   }
   return { node, state: () => reactor.state, isolation, reactor, drained, stop }
+}
+
+/** How this agent's tasks are kept from the mesh's keys: chosen once at start, and said in the log. */
+async function isolationFor (opts: AgentOptions, paths: AgentPaths, pool: LauncherPool | null, sharesCoordinatorState: boolean, log: (line: string) => void): Promise<Isolation> {
+  if (opts.runner != null || pool == null) {
+    log(`agent: ${opts.runner?.isolationLine ?? 'isolation: none'}`)
+    return remoteIsolation(sharesCoordinatorState, paths.home)
+  }
+  const features = await pool.features()
+  const bwrap = findBwrap()
+  const chosen = await chooseIsolation({
+    choice: opts.isolation ?? 'auto',
+    facts: { root: process.getuid?.() === 0, nativeSandbox: features.has('sandbox'), canSwitchUser: features.has('user'), bwrap: bwrap != null },
+    paths, slots: opts.resources.slots, bwrap, launcher: pool, log, sharesCoordinatorState,
+    prepare: traversable => { prepareDirs(paths, { traversable }) }
+  })
+  const { decision } = chosen
+  if (!decision.ok || chosen.isolation == null) throw new MeshfarmError('FORBIDDEN', decision.ok ? 'no isolation' : decision.message)
+  prepareDirs(paths, { traversable: traversableLayout(decision.candidate) })
+  for (const note of decision.notes) log(`agent: isolation: could not use ${note}`)
+  log(`agent: ${describeIsolation(decision.candidate, chosen.isolation.hide)}`)
+  return chosen.isolation
 }
 
 /** State folders 0700 and the files in them 0600, whatever an older version left (the cache's blobs stay 0444). */

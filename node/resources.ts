@@ -6,6 +6,7 @@ import { execFile } from 'node:child_process'
 import os from 'node:os'
 import { MeshfarmError } from '../shared/util/errors.ts'
 import type { AgentResources, GpuInfo } from '../shared/protocol/messages.ts'
+import { parseSize } from '../shared/util/units.ts'
 
 export interface ResourceOverrides {
   cores?: number
@@ -97,16 +98,11 @@ export function parseLabels (items: string[]): Record<string, string> {
   return labels
 }
 
-const MEMORY_UNITS_MB: Record<string, number> = { '': 1, k: 1 / 1024, m: 1, g: 1024, t: 1024 * 1024 }
-
-/** `--memory` value -> MB. "2048" is MB; K/M/G/T suffixes (optionally "B" or "iB") are binary units. */
+/** `--memory` value -> MB, with the one size parser: "2048" is MB; K/M/G/T suffixes (optionally "B" or "iB"). */
 export function parseMemoryFlag (text: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?)?\s*$/i.exec(text)
-  if (m == null) throw badArgument(`--memory: expected a size like 16G, 512M or 2048 (MB), got ${JSON.stringify(text)}`)
-  const unit = (m[2] ?? '').toLowerCase()
-  const mb = Math.floor(Number(m[1]) * MEMORY_UNITS_MB[unit])
-  if (mb < 1) throw badArgument(`--memory: must be at least 1 MB, got ${JSON.stringify(text)}`)
-  return mb
+  const bytes = parseSize(text, '--memory', 'M')
+  if (bytes < 2 ** 20) throw badArgument(`--memory: must be at least 1 MB, got ${JSON.stringify(text)}`)
+  return Math.floor(bytes / 2 ** 20)
 }
 
 function checkPositiveInt (value: number, flag: string): number {

@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -37,6 +37,9 @@ test('npm run bench -- --quick measures every section and writes its raw numbers
       assert.ok(Number.isFinite(row.meshfarm) && row.meshfarm > 0, `${row.measure}: ${row.meshfarm}`)
     }
     assert.match(readFileSync(join(dir, 'dispatch-curve.svg'), 'utf8'), /<polyline[^>]* points="[^"]+"/, 'the dispatch curve beside the table')
+    // The xz workload where xz is installed (Debian's xz-utils), a note saying it is missing elsewhere.
+    if (spawnSync('sh', ['-c', 'command -v xz'], { stdio: 'ignore' }).status === 0) assert.ok(json.rows.some(r => /xz -k -6 each/.test(r.measure)), 'a row for the xz workload')
+    else assert.match(output, /xz is not installed/)
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }

@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { compileAgentEnv, compileClient, compileCoordinator, compileSubmitOverrides, DEFAULTS, jobIdArg, taskArg } from '../../bin/config.ts'
+import { compileAgent, compileAgentEnv, compileClient, compileCoordinator, compileSubmitOverrides, DEFAULTS, jobIdArg, taskArg } from '../../bin/config.ts'
 import { isMeshfarmError } from '../../shared/util/errors.ts'
 import { parseDuration, parseSize, parseSizeMb, parseWholeNumber } from '../../shared/util/units.ts'
 
@@ -36,6 +36,27 @@ test('each bad coordinator flag is named', () => {
   refused(() => compileCoordinator({ listen: [], heartbeat: '1ms' }, {}), '--heartbeat')
   refused(() => compileCoordinator({ listen: [], prefetch: '-1' }, {}), '--prefetch')
   refused(() => compileCoordinator({ listen: ['tcp://0.0.0.0:7341'] }, {}), '--listen')
+})
+
+test('agent flags: compiled once (the agent and its service unit use the same), frozen, each bad one named', () => {
+  const a = compileAgent({ listen: ['/ip4/127.0.0.2/tcp/0'], cores: '4', slots: '2', memory: '16G', gpus: '0-1', label: ['rack=b'], hostname: 'lab7', isolation: 'namespace', allowRoot: true, workDir: '/scratch/mf' })
+  assert.deepEqual(JSON.parse(JSON.stringify(a)), {
+    listen: ['/ip4/127.0.0.2/tcp/0'], offer: { cores: 4, slots: 2, memoryMb: 16384, gpus: [0, 1], labels: { rack: 'b' }, hostname: 'lab7' },
+    isolation: 'namespace', allowRoot: true, workDir: '/scratch/mf'
+  })
+  assert.ok(Object.isFrozen(a) && Object.isFrozen(a.offer) && Object.isFrozen(a.offer.labels))
+  const plain = compileAgent({ listen: [], label: [] })
+  assert.deepEqual([plain.isolation, plain.allowRoot, plain.offer], ['auto', false, { labels: {} }])
+  refused(() => compileAgent({ listen: [], label: [], cores: 'all' }), '--cores')
+  refused(() => compileAgent({ listen: [], label: [], slots: '0' }), '--slots')
+  refused(() => compileAgent({ listen: [], label: [], slots: '1e12' }), '--slots')
+  refused(() => compileAgent({ listen: [], label: [], memory: 'lots' }), '--memory')
+  refused(() => compileAgent({ listen: [], label: [], gpus: 'first' }), '--gpus')
+  refused(() => compileAgent({ listen: [], label: ['rack'] }), '--label')
+  refused(() => compileAgent({ listen: [], label: [], hostname: 'two words' }), '--hostname')
+  refused(() => compileAgent({ listen: [], label: [], isolation: 'chroot' }), '--isolation')
+  refused(() => compileAgent({ listen: ['localhost:7341'], label: [] }), '--listen')
+  refused(() => compileAgent({ listen: [], label: [], workDir: ' ' }), '--work-dir')
 })
 
 test('submit flags are checked before anything reaches the coordinator', () => {
