@@ -10,7 +10,11 @@ import { DatabaseSync } from 'node:sqlite'
 export function commitCounts (coordinatorHome: string, jobId: number): number[] {
   const db = new DatabaseSync(join(coordinatorHome, 'coordinator', 'state.db'), { readOnly: true })
   try {
-    return (db.prepare('SELECT commits FROM tasks WHERE job_id = ? ORDER BY idx').all(jobId) as Array<{ commits: number }>).map(r => r.commits)
+    // A task gets a task_state row once something durable happens to it; one with no row was never committed.
+    const job = db.prepare('SELECT total FROM jobs WHERE id = ?').get(jobId) as { total: number } | undefined
+    const counts = new Array<number>(job?.total ?? 0).fill(0)
+    for (const r of db.prepare('SELECT idx, commits FROM task_state WHERE job_id = ?').all(jobId) as Array<{ idx: number, commits: number }>) counts[r.idx] = r.commits
+    return counts
   } finally {
     db.close()
   }

@@ -59,7 +59,7 @@ function coordinatorLog (): string {
 function dbState (): string {
   const db = new DatabaseSync(join(mesh.coordinatorHome, 'coordinator', 'state.db'), { readOnly: true })
   try {
-    return JSON.stringify([db.prepare('SELECT id, state FROM jobs ORDER BY id').all(), db.prepare('SELECT job_id, idx, state, commits FROM tasks ORDER BY job_id, idx').all()])
+    return JSON.stringify([db.prepare('SELECT id, state FROM jobs ORDER BY id').all(), db.prepare('SELECT job_id, idx, state, commits FROM task_state ORDER BY job_id, idx').all()])
   } finally {
     db.close()
   }
