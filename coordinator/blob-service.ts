@@ -7,7 +7,7 @@
  */
 import type { Connection, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { serveBlobStream } from '../shared/net/blob-serve.ts'
+import { bulkHosts, serveBlobStream } from '../shared/net/blob-serve.ts'
 import { bulkEngine } from '../shared/net/bulk/engine.ts'
 import { ipOf } from '../shared/net/addresses.ts'
 import type { MeshNode } from '../shared/net/mesh.ts'
@@ -35,12 +35,6 @@ export interface BlobService {
   /** Peers no longer on the access list lose their bulk tickets and transfers (called on every tick). */
   membersChanged: () => Promise<void>
   close: () => Promise<void>
-}
-
-/** The hosts the node listens on (0.0.0.0 stays a wildcard), or those it ended up with. */
-export function bulkHosts (listen: readonly string[], node: MeshNode): string[] {
-  const given = listen.map(a => ipOf(a)).filter((ip): ip is string => ip != null)
-  return given.length > 0 ? given : node.getMultiaddrs().map(a => ipOf(a)).filter((ip): ip is string => ip != null)
 }
 
 export async function startBlobService (opts: BlobServiceOptions): Promise<BlobService> {
@@ -80,8 +74,8 @@ export async function startBlobService (opts: BlobServiceOptions): Promise<BlobS
       const addrs = await node.peerStore.get(peerIdFromString(p)).then(r => r.addresses.map(a => a.multiaddr.toString()), () => [] as string[])
       if (addrs.length > 0) peers.push({ peerId: p, addrs: addrs.slice(0, 16) })
     }
+    // The manifest even with no peers yet: the asker fetches in chunks and takes up peers as they come.
     const start = spreadStart(index, chunkCount(found.size))
-    if (peers.length === 0) return { t: 'blob.sources.reply', size: found.size, start, peers }
     return { t: 'blob.sources.reply', size: found.size, start, peers, manifest: encodeManifest(await manifestFor(hash, found.size)) }
   }
 

@@ -11,16 +11,17 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { PeerId } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { encodeMessage, type Channel } from '../shared/protocol/codec.ts'
-import { INLINE_BLOB_BYTES, MAX_FRAME_BYTES, PROTOCOL_AGENT, PROTOCOL_ROSTER } from '../shared/protocol/constants.ts'
+import { INLINE_BLOB_BYTES, MAX_FRAME_BYTES, PROTOCOL_AGENT, PROTOCOL_BLOB, PROTOCOL_ROSTER } from '../shared/protocol/constants.ts'
 import { MeshfarmError, errorMessage, isMeshfarmError } from '../shared/util/errors.ts'
 import { homePaths } from '../shared/local/home.ts'
 import { identityFor, loadOrCreateIdentity } from '../shared/local/identity.ts'
-import { createMeshNode, type MeshNode } from '../shared/net/mesh.ts'
+import { createMeshNode, STREAM_LIMITS, type MeshNode } from '../shared/net/mesh.ts'
 import type { MeshConfig } from '../shared/local/mesh-config.ts'
 import type { AgentMessage, AgentResources, CoordMessage } from '../shared/protocol/messages.ts'
 import { COORD_MESSAGES } from '../shared/protocol/schema.ts'
 import { BlobStore } from '../shared/files/blob-store.ts'
-import { downloadBlob, uploadBlob } from '../shared/net/blob-protocol.ts'
+import { uploadBlob } from '../shared/net/blob-protocol.ts'
+import { BlobPeer } from './blob-peer.ts'
 import { findCoordinator, serveRoster, type CoordinatorAddress } from '../shared/net/discovery.ts'
 import { SerialWriter } from '../shared/net/serial-writer.ts'
 import { openChannel } from '../shared/net/rpc.ts'
@@ -136,6 +137,11 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
     allowInbound: peer => gate.allows(peer.toString())
   })
 
+  // Peers fetch the chunks of shared inputs this agent holds or is fetching (blob-peer.ts).
+  const blobPeer = new BlobPeer({ node, cache, admits: peer => gate.allows(peer), listen: opts.listen, log })
+  await blobPeer.start()
+  await node.handle(PROTOCOL_BLOB, blobPeer.handler, STREAM_LIMITS.blob)
+
   /** Brings a blob into the cache; while the coordinator is away (restarting, say), waits and tries again. */
   const fetch = async (hash: string, signal: AbortSignal): Promise<void> => {
     let backoff = 250
@@ -150,7 +156,7 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
       if (s == null) continue
       const tmp = cache.downloadPath(hash)
       try {
-        await downloadBlob(node, s.coordinator, hash, tmp, (await stat(tmp).catch(() => null))?.size ?? 0)
+        await blobPeer.fetch(s.coordinator, hash, tmp, signal)
         await cache.adopt(hash, tmp)
         return
       } catch (err) {
@@ -283,6 +289,7 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
       await backend.close()
       await machine.close().catch(err => { log(`agent: ${errorMessage(err)}`) })
       await stager.close(new Set(reactor.pendingIds())).catch(err => { log(`agent: cleaning the work folder failed: ${errorMessage(err)}`) })
+      await blobPeer.close()
       await node.stop()
       await loop.catch(() => {})
       reactor.closed()

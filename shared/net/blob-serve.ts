@@ -13,6 +13,8 @@ import type { BlobStore } from '../files/blob-store.ts'
 import { rm } from 'node:fs/promises'
 import type { BulkEngine } from './bulk/engine.ts'
 import { BULK_MIN_BYTES, rawBytes } from './blob-protocol.ts'
+import { ipOf } from './addresses.ts'
+import type { MeshNode } from './mesh.ts'
 
 /** Control frames of the blob protocol are a few hundred bytes: nothing larger is read. */
 const BLOB_FRAME_BYTES = 4096
@@ -42,6 +44,12 @@ export interface BlobServeOptions {
   /** The bulk worker, listening: large transfers get a one-time ticket instead of bytes on the stream. */
   bulk?: BulkEngine | null
   onServed?: (peer: string, hash: string, bytes: number) => void
+}
+
+/** The hosts the node listens on (0.0.0.0 stays a wildcard), or those it ended up with. */
+export function bulkHosts (listen: readonly string[], node: MeshNode): string[] {
+  const given = listen.map(a => ipOf(a)).filter((ip): ip is string => ip != null)
+  return given.length > 0 ? given : node.getMultiaddrs().map(a => ipOf(a)).filter((ip): ip is string => ip != null)
 }
 
 export interface RemotePeer {
