@@ -15,6 +15,7 @@ import { fmt } from './stats.ts'
 import { markdownTable, type Row } from './report.ts'
 import { farmSection, dispatchSection, shortTasksSection } from './farm.ts'
 import { stagingSection } from './staging.ts'
+import { spreadSection } from './spread.ts'
 import { scaleSection, recoverySection } from './scale.ts'
 
 export interface BenchContext {
@@ -32,6 +33,7 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<void>> = {
   dispatch: dispatchSection,
   short: shortTasksSection,
   staging: stagingSection,
+  spread: spreadSection,
   scale: scaleSection,
   recovery: recoverySection
 }

@@ -7,7 +7,7 @@
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { stat } from 'node:fs/promises'
 import type { BlobStore } from '../shared/files/blob-store.ts'
-import { doneBitmap } from '../shared/files/chunk-plan.ts'
+import { comingBitmap, doneBitmap } from '../shared/files/chunk-plan.ts'
 import { askBlob, downloadBlob } from '../shared/net/blob-protocol.ts'
 import { bulkHosts, serveBlobStream, type Located } from '../shared/net/blob-serve.ts'
 import { bulkEngine, type BulkEngine } from '../shared/net/bulk/engine.ts'
@@ -82,7 +82,7 @@ export class BlobPeer {
         if (cached != null) return { t: 'blob.have.reply', size: cached.size, complete: true, chunks: new Uint8Array(0) }
         const d = this.downloads.get(hash)
         if (d == null) throw new MeshfarmError('NOT_FOUND', `no blob ${hash.slice(0, 12)} here`)
-        return { t: 'blob.have.reply', size: d.size, complete: false, chunks: doneBitmap(d.plan) }
+        return { t: 'blob.have.reply', size: d.size, complete: false, chunks: doneBitmap(d.plan), coming: comingBitmap(d.plan) }
       }
     })
   }

@@ -13,6 +13,8 @@ export interface ChunkSource {
   id: string
   /** Chunks it can serve now: one bit per chunk (bit i of byte i >> 3), or all of them. */
   have: Uint8Array | 'all'
+  /** Chunks it is fetching from the coordinator now (soon to be had: nobody else need take them from there). */
+  coming?: Uint8Array
   /** Fetches from it in flight. */
   busy: number
   /** Failures in a row. */
@@ -54,6 +56,13 @@ export function doneBitmap (plan: ChunkPlan): Uint8Array {
   return bits
 }
 
+/** The bitmap of chunks on their way from the coordinator. */
+export function comingBitmap (plan: ChunkPlan): Uint8Array {
+  const bits = new Uint8Array(Math.ceil(plan.count / 8))
+  for (const [i, from] of plan.inflight) if (from === COORDINATOR) bits[i >> 3] |= 1 << (i & 7)
+  return bits
+}
+
 export function newPlan (count: number, start: number): ChunkPlan {
   return { count, done: new Uint8Array(count), inflight: new Map(), start: count > 0 ? ((start % count) + count) % count : 0 }
 }
@@ -86,19 +95,15 @@ export function nextFetches (plan: ChunkPlan, sources: readonly ChunkSource[], n
     }
   }
   if (coordinator == null) return picks
-  // The coordinator: chunks no usable peer holds, from this asker's start.
-  const heldByPeer = (i: number): boolean => peers.some(p => hasChunk(p.have, i))
+  // The coordinator: chunks no usable peer holds or is fetching from it, from this asker's start. When every
+  // missing chunk is on its way to some peer, this asker waits for them rather than take a second copy.
+  const onPeer = (i: number): boolean => peers.some(p => hasChunk(p.have, i) || (p.coming != null && hasChunk(p.coming, i)))
   while (inflight < limits.total && coordinator.busy + picks.filter(x => x.source === COORDINATOR).length < limits.perCoordinator) {
-    const chunk = firstFrom(plan.count, plan.start, i => free(i) && !heldByPeer(i))
+    const chunk = firstFrom(plan.count, plan.start, i => free(i) && !onPeer(i))
     if (chunk == null) break
     picks.push({ chunk, source: COORDINATOR })
     taken.add(chunk)
     inflight++
-  }
-  // Nothing is in flight at all and every usable peer is resting or busy elsewhere: the coordinator sends it.
-  if (inflight === 0 && coordinator.busy < limits.perCoordinator) {
-    const chunk = firstFrom(plan.count, plan.start, free)
-    if (chunk != null) picks.push({ chunk, source: COORDINATOR })
   }
   return picks
 }

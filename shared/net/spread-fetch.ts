@@ -124,7 +124,7 @@ export async function fetchSpread (deps: SpreadDeps, hash: string, first: Source
       signal?.throwIfAborted()
       if (failure != null) throw failure
       const now = Date.now()
-      if (now - lastSources >= refreshMs * 5) {
+      if (now - lastSources >= refreshMs * 3) {
         lastSources = now
         await askSources().then(addPeers, err => { deps.log(`spread: asking the coordinator for sources: ${errorMessage(err)}`) })
       }
@@ -134,6 +134,7 @@ export async function fetchSpread (deps: SpreadDeps, hash: string, first: Source
           try {
             const r = await askBlob(deps.node, peerIds.get(s.id)!, { t: 'blob.have', hash }, 'blob.have.reply', AbortSignal.timeout(5000))
             s.have = r.complete ? 'all' : r.chunks
+            s.coming = r.coming
           } catch (err) {
             sourceFailed(s, Date.now(), false)
             if (s.failures === 1) deps.log(`spread: peer ${s.id.slice(-8)} does not answer (${errorMessage(err)}); fetched elsewhere`)

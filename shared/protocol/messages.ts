@@ -153,14 +153,14 @@ export const BLOB_REPLIES = {
   'blob.stored': msg('blob.stored', { hash: Hash }),
   'blob.error': msg('blob.error', { code: ShortText, message: Text }),
   /**
-   * Peers to fetch chunks from (none: take it from the coordinator), where in the blob this asker starts, and the
-   * chunk manifest (shared/files/manifest.ts) whenever there are peers: every chunk from a peer is checked with it.
+   * Peers to fetch chunks from, where in the blob this asker starts, and the chunk manifest
+   * (shared/files/manifest.ts) when the blob is spread (without one: fetch it whole from the coordinator).
    */
   'blob.sources.reply': msg('blob.sources.reply', {
     size: Millis, start: Count, peers: T.Array(BlobPeer, { maxItems: 64 }), manifest: T.Optional(T.Uint8Array({ maxByteLength: 20 + 4096 * 32 }))
   }),
-  /** One bit per chunk (bit i of byte i >> 3, lowest first), or `complete`. */
-  'blob.have.reply': msg('blob.have.reply', { size: Millis, complete: T.Boolean(), chunks: T.Uint8Array({ maxByteLength: 512 }) })
+  /** One bit per chunk held (bit i of byte i >> 3, lowest first), or `complete`; `coming`: those on their way. */
+  'blob.have.reply': msg('blob.have.reply', { size: Millis, complete: T.Boolean(), chunks: T.Uint8Array({ maxByteLength: 512 }), coming: T.Optional(T.Uint8Array({ maxByteLength: 512 })) })
 }
 
 // ---- roster (PROTOCOL_ROSTER): any peer tells who the coordinator is ----

@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  COORDINATOR, chunkDone, doneBitmap, fetchEnded, fetchStarted, hasChunk, isComplete, newPlan, nextFetches, sourceFailed,
+  COORDINATOR, chunkDone, comingBitmap, doneBitmap, fetchEnded, fetchStarted, hasChunk, isComplete, newPlan, nextFetches, sourceFailed,
   type ChunkPlan, type ChunkSource
 } from '../../shared/files/chunk-plan.ts'
 
@@ -92,4 +92,17 @@ test('a resting peer is not asked; the limits hold; the bitmap says what is done
   chunkDone(plan, src('a'), 0)
   chunkDone(plan, src('a'), 9)
   assert.deepEqual([...doneBitmap(plan)], [1, 2, 0])
+})
+
+test('a chunk on its way from the coordinator to a peer is not taken from the coordinator a second time', () => {
+  const plan = newPlan(4, 0)
+  const peer = { ...src('p', bits(4, [])), coming: bits(4, [0, 1]) }
+  const picks = nextFetches(plan, [src(COORDINATOR), peer], 0, LIMITS)
+  assert.deepEqual(picks, [{ chunk: 2, source: COORDINATOR }, { chunk: 3, source: COORDINATOR }])
+  for (const p of picks) fetchStarted(plan, src(COORDINATOR), p.chunk)
+  assert.deepEqual([...comingBitmap(plan)], [0b1100])
+  // Once the peer has them, they come from the peer.
+  peer.have = bits(4, [0, 1])
+  peer.coming = bits(4, [])
+  assert.deepEqual(nextFetches(plan, [{ ...src(COORDINATOR), busy: 2 }, peer], 0, LIMITS).map(p => p.source), ['p', 'p'])
 })
