@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { startLocalMesh, type LocalAgentSpec, type LocalMesh } from '../bin/local-mesh.ts'
-import { TSX_LOADER } from '../bin/processes.ts'
+import { TS_ARGS } from '../bin/processes.ts'
 import { connect, type MeshClient, type SubmitProgress } from '../shared/client/client.ts'
 import type { ParsedJob, ParsedTask } from '../shared/client/spec.ts'
 import { since } from './stats.ts'
@@ -75,7 +75,7 @@ export async function startSimAgents (mesh: LocalMesh, count: number, slots: num
   const homes: string[] = []
   for (let i = 0; i < count; i++) homes.push(await mesh.newHome(`${name}-${i}`, { roles: ['agent'] }))
   const entry = fileURLToPath(new URL('./sim-agents.ts', import.meta.url))
-  const child = spawn(process.execPath, ['--import', TSX_LOADER, entry, '--slots', String(slots), ...homes], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawn(process.execPath, [...TS_ARGS, entry, '--slots', String(slots), ...homes], { stdio: ['ignore', 'pipe', 'inherit'] })
   const connected = new Promise<void>((resolve, reject) => {
     let out = ''
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('connected')) resolve() })

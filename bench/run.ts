@@ -17,6 +17,8 @@ import { farmSection, dispatchSection, shortTasksSection } from './farm.ts'
 import { stagingSection } from './staging.ts'
 import { spreadSection } from './spread.ts'
 import { scaleSection, recoverySection } from './scale.ts'
+import { slurmSection } from './slurm.ts'
+import { workloadSection } from './workload.ts'
 
 export interface BenchContext {
   quick: boolean
@@ -34,8 +36,10 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<void>> = {
   short: shortTasksSection,
   staging: stagingSection,
   spread: spreadSection,
+  workload: workloadSection,
   scale: scaleSection,
-  recovery: recoverySection
+  recovery: recoverySection,
+  slurm: slurmSection
 }
 
 const { values } = parseArgs({

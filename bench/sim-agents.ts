@@ -3,7 +3,7 @@
  * real agent protocol) that reports every task it is given as done at once, without running anything. With
  * them the benchmark measures what the coordinator adds per task, and holds 100 agents in one process.
  *
- *   node --import tsx bench/sim-agents.ts --slots 64 HOME...
+ *   node bench/sim-agents.ts --slots 64 HOME...
  *
  * Prints `sim-agents: N connected` once every agent holds a session; reconnects when the coordinator returns.
  */

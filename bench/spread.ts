@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url'
 import { join } from 'node:path'
 import type { BenchContext } from './run.ts'
 import { startLocalMesh, type LocalMesh } from '../bin/local-mesh.ts'
-import { TSX_LOADER } from '../bin/processes.ts'
+import { TS_ARGS } from '../bin/processes.ts'
 import { summarize } from './stats.ts'
 
 const AGENTS = 8
@@ -101,7 +101,7 @@ async function startLan (dir: string, spread: boolean): Promise<LocalMesh> {
 function runSpreadJob (mesh: LocalMesh, file: string, agents: number[]): { seconds: number, coordinatorSent: number } {
   const entry = fileURLToPath(new URL('./spread-client.ts', import.meta.url))
   const before = txBytes(COORD_NS)
-  const out = execFileSync('ip', ['netns', 'exec', COORD_NS, process.execPath, '--import', TSX_LOADER, entry, mesh.clientHome, file, agents.map(i => `a${i}`).join(',')], { encoding: 'utf8', timeout: 600_000 })
+  const out = execFileSync('ip', ['netns', 'exec', COORD_NS, process.execPath, ...TS_ARGS, entry, mesh.clientHome, file, agents.map(i => `a${i}`).join(',')], { encoding: 'utf8', timeout: 600_000 })
   const t = JSON.parse(out.trim().split('\n').pop()!) as { submitS: number, totalS: number }
   return { seconds: t.totalS - t.submitS, coordinatorSent: txBytes(COORD_NS) - before }
 }

@@ -7,6 +7,8 @@
 import { MeshfarmError } from '../shared/util/errors.ts'
 import { parseDuration, parseSizeMb, parseWholeNumber } from '../shared/util/units.ts'
 import type { SpecDefaults } from '../shared/client/spec.ts'
+import { parseIsolationFlag, type IsolationChoice } from '../node/isolation.ts'
+import { parseGpuList, parseLabels, parseMemoryFlag } from '../node/resources.ts'
 import type { ResultLayout } from '../shared/protocol/data.ts'
 
 /** Every default, in one place. */
@@ -156,6 +158,68 @@ function checkLayout (v: string): ResultLayout {
 export function compileClient (env: Env): { readonly discoveryMs: number } {
   const raw = env.MESHFARM_DISCOVERY_MS
   return Object.freeze({ discoveryMs: raw != null ? parseWholeNumber(raw, 'MESHFARM_DISCOVERY_MS', 100, 3_600_000) : DEFAULTS.discoveryMs })
+}
+
+/** What the agent takes from its environment: which task launcher, which compiler builds it, where bubblewrap is,
+ * whether to look for GPUs. Read here once; the agent gets the result. */
+export interface AgentEnvSettings {
+  /** MESHFARM_LAUNCHER=js: the Node launcher even where a C compiler could build the native one. */
+  readonly launcher: 'auto' | 'js'
+  /** CC: the C compiler for the native launcher. */
+  readonly cc: string
+  /** MESHFARM_GPU_DETECT=0: no GPU discovery; only what --gpus declares. */
+  readonly detectGpus: boolean
+}
+
+export function compileAgentEnv (env: Env): AgentEnvSettings {
+  const launcher = env.MESHFARM_LAUNCHER ?? 'auto'
+  if (launcher !== 'auto' && launcher !== 'js' && launcher !== 'native') throw bad(`MESHFARM_LAUNCHER: must be js or native, got ${JSON.stringify(launcher.slice(0, 40))}`)
+  const gpu = env.MESHFARM_GPU_DETECT ?? '1'
+  if (gpu !== '0' && gpu !== '1') throw bad(`MESHFARM_GPU_DETECT: must be 0 or 1, got ${JSON.stringify(gpu.slice(0, 40))}`)
+  return Object.freeze({ launcher: launcher === 'js' ? 'js' : 'auto', cc: env.CC != null && env.CC !== '' ? env.CC : 'cc', detectGpus: gpu === '1' })
+}
+
+/** The agent's flags as the command line gives them (bin/commands/services.ts, agent-service.ts). */
+export interface AgentFlagValues {
+  listen: string[]
+  cores?: string
+  memory?: string
+  gpus?: string
+  slots?: string
+  label: string[]
+  hostname?: string
+  allowRoot?: boolean
+  isolation?: string
+  workDir?: string
+}
+
+/** The agent's flags compiled: what it offers (overriding what it detects), where it listens, how it isolates. */
+export interface AgentSettings {
+  readonly listen: readonly string[]
+  readonly offer: Readonly<{ cores?: number, slots?: number, memoryMb?: number, gpus?: readonly number[], labels: Readonly<Record<string, string>>, hostname?: string }>
+  readonly isolation: IsolationChoice
+  readonly allowRoot: boolean
+  readonly workDir?: string
+}
+
+export function compileAgent (f: AgentFlagValues): AgentSettings {
+  if (f.hostname != null && (f.hostname.trim() === '' || /[\s\u0000-\u001f]/.test(f.hostname))) throw bad(`--hostname: must be a host name without spaces, got ${JSON.stringify(f.hostname)}`)
+  if (f.workDir != null && f.workDir.trim() === '') throw bad('--work-dir: must name a folder')
+  const offer = {
+    ...(f.cores != null ? { cores: parseWholeNumber(f.cores, '--cores', 1, 4096) } : {}),
+    ...(f.slots != null ? { slots: parseWholeNumber(f.slots, '--slots', 1, 4096) } : {}),
+    ...(f.memory != null ? { memoryMb: parseMemoryFlag(f.memory) } : {}),
+    ...(f.gpus != null ? { gpus: Object.freeze(parseGpuList(f.gpus)) } : {}),
+    labels: Object.freeze(parseLabels(f.label)),
+    ...(f.hostname != null ? { hostname: f.hostname } : {})
+  }
+  return Object.freeze({
+    listen: Object.freeze(checkAddrs(f.listen, '--listen')),
+    offer: Object.freeze(offer),
+    isolation: parseIsolationFlag(f.isolation ?? 'auto'),
+    allowRoot: f.allowRoot === true,
+    ...(f.workDir != null ? { workDir: f.workDir } : {})
+  })
 }
 
 /** A job id argument. */

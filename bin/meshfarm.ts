@@ -22,6 +22,7 @@ import { parseWholeNumber } from '../shared/util/units.ts'
 import { printJson } from './output.ts'
 import { parallelCommand } from './commands/parallel.ts'
 import { harvestCommands } from './commands/harvest.ts'
+import { bridgeCommands } from './commands/bridge.ts'
 import { bashCompletion, zshCompletion } from './completion.ts'
 import { colourEnabled, colours } from './colour.ts'
 
@@ -49,6 +50,7 @@ export function buildProgram (): Command {
   parallelCommand(ctx)
   dashboardCommands(ctx)
   harvestCommands(ctx)
+  bridgeCommands(ctx)
 
   program.command('ping')
     .description('check that the coordinator answers')

@@ -1,6 +1,6 @@
 /**
  * Starting meshfarm processes (coordinator, agents) as children: used by the demo, the tests, the benchmark
- * and the chaos soak. Each child runs with the project's Node and tsx and its own state folder.
+ * and the chaos soak. Each child runs with the project's Node (which runs the TypeScript as it is) and its own state folder.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createWriteStream } from 'node:fs'
@@ -9,7 +9,8 @@ import { createServer } from 'node:net'
 import { MeshfarmError } from '../shared/util/errors.ts'
 
 export const CLI_ENTRY = fileURLToPath(new URL('./meshfarm.ts', import.meta.url))
-export const TSX_LOADER = fileURLToPath(new URL('../node_modules/tsx/dist/loader.mjs', import.meta.url))
+/** Node 24 runs meshfarm's TypeScript as it is (erasable syntax only: types are stripped, nothing compiled). */
+export const TS_ARGS: readonly string[] = []
 
 export interface MeshProcess {
   child: ChildProcess
@@ -24,7 +25,7 @@ export interface MeshProcess {
 
 export function startMeshfarm (args: string[], opts: { home: string, env?: NodeJS.ProcessEnv, logFile?: string, uid?: number, gid?: number, wrap?: string[] }): MeshProcess {
   // `wrap` runs it through another command first (tests: `ip netns exec <host>`, a host of a simulated LAN).
-  const argv = [process.execPath, '--import', TSX_LOADER, CLI_ENTRY, '--home', opts.home, ...args]
+  const argv = [process.execPath, ...TS_ARGS, CLI_ENTRY, '--home', opts.home, ...args]
   const command = [...(opts.wrap ?? []), ...argv]
   const child = spawn(command[0], command.slice(1), {
     env: { ...process.env, ...opts.env },

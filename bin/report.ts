@@ -2,7 +2,7 @@
  * `report`: a finished job's summary (durations, per-host throughput and utilisation, failures) and its
  * timeline as SVG and PNG, from a results folder. `meshfarm report JOB` (bin/commands/dashboard.ts) calls
  * `reportCommand` with records fetched from the coordinator instead.
- *   node --import tsx bin/report.ts RESULTS_DIR [--out DIR] [--json]
+ *   node bin/report.ts RESULTS_DIR [--out DIR] [--json]
  */
 import { pathToFileURL } from 'node:url'
 import { Command } from 'commander'

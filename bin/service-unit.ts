@@ -15,7 +15,7 @@ export const UNIT_NAME = 'meshfarm-agent.service'
 
 export interface UnitOptions {
   mode: 'user' | 'system'
-  /** bin/meshfarm (the wrapper that finds Node 24 and tsx), absolute. */
+  /** bin/meshfarm (the wrapper that finds Node 24), absolute. */
   executable: string
   /** The agent's flags (--cores 8, --label gpu=a100, ...) as the user gave them. */
   agentArgs: string[]

@@ -105,6 +105,7 @@ export function schedView (agent: AgentRuntime, held: Iterable<{ cores: number, 
     freeCores: cores,
     freeMemoryMb: memory,
     freeGpus: [...gpus].sort((x, y) => x - y),
-    maxTaskMs: r.maxTaskMs
+    maxTaskMs: r.maxTaskMs,
+    ...(r.backend != null && r.backend !== 'local' ? { spill: true } : {})
   }
 }

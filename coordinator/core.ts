@@ -10,16 +10,16 @@
  * time throws no finished work away. The first valid result commits; the task's other attempts are fenced.
  */
 import type { AgentResources, AgentStatus, AttemptResult, CoordMessage, Failure, JobHeader, TaskSpec } from '../shared/protocol/messages.ts'
-import { TERMINAL_STATES } from '../shared/protocol/data.ts'
 import type { MeshEvent } from '../shared/protocol/events.ts'
 import { MeshfarmError } from '../shared/util/errors.ts'
 import { schedule, type OwnerQueue, type SchedTask } from './scheduler.ts'
 import { constraintKey, type Store } from './store.ts'
 import { TaskTable, emptyCounts, shapeKey, type JobRuntime } from './job-table.ts'
 import { schedView, type AgentRuntime } from './agent-registry.ts'
-import { addAttempt, attemptsOf, removeAttempt, runningCores, taskKey, type Attempt, type CoreOptions, type CoreState } from './core-state.ts'
+import { addAttempt, attemptsOf, runningCores, taskKey, type Attempt, type CoreOptions, type CoreState } from './core-state.ts'
 import { recoverState } from './recovery.ts'
 import { perAgentLimits } from './job-limits.ts'
+import { backlogFor, isBridge } from './backlog.ts'
 import { TaskLedger } from './task-ledger.ts'
 import * as queries from './queries.ts'
 
@@ -37,6 +37,8 @@ export class CoordinatorCore {
   private readonly opts: CoreOptions
   private s: CoreState
   private readonly ledger: TaskLedger
+  /** The last coord.backlog sent to each bridge (sent again only when it changes, and on a new session). */
+  private readonly backlogSent = new Map<string, string>()
 
   constructor (store: Store, comm: CoordinatorComm, opts: CoreOptions, now: number) {
     this.store = store
@@ -87,6 +89,7 @@ export class CoordinatorCore {
   onAgentHello (agentId: string, resources: AgentResources, running: number[], pending: number[], draining: boolean, addrs: string[], now: number, status?: AgentStatus, crashed: number[] = []): void {
     const agent = this.s.agents.ensure(agentId, resources.hostname, now)
     agent.resources = resources
+    this.backlogSent.delete(agentId)
     agent.addrs = addrs
     agent.status = status
     agent.connected = true
@@ -269,7 +272,20 @@ export class CoordinatorCore {
       list.push({ attemptId: a.id, jobId, index, task: this.store.taskSpec(jobId, index), shared: job.header.shared, gpuIds: p.gpuIds, cores: p.cores, owner: this.ledger.name(job.owner) })
     }
     for (const [agentId, assignments] of byAgent) this.comm.send(agentId, { t: 'coord.assign', assignments })
+    this.sendBacklogs()
     return placements.length
+  }
+
+  /** Bridges hear of the tasks this pass left waiting that they could take, when that changed (backlog.ts). */
+  private sendBacklogs (): void {
+    for (const agent of this.s.agents.accepting()) {
+      if (!isBridge(agent.resources)) continue
+      const backlog = backlogFor(this.queuedTasks([...this.s.jobs.values()].filter(j => !j.held).sort((x, y) => x.id - y.id)), agent.resources.labels)
+      const key = JSON.stringify(backlog)
+      if (this.backlogSent.get(agent.id) === key) continue
+      this.backlogSent.set(agent.id, key)
+      this.comm.send(agent.id, { t: 'coord.backlog', ...backlog })
+    }
   }
 
   /**

@@ -11,6 +11,8 @@
  * a blocked big task never holds up the small ones behind it. Affinity keys bind to the first agent chosen.
  * A job may cap how many of its tasks one agent holds at once (`limits`, by the tasks' `group`): an agent at its
  * cap is skipped for that job's tasks as if it were full, and other jobs' tasks still go there.
+ * A batch-system bridge (`spill`) comes after every lab agent that fits and has an idle slot, and before a place
+ * in a busy lab agent's queue: the cluster takes the overflow.
  */
 
 export interface SchedAgent {
@@ -30,6 +32,8 @@ export interface SchedAgent {
    * so short tasks start without a round trip); an idle slot is taken before a place in a busy agent's queue.
    */
   idleSlots?: number
+  /** A batch-system bridge: it gets a task only when no fitting lab agent has an idle slot for it. */
+  spill?: boolean
 }
 
 export interface SchedTask {
@@ -81,6 +85,11 @@ export function fits (agent: SchedAgent, task: SchedTask): boolean {
 }
 
 function better (a: SchedAgent, b: SchedAgent, task: SchedTask): boolean {
+  // A bridge comes after a lab agent with an idle slot, and before a place in a busy lab agent's queue.
+  if ((a.spill === true) !== (b.spill === true)) {
+    const lab = a.spill === true ? b : a
+    return ((lab.idleSlots ?? lab.freeSlots) > 0) === (lab === a)
+  }
   const aIdle = (a.idleSlots ?? a.freeSlots) > 0
   const bIdle = (b.idleSlots ?? b.freeSlots) > 0
   if (aIdle !== bIdle) return aIdle

@@ -94,7 +94,7 @@ export class AgentIO implements AgentComm {
       backend.start({
         attemptId: id, jobId: a.jobId, index: a.index, commands: a.task.commands, env: a.task.env,
         taskDir: taskDir(paths, id), jobDir: jobDir(paths, a.jobId), stdoutPath: cap.stdout, stderrPath: cap.stderr,
-        timeoutMs: a.task.timeoutMs, cores: a.cores, memoryMb: a.task.memoryMb, gpuIds: a.gpuIds, slot
+        timeoutMs: a.task.timeoutMs, cores: a.cores, memoryMb: a.task.memoryMb, gpuIds: a.gpuIds, slot, assignment: a
       }, () => { this.reactor.taskStarted(id) })
       return await backend.wait(id)
     })().catch((err): TaskOutcome => {

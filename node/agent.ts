@@ -6,28 +6,21 @@
  */
 import { chmodSync, existsSync, readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { rm, stat } from 'node:fs/promises'
-import { setTimeout as sleep } from 'node:timers/promises'
-import type { PeerId } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { encodeMessage, type Channel } from '../shared/protocol/codec.ts'
-import { INLINE_BLOB_BYTES, MAX_FRAME_BYTES, PROTOCOL_AGENT, PROTOCOL_BLOB, PROTOCOL_ROSTER } from '../shared/protocol/constants.ts'
-import { MeshfarmError, errorMessage, isMeshfarmError } from '../shared/util/errors.ts'
+import { INLINE_BLOB_BYTES, PROTOCOL_BLOB, PROTOCOL_ROSTER } from '../shared/protocol/constants.ts'
+import { MeshfarmError, errorMessage } from '../shared/util/errors.ts'
 import { homePaths } from '../shared/local/home.ts'
 import { identityFor, loadOrCreateIdentity } from '../shared/local/identity.ts'
 import { createMeshNode, STREAM_LIMITS, type MeshNode } from '../shared/net/mesh.ts'
 import type { MeshConfig } from '../shared/local/mesh-config.ts'
-import type { AgentMessage, AgentResources, CoordMessage } from '../shared/protocol/messages.ts'
-import { COORD_MESSAGES } from '../shared/protocol/schema.ts'
+import type { AgentResources } from '../shared/protocol/messages.ts'
 import { BlobStore } from '../shared/files/blob-store.ts'
-import { uploadBlob } from '../shared/net/blob-protocol.ts'
-import { BlobPeer } from './blob-peer.ts'
-import { findCoordinator, serveRoster, type CoordinatorAddress } from '../shared/net/discovery.ts'
-import { SerialWriter } from '../shared/net/serial-writer.ts'
-import { openChannel } from '../shared/net/rpc.ts'
+import { serveRoster } from '../shared/net/discovery.ts'
 import { AgentReactor, type AgentLifecycle } from './reactor.ts'
-import { AgentIO, type Session } from './agent-io.ts'
-import { checkAssignments } from './assignment-check.ts'
+import { AgentIO } from './agent-io.ts'
+import { CoordinatorLink } from './coordinator-link.ts'
+import { fetchBlob } from './blob-fetch.ts'
+import { BlobPeer } from './blob-peer.ts'
 import { Outbox } from './outbox.ts'
 import { Stager } from './staging.ts'
 import { MemberGate } from './gate.ts'
@@ -42,7 +35,8 @@ import { chooseIsolation, traversableLayout } from './isolation-probe.ts'
 import { entryId } from './results.ts'
 import { agentPaths, checkWorkDir, prepareDirs, realHome, type AgentPaths } from './work-dir.ts'
 import { findBwrap } from './bwrap.ts'
-import { DEFAULT_MACHINE, openMachine, type MachineSettings } from './harvest/agent-harvest.ts'
+import { remoteIsolation, type RemoteRunner } from './backend/remote.ts'
+import { DEFAULT_MACHINE, openMachine, type Machine, type MachineSettings } from './harvest/agent-harvest.ts'
 
 export type { AgentLifecycle } from './reactor.ts'
 
@@ -62,6 +56,10 @@ export interface AgentOptions {
   machine?: MachineSettings
   /** Replaces the machine's task hooks (tests). */
   hooks?: LocalTaskHooks
+  /** Tasks run elsewhere (a Slurm bridge): this backend instead of the local launchers and their sandbox. */
+  runner?: RemoteRunner
+  /** 'js': the Node launcher even where the native one could be built (MESHFARM_LAUNCHER=js); cc builds it. */
+  launcher?: { kind: 'auto' | 'js', cc: string }
   log?: (line: string) => void
 }
 
@@ -93,32 +91,21 @@ export async function startAgent (opts: AgentOptions): Promise<AgentService> {
   prepareDirs(paths, { traversable: false })
   tightenState(paths)
   const unlock = lockAgentDir(paths.state)
-  const pool = new LauncherPool(LauncherPool.sizeFor(opts.resources.slots, opts.resources.cores), nativeLauncher(paths.bin, log) ?? NODE_LAUNCHER)
+  const native = opts.runner != null || opts.launcher?.kind === 'js' ? null : nativeLauncher(paths.bin, log, opts.launcher?.cc)
+  const pool = opts.runner != null ? null : new LauncherPool(LauncherPool.sizeFor(opts.resources.slots, opts.resources.cores), native ?? NODE_LAUNCHER)
   try {
     return await startWithLock(opts, log, paths, pool, unlock)
   } catch (err) {
-    await pool.close()
+    await pool?.close()
     unlock()
     throw err
   }
 }
 
-async function startWithLock (opts: AgentOptions, log: (line: string) => void, paths: AgentPaths, pool: LauncherPool, unlock: () => void): Promise<AgentService> {
-  const features = await pool.features()
-  const root = process.getuid?.() === 0
+async function startWithLock (opts: AgentOptions, log: (line: string) => void, paths: AgentPaths, pool: LauncherPool | null, unlock: () => void): Promise<AgentService> {
   const own = peerIdFromPrivateKey(await loadOrCreateIdentity(paths.home)).toString()
-  const bwrap = findBwrap()
-  const { decision, isolation } = await chooseIsolation({
-    choice: opts.isolation ?? 'auto',
-    facts: { root, nativeSandbox: features.has('sandbox'), canSwitchUser: features.has('user'), bwrap: bwrap != null },
-    paths, slots: opts.resources.slots, bwrap, launcher: pool, log,
-    sharesCoordinatorState: opts.mesh.coordinator === own || existsSync(homePaths(paths.home).coordinatorDir),
-    prepare: traversable => { prepareDirs(paths, { traversable }) }
-  })
-  if (!decision.ok || isolation == null) throw new MeshfarmError('FORBIDDEN', decision.ok ? 'no isolation' : decision.message)
-  prepareDirs(paths, { traversable: traversableLayout(decision.candidate) })
-  for (const note of decision.notes) log(`agent: isolation: could not use ${note}`)
-  log(`agent: ${describeIsolation(decision.candidate, isolation.hide)}`)
+  const sharesCoordinatorState = opts.mesh.coordinator === own || existsSync(homePaths(paths.home).coordinatorDir)
+  const isolation = await isolationFor(opts, paths, pool, sharesCoordinatorState, log)
   const resources: AgentResources = { ...opts.resources, isolation: isolation.mode }
 
   const cache = new BlobStore(paths.cache)
@@ -127,65 +114,40 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
   if (broken > 0) log(`agent: ${broken} unreadable result file(s) from before the restart were removed`)
   if (entries.length > 0) log(`agent: ${entries.length} finished result(s) from before the restart wait for delivery`)
 
-  type Live = Session & { coordinator: PeerId }
-  let session: Live | null = null
-  let sessionChannel: Channel<CoordMessage, AgentMessage> | null = null
-  const waiters: Array<() => void> = []
   const gate = new MemberGate(join(paths.state, 'members.json'), opts.mesh.coordinator)
   const node = await createMeshNode({
     mesh: opts.mesh, listen: opts.listen, log, privateKey: await identityFor(opts.mesh.home, opts.mesh.coordinator, 'agent'),
     allowInbound: peer => gate.allows(peer.toString())
   })
-
   // Peers fetch the chunks of shared inputs this agent holds or is fetching (blob-peer.ts).
   const blobPeer = new BlobPeer({ node, cache, admits: peer => gate.allows(peer), listen: opts.listen, log })
   await blobPeer.start()
   await node.handle(PROTOCOL_BLOB, blobPeer.handler, STREAM_LIMITS.blob)
 
-  /** Brings a blob into the cache; while the coordinator is away (restarting, say), waits and tries again. */
+  // Downloads wait for a session of the link, which is made below, once the reactor exists to run it.
   const fetch = async (hash: string, signal: AbortSignal): Promise<void> => {
-    let backoff = 250
-    let mismatches = 0
-    while (true) {
-      signal.throwIfAborted()
-      const s = session ?? await new Promise<Live | null>((resolve, reject) => {
-        const onAbort = (): void => { reject(signal.reason) }
-        signal.addEventListener('abort', onAbort, { once: true })
-        waiters.push(() => { signal.removeEventListener('abort', onAbort); resolve(session) })
-      })
-      if (s == null) continue
-      const tmp = cache.downloadPath(hash)
-      try {
-        await blobPeer.fetch(s.coordinator, hash, tmp, signal)
-        await cache.adopt(hash, tmp)
-        return
-      } catch (err) {
-        const code = isMeshfarmError(err) ? err.code : null
-        if (code === 'HASH_MISMATCH') {
-          // A partial download that does not add up is discarded and fetched again from the start.
-          await rm(tmp, { force: true })
-          if (++mismatches >= 3) throw err
-        } else if (code === 'NOT_FOUND' || code === 'DISK' || code === 'FORBIDDEN' || code === 'UNSAFE_PATH') {
-          throw err
-        }
-        await sleep(backoff, undefined, { signal })
-        backoff = Math.min(backoff * 2, 5000)
-      }
-    }
+    await fetchBlob({
+      node, cache, nextCoordinator: async (sig: AbortSignal) => (await link.nextSession(sig))?.coordinator ?? null,
+      download: async (coordinator, h, tmp, sig) => { await blobPeer.fetch(coordinator, h, tmp, sig) }
+    }, hash, signal)
   }
 
   const stager = new Stager({ paths, cache, isolation, fetch })
-  const crashed = await stager.launchedWithoutResult(new Set(entries.map(entryId)))
+  // A remote backend's tasks may outlive this process: those it finds again are adopted, not crashes.
+  const remote = opts.runner != null ? await opts.runner.create({ paths, peerId: node.peerId.toString(), pending: new Set(entries.map(entryId)), log }) : null
+  const keep = new Set([...entries.map(entryId), ...(remote?.adopted ?? []).map(a => a.attemptId)])
+  const crashed = await stager.launchedWithoutResult(keep)
   if (crashed.length > 0) log(`agent: ${crashed.length} task(s) were running when this agent last stopped without warning; the coordinator counts them as crashes`)
-  await stager.clean(new Set(entries.map(entryId)))
-  const machine = await openMachine(opts.machine ?? DEFAULT_MACHINE, { stateDir: paths.state, features, log })
-  const backend = new LocalBackend({
-    launcher: pool, isolation, killGraceMs: opts.killGraceMs ?? 5000, agentHasGpus: resources.gpus.length > 0, agentPid: process.pid, hooks: opts.hooks ?? machine.hooks
+  await stager.clean(keep)
+  // A remote backend's tasks run elsewhere: no machine of ours around them (no cgroups, no harvesting).
+  const machine: Machine = remote != null ? { hooks: {}, attach: () => {}, close: async () => {} } : await openMachine(opts.machine ?? DEFAULT_MACHINE, { stateDir: paths.state, features: await pool!.features(), log })
+  const backend = remote?.backend ?? new LocalBackend({
+    launcher: pool!, isolation, killGraceMs: opts.killGraceMs ?? 5000, agentHasGpus: resources.gpus.length > 0, agentPid: process.pid, hooks: opts.hooks ?? machine.hooks
   })
   let finish!: (why: 'drained' | 'stopped') => void
   const finished = new Promise<'drained' | 'stopped'>(resolve => { finish = resolve })
   const io = new AgentIO({
-    paths, isolation, stager, backend, outbox, gate, session: () => session, log,
+    paths, isolation, stager, backend, outbox, gate, session: () => link.session, log,
     inlineMaxBytes: INLINE_BLOB_BYTES, inlineBudgetBytes: INLINE_BUDGET_BYTES, onFinished: why => { finish(why) }
   })
   const reactor = new AgentReactor(io, {
@@ -194,74 +156,16 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
   })
   io.reactor = reactor
   reactor.start(entries, crashed)
+  if (remote != null) reactor.adopt(remote.adopted)
   machine.attach(reactor, resources)
 
-  let known: CoordinatorAddress | null = null
+  const link = new CoordinatorLink({ node, mesh: opts.mesh, gate, reactor, onMessage: opts.runner?.onMessage, log })
   // The agent's own protocol: a few streams per peer, each answered or dropped within seconds.
   await node.handle(PROTOCOL_ROSTER, (stream) => {
     const timer = setTimeout(() => { stream.abort(new MeshfarmError('TIMEOUT', 'roster query too slow')) }, ROSTER_TIMEOUT_MS)
     stream.addEventListener('close', () => { clearTimeout(timer) }, { once: true })
-    serveRoster(stream, () => known)
+    serveRoster(stream, () => link.known)
   }, { maxInboundStreams: 4, maxOutboundStreams: 4 })
-
-  /** One session with the coordinator; returns when the stream ends. */
-  async function runSession (coord: PeerId): Promise<void> {
-    const ch = await openChannel<CoordMessage, AgentMessage>(node, coord, PROTOCOL_AGENT, COORD_MESSAGES)
-    sessionChannel = ch
-    const writer = new SerialWriter(ch)
-    const send = (msg: AgentMessage): boolean => {
-      const frame = encodeMessage(msg)
-      if (frame.byteLength - 4 > MAX_FRAME_BYTES) return false
-      writer.sendFrame(frame)
-      return true
-    }
-    let heartbeat: NodeJS.Timeout | undefined
-    try {
-      send(reactor.hello())
-      const welcome = await ch.expect()
-      if (welcome.t !== 'coord.welcome') throw new MeshfarmError('PROTOCOL', `expected coord.welcome, got ${welcome.t}`)
-      session = { coordinator: coord, send, upload: async (ref, path) => { await uploadBlob(node, coord, ref.hash, ref.size, path) } }
-      for (const wake of waiters.splice(0)) wake()
-      reactor.sessionUp()
-      log(`agent: connected to coordinator ${coord.toString().slice(-8)}`)
-      heartbeat = setInterval(() => { reactor.heartbeat() }, Math.max(100, welcome.heartbeatMs))
-      while (true) {
-        const msg = await ch.read()
-        if (msg == null) break
-        if (msg.t === 'coord.assign') msg.assignments = checkAssignments(msg.assignments, line => { log(`agent: ${line}`) })
-        reactor.message(msg, Date.now())
-      }
-    } finally {
-      clearInterval(heartbeat)
-      writer.close()
-      sessionChannel = null
-      if (session != null) {
-        session = null
-        reactor.sessionDown()
-      }
-    }
-  }
-
-  // Ends the connection loop (an event, not a flag it polls: a back-off sleep wakes at once).
-  const shutdown = new AbortController()
-  const loop = (async () => {
-    let backoff = 250
-    while (!shutdown.signal.aborted) {
-      try {
-        const coord = await findCoordinator(node, opts.mesh, 5000)
-        gate.setCoordinator(coord.toString())
-        known = { peerId: coord.toString(), addrs: (await node.peerStore.get(coord)).addresses.map(a => a.multiaddr.toString()) }
-        backoff = 250
-        await runSession(coord)
-        if (!shutdown.signal.aborted) log('agent: coordinator went away; reconnecting')
-      } catch (err) {
-        if (shutdown.signal.aborted) break
-        if (!isMeshfarmError(err) || err.code !== 'NO_COORDINATOR') log(`agent: session ended: ${errorMessage(err)}`)
-        await sleep(backoff, undefined, { signal: shutdown.signal }).catch(() => {})
-        backoff = Math.min(backoff * 2, 5000)
-      }
-    }
-  })()
 
   log(`agent: ${resources.hostname} ${node.peerId.toString()} with ${resources.slots} slots, ${resources.cores} cores, ${resources.memoryMb} MB, GPUs [${resources.gpus.map(g => g.index).join(',')}]${resources.runsAsRoot ? ' (running as root)' : ''}`)
   log(`agent: listening on ${node.getMultiaddrs().map(String).join(' ')}`)
@@ -280,24 +184,45 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
       const deadline = setTimeout(() => { reactor.stopDeadline(Date.now()) }, opts.stopGraceMs ?? 5000)
       await finished
       clearTimeout(deadline)
-      shutdown.abort()
+      link.stopReconnecting()
       // Whatever is not yet acknowledged waits on disk for the next start.
       await outbox.persistAll().catch(err => { log(`agent: cannot keep results on disk: ${errorMessage(err)}`) })
       await outbox.idle()
-      sessionChannel?.abort(new Error('agent stopping'))
-      for (const wake of waiters.splice(0)) wake()
+      link.close()
       await backend.close()
       await machine.close().catch(err => { log(`agent: ${errorMessage(err)}`) })
       await stager.close(new Set(reactor.pendingIds())).catch(err => { log(`agent: cleaning the work folder failed: ${errorMessage(err)}`) })
       await blobPeer.close()
       await node.stop()
-      await loop.catch(() => {})
+      await link.ended
       reactor.closed()
       unlock()
     })()
     await stopping
   }
   return { node, state: () => reactor.state, isolation, reactor, drained, stop }
+}
+
+/** How this agent's tasks are kept from the mesh's keys: chosen once at start, and said in the log. */
+async function isolationFor (opts: AgentOptions, paths: AgentPaths, pool: LauncherPool | null, sharesCoordinatorState: boolean, log: (line: string) => void): Promise<Isolation> {
+  if (opts.runner != null || pool == null) {
+    log(`agent: ${opts.runner?.isolationLine ?? 'isolation: none'}`)
+    return remoteIsolation(sharesCoordinatorState, paths.home)
+  }
+  const features = await pool.features()
+  const bwrap = findBwrap()
+  const chosen = await chooseIsolation({
+    choice: opts.isolation ?? 'auto',
+    facts: { root: process.getuid?.() === 0, nativeSandbox: features.has('sandbox'), canSwitchUser: features.has('user'), bwrap: bwrap != null },
+    paths, slots: opts.resources.slots, bwrap, launcher: pool, log, sharesCoordinatorState,
+    prepare: traversable => { prepareDirs(paths, { traversable }) }
+  })
+  const { decision } = chosen
+  if (!decision.ok || chosen.isolation == null) throw new MeshfarmError('FORBIDDEN', decision.ok ? 'no isolation' : decision.message)
+  prepareDirs(paths, { traversable: traversableLayout(decision.candidate) })
+  for (const note of decision.notes) log(`agent: isolation: could not use ${note}`)
+  log(`agent: ${describeIsolation(decision.candidate, chosen.isolation.hide)}`)
+  return chosen.isolation
 }
 
 /** State folders 0700 and the files in them 0600, whatever an older version left (the cache's blobs stay 0444). */

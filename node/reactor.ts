@@ -6,7 +6,9 @@
  */
 import type { AgentMessage, AgentResources, AgentStatus, Assignment, AttemptResult, CoordMessage, Failure, Suspension } from '../shared/protocol/messages.ts'
 import type { TaskOutcome } from './backend/backend.ts'
-import { classify, entryId, pickDeliveries, resultSkeleton, unranResult, type Fingerprint, type OutboxEntry, type StopReason } from './results.ts'
+import { classify, resultSkeleton, unranResult, type Fingerprint, type OutboxEntry, type StopReason } from './results.ts'
+import { SlotBook } from './slot-book.ts'
+import { PendingResults } from './pending-results.ts'
 import { LIFECYCLE_NEXT, logRead, type AgentComm, type AgentLifecycle, type ReactorOptions } from './agent-comm.ts'
 
 export type { AgentComm, AgentLifecycle, LogRequest, ReactorOptions } from './agent-comm.ts'
@@ -23,11 +25,6 @@ interface Held {
   suspensions: Suspension[]
 }
 
-interface Pending {
-  entry: OutboxEntry
-  phase: 'waiting' | 'sending' | 'sent'
-}
-
 export class AgentReactor {
   private readonly comm: AgentComm
   private readonly opts: ReactorOptions
@@ -37,13 +34,9 @@ export class AgentReactor {
   private status: AgentStatus | undefined
   private readonly held = new Map<number, Held>()
   private readonly ready: number[] = []
-  private readonly pending = new Map<number, Pending>()
+  private readonly pending = new PendingResults()
   private readonly started: number[] = []
-  private readonly slots = new Set<number>()
-  private usedCores = 0
-  private usedMemory = 0
-  private deliveryToken = 0
-  private delivering = false
+  private readonly slots = new SlotBook()
   private finishSignalled = false
 
   constructor (comm: AgentComm, opts: ReactorOptions) {
@@ -63,7 +56,7 @@ export class AgentReactor {
       return { a: h.a, phase: h.phase, stopping: h.stop != null, suspendedSince: open != null && open.to == null ? open.from : null }
     })
   }
-  pendingIds (): number[] { return [...this.pending.keys()] }
+  pendingIds (): number[] { return this.pending.ids() }
 
   private to (next: AgentLifecycle): void {
     if (next === this.lifecycle) return
@@ -79,12 +72,26 @@ export class AgentReactor {
    * only those, as crashes.
    */
   start (recovered: OutboxEntry[], crashed: number[] = []): void {
-    for (const entry of recovered) this.pending.set(entryId(entry), { entry, phase: 'waiting' })
+    for (const entry of recovered) this.pending.add(entry)
     this.crashed = crashed
     this.to('connecting')
   }
 
   private crashed: number[] = []
+
+  /**
+   * Attempts a backend still runs from before this process (a batch system's jobs, found again after a restart):
+   * held as running, each in a slot, and reported in hello's `running`, so the coordinator keeps them. Call after
+   * start(), before the session is up; the backend re-attaches them when comm.run() reaches it.
+   */
+  adopt (assignments: Assignment[]): void {
+    for (const a of assignments) {
+      if (this.held.has(a.attemptId) || this.pending.has(a.attemptId)) continue
+      const h: Held = { a, phase: 'ready', slot: null, stop: null, suspensions: [] }
+      this.held.set(a.attemptId, h)
+      this.place(h)
+    }
+  }
 
   /** The first message of a session: what this agent offers, holds and has finished. */
   hello (): AgentMessage {
@@ -103,9 +110,7 @@ export class AgentReactor {
 
   sessionDown (): void {
     this.session = false
-    this.deliveryToken++
-    this.delivering = false
-    for (const p of this.pending.values()) p.phase = 'waiting'
+    this.pending.sessionLost()
     if (this.lifecycle === 'running') this.to('connecting')
     this.comm.persistPending()
     this.checkFinished()
@@ -161,6 +166,7 @@ export class AgentReactor {
         this.logs(msg)
         break
       case 'coord.welcome':
+      case 'coord.backlog': // for a bridge's auto-allocation, which node/agent.ts hands it to
         break
     }
   }
@@ -181,7 +187,7 @@ export class AgentReactor {
   }
 
   private acked (ids: number[]): void {
-    const gone = ids.filter(id => this.pending.delete(id))
+    const gone = this.pending.settle(ids)
     if (gone.length > 0) this.comm.settle(gone)
     this.checkFinished()
     this.comm.requestFlush()
@@ -189,7 +195,7 @@ export class AgentReactor {
 
   private logs (req: Extract<CoordMessage, { t: 'coord.logs' }>): void {
     const h = this.held.get(req.attemptId)
-    const ran = h != null ? h.phase === 'running' || h.phase === 'collecting' : this.pending.get(req.attemptId)?.entry.kind === 'result'
+    const ran = h != null ? h.phase === 'running' || h.phase === 'collecting' : this.pending.entry(req.attemptId)?.kind === 'result'
     const read = logRead(req, ran, h == null, this.opts.logPieceBytes)
     if (read != null) this.comm.readLogs(read)
     else if (this.session) this.comm.send({ t: 'agent.logs', requestId: req.requestId, data: new Uint8Array(0), offset: req.offset, eof: true, error: `attempt ${req.attemptId} has no logs on this agent` })
@@ -228,7 +234,7 @@ export class AgentReactor {
     this.release(h)
     const open = h.suspensions.at(-1)
     if (open != null && open.to == null) open.to = now
-    const succeeded = outcome.exitCode === 0 && outcome.error == null && !outcome.timedOut
+    const succeeded = outcome.exitCode === 0 && outcome.error == null && !outcome.timedOut && outcome.failure == null
     if (h.stop?.kind === 'vacate' && !succeeded) {
       this.dropUnran(h, h.stop, now)
     } else {
@@ -317,43 +323,31 @@ export class AgentReactor {
 
   private release (h: Held): void {
     if (h.slot == null) return
-    this.slots.delete(h.slot)
+    this.slots.give(h.slot, h.a)
     h.slot = null
-    this.usedCores -= h.a.cores
-    this.usedMemory -= h.a.task.memoryMb
-  }
-
-  private fits (a: Assignment): boolean {
-    const r = this.resources
-    const busy = this.slots.size
-    if (busy >= r.slots) return false
-    if (busy > 0 && this.usedCores + a.cores > r.cores) return false
-    if (busy > 0 && r.memoryMb > 0 && this.usedMemory + a.task.memoryMb > r.memoryMb) return false
-    return true
   }
 
   private startReady (): void {
     if (this.lifecycle === 'stopping' || this.lifecycle === 'stopped') return
     while (this.ready.length > 0) {
       const h = this.held.get(this.ready[0])!
-      if (!this.fits(h.a)) return
+      if (!this.slots.fits(h.a, this.resources)) return
       this.ready.shift()
-      let slot = 0
-      while (this.slots.has(slot)) slot++
-      this.slots.add(slot)
-      h.slot = slot
-      h.phase = 'running'
-      this.usedCores += h.a.cores
-      this.usedMemory += h.a.task.memoryMb
-      this.comm.run(h.a, slot)
+      this.place(h)
     }
+  }
+
+  private place (h: Held): void {
+    h.slot = this.slots.take(h.a)
+    h.phase = 'running'
+    this.comm.run(h.a, h.slot)
   }
 
   // ---- the outbox ----
 
   private keepResult (result: AttemptResult, fingerprints?: Record<string, Fingerprint>): void {
     const entry: OutboxEntry = { kind: 'result', result, ...(fingerprints != null ? { fingerprints } : {}) }
-    this.pending.set(result.attemptId, { entry, phase: 'waiting' })
+    this.pending.add(entry)
     // A short task's result may wait in memory for its ack; see outbox.ts for why that is sound.
     const persistNow = result.endedAt - result.startedAt >= this.opts.longTaskMs || !this.session || this.lifecycle !== 'running'
     this.comm.keep(entry, persistNow)
@@ -362,17 +356,15 @@ export class AgentReactor {
 
   private keepVacate (attemptId: number, vacateKind: 'vacate' | 'preempt', reason: string): void {
     const entry: OutboxEntry = { kind: 'vacate', attemptId, vacateKind, reason }
-    this.pending.set(attemptId, { entry, phase: 'waiting' })
+    this.pending.add(entry)
     this.comm.keep(entry, true)
     this.comm.requestFlush()
   }
 
   /** A result rewritten while it was being delivered (its files were lost or changed): keep the new one. */
   resultReplaced (result: AttemptResult): void {
-    const p = this.pending.get(result.attemptId)
-    if (p == null || p.entry.kind !== 'result') return
-    p.entry = { kind: 'result', result }
-    this.comm.keep(p.entry, true)
+    const entry = this.pending.replace(result)
+    if (entry != null) this.comm.keep(entry, true)
   }
 
   /** Started notices, vacate notices and the next batch of results, if a session is up. */
@@ -380,35 +372,18 @@ export class AgentReactor {
     if (!this.session) return
     const started = this.started.splice(0).filter(id => !this.pending.has(id) && this.held.has(id))
     if (started.length > 0) this.comm.send({ t: 'agent.started', attemptIds: started })
-    const { vacated, batch } = pickDeliveries(this.pending, !this.delivering, this.opts)
-    for (const v of vacated) {
-      for (const id of v.attemptIds) this.pending.get(id)!.phase = 'sent'
-      this.comm.send({ t: 'agent.vacated', ...v })
-    }
-    if (batch.length === 0) return
-    for (const e of batch) this.pending.get(e.result.attemptId)!.phase = 'sending'
-    this.delivering = true
-    this.comm.deliver(batch, this.deliveryToken)
+    const { vacated, batch, token } = this.pending.next(this.opts)
+    for (const v of vacated) this.comm.send({ t: 'agent.vacated', ...v })
+    if (batch.length > 0) this.comm.deliver(batch, token)
   }
 
   delivered (token: number, ids: number[]): void {
-    if (token !== this.deliveryToken) return
-    this.delivering = false
-    for (const id of ids) {
-      const p = this.pending.get(id)
-      if (p?.phase === 'sending') p.phase = 'sent'
-    }
-    this.comm.requestFlush()
+    if (this.pending.delivered(token, ids)) this.comm.requestFlush()
   }
 
   /** Delivery failed (an upload broke): those results wait for the next flush (the heartbeat's, at the latest). */
   deliveryFailed (token: number, ids: number[]): void {
-    if (token !== this.deliveryToken) return
-    this.delivering = false
-    for (const id of ids) {
-      const p = this.pending.get(id)
-      if (p?.phase === 'sending') p.phase = 'waiting'
-    }
+    this.pending.deliveryFailed(token, ids)
   }
 
   heartbeat (): void {

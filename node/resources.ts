@@ -7,6 +7,7 @@ import os from 'node:os'
 import si from 'systeminformation'
 import { MeshfarmError } from '../shared/util/errors.ts'
 import type { AgentResources, GpuInfo } from '../shared/protocol/messages.ts'
+import { parseSize } from '../shared/util/units.ts'
 
 export interface ResourceOverrides {
   cores?: number
@@ -16,6 +17,9 @@ export interface ResourceOverrides {
   slots?: number
   labels?: Record<string, string>
   hostname?: string
+  /** false: no GPU discovery at all; the agent offers only what --gpus declares (a machine whose driver tools
+   * hang, or a test mesh that declares GPUs on a machine that has a different set). MESHFARM_GPU_DETECT=0. */
+  detectGpus?: boolean
 }
 
 const NVIDIA_SMI_ARGS = ['--query-gpu=index,name,memory.total', '--format=csv,noheader,nounits']
@@ -95,16 +99,11 @@ export function parseLabels (items: string[]): Record<string, string> {
   return labels
 }
 
-const MEMORY_UNITS_MB: Record<string, number> = { '': 1, k: 1 / 1024, m: 1, g: 1024, t: 1024 * 1024 }
-
-/** `--memory` value -> MB. "2048" is MB; K/M/G/T suffixes (optionally "B" or "iB") are binary units. */
+/** `--memory` value -> MB, with the one size parser: "2048" is MB; K/M/G/T suffixes (optionally "B" or "iB"). */
 export function parseMemoryFlag (text: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?)?\s*$/i.exec(text)
-  if (m == null) throw badArgument(`--memory: expected a size like 16G, 512M or 2048 (MB), got ${JSON.stringify(text)}`)
-  const unit = (m[2] ?? '').toLowerCase()
-  const mb = Math.floor(Number(m[1]) * MEMORY_UNITS_MB[unit])
-  if (mb < 1) throw badArgument(`--memory: must be at least 1 MB, got ${JSON.stringify(text)}`)
-  return mb
+  const bytes = parseSize(text, '--memory', 'M')
+  if (bytes < 2 ** 20) throw badArgument(`--memory: must be at least 1 MB, got ${JSON.stringify(text)}`)
+  return Math.floor(bytes / 2 ** 20)
 }
 
 function checkPositiveInt (value: number, flag: string): number {
@@ -172,9 +171,7 @@ function osName (info: { distro: string, release: string, platform: string }): s
 
 /** Reads this machine (systeminformation can be slow, so the reads run concurrently) and applies overrides. */
 export async function detectResources (overrides: ResourceOverrides = {}): Promise<AgentResources> {
-  // MESHFARM_GPU_DETECT=0: no GPU discovery at all; the agent offers only what --gpus declares (a machine whose
-  // driver tools hang, or a test mesh that declares GPUs on a machine that has a different set).
-  const detectGpus = process.env.MESHFARM_GPU_DETECT !== '0'
+  const detectGpus = overrides.detectGpus !== false
   const [cpu, mem, osInfo, smiGpus] = await Promise.all([si.cpu(), si.mem(), si.osInfo(), detectGpus ? readNvidiaSmi() : Promise.resolve([])])
   const gpus = smiGpus ?? await readGraphicsGpus()
   const cores = cpu.cores > 0 ? cpu.cores : os.availableParallelism()

@@ -36,6 +36,7 @@ export function entryId (e: OutboxEntry): number {
 /** The failure an outcome stands for, or undefined for a success. */
 export function classify (o: TaskOutcome, stop: StopReason | null, timeoutMs: number): Failure | undefined {
   if (stop?.kind === 'cancel') return { kind: 'cancelled', message: stop.reason, retryable: false }
+  if (o.failure != null) return o.failure
   if (o.error != null && o.exitCode == null) return { kind: 'spawn', message: o.error, retryable: false }
   // Not retryable: the same request gets the same limit anywhere.
   if (o.overMemoryLimit === true) return { kind: 'memory', message: memoryMessage(o.peakMemoryBytes, o.memoryLimitBytes ?? null), retryable: false }
@@ -75,7 +76,8 @@ export function resultSkeleton (a: Assignment, o: TaskOutcome, failure: Failure 
     stderr: emptyRef(STDERR_NAME),
     outputs: [],
     ...(o.peakMemoryBytes != null ? { peakMemoryBytes: o.peakMemoryBytes } : {}),
-    ...(suspensions.length > 0 ? { suspensions } : {})
+    ...(suspensions.length > 0 ? { suspensions } : {}),
+    ...(o.backend != null ? { backend: o.backend } : {})
   }
 }
 

@@ -6,26 +6,13 @@
  */
 import { readFileSync } from 'node:fs'
 import { isAbsolute } from 'node:path'
-import { parseIsolationFlag } from '../../node/isolation.ts'
 import { MeshfarmError } from '../../shared/util/errors.ts'
-import { parseWholeNumber } from '../../shared/util/units.ts'
-import { parseGpuList, parseLabels, parseMemoryFlag } from '../../node/resources.ts'
 import { applyServicePlan, planService, type ApplyIo } from '../service-unit.ts'
-import { checkAddrs } from '../config.ts'
+import { compileAgent, type AgentFlagValues } from '../config.ts'
 import { machineArgsOf, type MachineFlags } from '../harvest-config.ts'
 
 /** The flags of `meshfarm agent`, as commander gives them. */
-export interface AgentFlags extends MachineFlags {
-  listen: string[]
-  cores?: string
-  memory?: string
-  gpus?: string
-  slots?: string
-  label: string[]
-  hostname?: string
-  allowRoot?: boolean
-  isolation?: string
-  workDir?: string
+export interface AgentFlags extends MachineFlags, AgentFlagValues {
   serviceUser?: string
 }
 
@@ -40,21 +27,18 @@ export interface ServiceHost extends ApplyIo {
 
 /** The agent's flags as the words of its ExecStart line, each checked as the agent will check it. */
 export function agentArgsOf (o: AgentFlags): string[] {
+  const c = compileAgent(o)
   const args: string[] = []
-  for (const a of checkAddrs(o.listen, '--listen')) args.push('--listen', a)
-  if (o.cores != null) args.push('--cores', String(parseWholeNumber(o.cores, '--cores', 1, 4096)))
-  if (o.memory != null) { parseMemoryFlag(o.memory); args.push('--memory', o.memory) }
-  if (o.gpus != null) { parseGpuList(o.gpus); args.push('--gpus', o.gpus) }
-  if (o.slots != null) args.push('--slots', String(parseWholeNumber(o.slots, '--slots', 1, 4096)))
-  parseLabels(o.label)
+  for (const a of c.listen) args.push('--listen', a)
+  if (c.offer.cores != null) args.push('--cores', String(c.offer.cores))
+  if (c.offer.memoryMb != null) args.push('--memory', `${c.offer.memoryMb}M`)
+  if (c.offer.gpus != null) args.push('--gpus', c.offer.gpus.length > 0 ? c.offer.gpus.join(',') : 'none')
+  if (c.offer.slots != null) args.push('--slots', String(c.offer.slots))
   for (const l of o.label) args.push('--label', l)
-  if (o.hostname != null) {
-    if (o.hostname.trim() === '' || /[\s\u0000-\u001f]/.test(o.hostname)) throw new MeshfarmError('BAD_ARGUMENT', `--hostname: must be a host name without spaces, got ${JSON.stringify(o.hostname)}`)
-    args.push('--hostname', o.hostname)
-  }
-  if (o.allowRoot === true) args.push('--allow-root')
-  if (o.isolation != null && o.isolation !== 'auto') args.push('--isolation', parseIsolationFlag(o.isolation))
-  if (o.workDir != null) args.push('--work-dir', o.workDir)
+  if (c.offer.hostname != null) args.push('--hostname', c.offer.hostname)
+  if (c.allowRoot) args.push('--allow-root')
+  if (c.isolation !== 'auto') args.push('--isolation', c.isolation)
+  if (c.workDir != null) args.push('--work-dir', c.workDir)
   args.push(...machineArgsOf(o, { uid: process.getuid?.() ?? 0, passwd: () => readFileSync('/etc/passwd', 'utf8') }))
   return args
 }

@@ -222,6 +222,9 @@ export function jobCommands (ctx: CliContext): void {
       const { jobId, index } = taskArg(job, task)
       const reasons = await ctx.withClient(async client => await client.why(jobId, index))
       if (o.json === true) return printJson(reasons)
-      console.log(reasons.length === 0 ? 'nothing is waiting' : whyTable(reasons, paint))
+      if (reasons.length === 0) return console.log('nothing is waiting')
+      // One reason for the whole job (it has ended): a sentence, not a table with an empty task column.
+      if (reasons.length === 1 && reasons[0].index == null) return console.log(`job ${jobId}: ${reasons[0].reason}`)
+      console.log(whyTable(reasons, paint))
     })
 }

@@ -5,17 +5,15 @@ import { userInfo } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { loadMeshConfig } from '../../shared/local/mesh-config.ts'
 import { MeshfarmError } from '../../shared/util/errors.ts'
-import { parseWholeNumber } from '../../shared/util/units.ts'
 import { Coordinator } from '../../coordinator/coordinator.ts'
 import { startAgent } from '../../node/agent.ts'
-import { parseIsolationFlag } from '../../node/isolation.ts'
-import { detectResources, parseGpuList, parseLabels, parseMemoryFlag } from '../../node/resources.ts'
-import { checkAddrs, compileCoordinator, DEFAULTS, type CoordinatorFlags } from '../config.ts'
+import { detectResources } from '../../node/resources.ts'
+import { compileAgent, compileAgentEnv, compileCoordinator, DEFAULTS, type CoordinatorFlags } from '../config.ts'
 import { collect, untilSignal, type CliContext } from '../cli-context.ts'
 import { agentService, type AgentFlags } from './agent-service.ts'
 import { addMachineOptions, machineFromFlags } from './harvest.ts'
 
-/** bin/meshfarm, the wrapper that finds Node 24 and tsx wherever npm put them: what a unit starts. */
+/** bin/meshfarm, the wrapper that finds Node 24 wherever npm put it: what a unit starts. */
 const EXECUTABLE = fileURLToPath(new URL('../meshfarm', import.meta.url))
 
 export function serviceCommands (ctx: CliContext): void {
@@ -69,21 +67,17 @@ export function serviceCommands (ctx: CliContext): void {
         return
       }
       if (o.serviceUser != null) throw new MeshfarmError('BAD_ARGUMENT', '--service-user: only with --install-service')
-      const isolation = parseIsolationFlag(o.isolation ?? 'auto')
+      const settings = compileAgent(o)
       const machine = machineFromFlags(o)
-      const resources = await detectResources({
-        cores: o.cores != null ? parseWholeNumber(o.cores, '--cores', 1, 4096) : undefined,
-        slots: o.slots != null ? parseWholeNumber(o.slots, '--slots', 1, 4096) : undefined,
-        memoryMb: o.memory != null ? parseMemoryFlag(o.memory) : undefined,
-        gpus: o.gpus != null ? parseGpuList(o.gpus) : undefined,
-        labels: parseLabels(o.label),
-        hostname: o.hostname
-      })
+      const fromEnv = compileAgentEnv(process.env)
+      const { gpus, labels, ...offer } = settings.offer
+      const resources = await detectResources({ detectGpus: fromEnv.detectGpus, ...offer, labels: { ...labels }, ...(gpus != null ? { gpus: [...gpus] } : {}) })
       const mesh = loadMeshConfig(ctx.home())
-      if (resources.runsAsRoot && o.allowRoot !== true) {
+      if (resources.runsAsRoot && !settings.allowRoot) {
         throw new MeshfarmError('FORBIDDEN', 'this agent runs as root and would run its tasks as slot users it creates (or as root with --isolation none): run it as an ordinary user, or pass --allow-root')
       }
-      const agent = await startAgent({ mesh, listen: o.listen.length > 0 ? checkAddrs(o.listen, '--listen') : [...DEFAULTS.agentListen], resources, isolation, workDir: o.workDir, machine })
+      const listen = settings.listen.length > 0 ? [...settings.listen] : [...DEFAULTS.agentListen]
+      const agent = await startAgent({ mesh, listen, resources, isolation: settings.isolation, workDir: settings.workDir, machine, launcher: { kind: fromEnv.launcher, cc: fromEnv.cc } })
       if (resources.runsAsRoot && agent.isolation.mode === 'none') console.log('agent: WARNING: running as root with --isolation none: tasks run as root')
       await untilSignal(agent.stop, agent.drained.then(async () => { await agent.stop() }))
     })

@@ -62,7 +62,10 @@ export class EventHub {
   private readonly retryMs: number
   private readonly log: (line: string) => void
 
-  constructor (private readonly source: DashboardSource, opts: HubOptions = {}) {
+  private readonly source: DashboardSource
+
+  constructor (source: DashboardSource, opts: HubOptions = {}) {
+    this.source = source
     this.heartbeatMs = opts.heartbeatMs ?? 15_000
     this.maxQueuedBytes = opts.maxQueuedBytes ?? 2 * 1024 * 1024
     this.maxBacklog = opts.maxBacklog ?? 10_000

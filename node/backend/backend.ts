@@ -3,6 +3,8 @@
  * harvest-aware wrapper next) implements TaskBackend. The agent's reactor never sees processes, only this.
  */
 
+import type { Assignment, BackendInfo, Failure } from '../../shared/protocol/messages.ts'
+
 /** One attempt to run, with everything a backend needs and nothing about the mesh. */
 export interface BackendTask {
   attemptId: number
@@ -24,23 +26,40 @@ export interface BackendTask {
   gpuIds: number[]
   /** Which of the agent's slots it runs in (slot users, per-slot resources). */
   slot: number
+  /**
+   * The agent's own record of the attempt. A backend whose tasks outlive the agent process (a batch system) keeps
+   * it, so that a restarted agent can adopt what still runs there (AgentReactor.adopt); others ignore it.
+   */
+  assignment?: Assignment
 }
 
-/** How an attempt ended, as the backend saw it. */
-export interface TaskOutcome {
+/** How a process ended: what a task launcher reports, and the core of a task's outcome. */
+export interface ProcessEnd {
   exitCode: number | null
   signal: string | null
-  timedOut: boolean
   /** The task could not be started (or its launcher died); exitCode is then usually null. */
   error: string | null
   startedAt: number
   endedAt: number
+  /** Sizes of the stdout and stderr files when the task ended (null if unknown). */
   stdoutBytes: number | null
   stderrBytes: number | null
   /** Peak resident memory of its processes, where known. */
   peakMemoryBytes: number | null
+}
+
+/** How an attempt ended, as the backend saw it. */
+export interface TaskOutcome extends ProcessEnd {
+  timedOut: boolean
   /** It went over its memory limit (a cgroup's OOM kill), where known. */
   overMemoryLimit: boolean | null
+  /**
+   * How it ended in the backend's own words, where the backend knows better than the exit status (a batch
+   * system's NODE_FAIL, PREEMPTED, TIMEOUT, OUT_OF_MEMORY): used as the attempt's failure unless it was cancelled.
+   */
+  failure?: Failure
+  /** Where it ran (a batch system's job id, array index, node): recorded in task.json. */
+  backend?: BackendInfo
   /** The hard memory limit it ran under, where one was set (for the failure's words). */
   memoryLimitBytes?: number | null
 }
@@ -59,4 +78,15 @@ export interface TaskBackend {
   wait: (attemptId: number) => Promise<TaskOutcome>
   /** Ends every attempt still running (SIGKILL) and releases the backend. */
   close: () => Promise<void>
+}
+
+/** Backend.wait over a map of attempts in flight: the attempt's outcome, after which the backend forgets it. */
+export async function settleAttempt (inFlight: Map<number, { done: Promise<TaskOutcome> }>, attemptId: number): Promise<TaskOutcome> {
+  const run = inFlight.get(attemptId)
+  if (run == null) throw new Error(`attempt ${attemptId} was never started here`)
+  try {
+    return await run.done
+  } finally {
+    inFlight.delete(attemptId)
+  }
 }

@@ -4,7 +4,7 @@
  */
 import type { LauncherPool } from '../launcher/pool.ts'
 import type { SpawnRequest, SpawnResult } from '../launcher/client.ts'
-import type { BackendTask, TaskBackend, TaskOutcome } from './backend.ts'
+import { settleAttempt, type BackendTask, type TaskBackend, type TaskOutcome } from './backend.ts'
 import { launchRequest, taskEnv, type Isolation } from './launch-plan.ts'
 
 /** What a resource manager (node/cgroups/) adds around a task: limits before it starts, findings after. */
@@ -119,13 +119,7 @@ export class LocalBackend implements TaskBackend {
   }
 
   async wait (attemptId: number): Promise<TaskOutcome> {
-    const run = this.runs.get(attemptId)
-    if (run == null) throw new Error(`attempt ${attemptId} was never started here`)
-    try {
-      return await run.done
-    } finally {
-      this.runs.delete(attemptId)
-    }
+    return await settleAttempt(this.runs, attemptId)
   }
 
   async close (): Promise<void> {

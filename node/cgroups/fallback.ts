@@ -10,7 +10,15 @@ import { waitFor } from './fsutil.ts'
 class TreeGroup implements TaskGroup {
   readonly kind = 'process-tree' as const
   readonly procFiles: string[] = []
-  constructor (readonly id: string, private readonly agentPid: number, private readonly rootPid: number | undefined) {}
+  readonly id: string
+  private readonly agentPid: number
+  private readonly rootPid: number | undefined
+
+  constructor (id: string, agentPid: number, rootPid: number | undefined) {
+    this.id = id
+    this.agentPid = agentPid
+    this.rootPid = rootPid
+  }
 
   async pids (): Promise<number[]> {
     const roots = new Map(this.rootPid != null ? [[this.id, this.rootPid]] : [])

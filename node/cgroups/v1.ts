@@ -18,7 +18,12 @@ class V1Group implements TaskGroup {
   readonly kind = 'cgroup-v1' as const
   readonly procFiles: string[]
   /** controller -> folder (shared folders when controllers share a hierarchy). */
-  constructor (readonly id: string, private readonly dirs: Map<string, string>) {
+  readonly id: string
+  private readonly dirs: Map<string, string>
+
+  constructor (id: string, dirs: Map<string, string>) {
+    this.id = id
+    this.dirs = dirs
     this.procFiles = [...new Set(dirs.values())].map(d => join(d, 'cgroup.procs'))
   }
 

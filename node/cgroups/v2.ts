@@ -32,7 +32,14 @@ export function v2CpuMax (cores: number): string {
 class V2Group implements TaskGroup {
   readonly kind = 'cgroup-v2' as const
   readonly procFiles: string[]
-  constructor (readonly id: string, readonly dir: string, private readonly hasKill: boolean) {
+  readonly id: string
+  readonly dir: string
+  private readonly hasKill: boolean
+
+  constructor (id: string, dir: string, hasKill: boolean) {
+    this.id = id
+    this.dir = dir
+    this.hasKill = hasKill
     this.procFiles = [join(dir, 'cgroup.procs')]
   }
 

@@ -98,13 +98,25 @@ class AgentHarvest {
   private sent: Sent | null = null
   private lastMode = ''
 
+  private readonly s: HarvestSettings
+  private readonly control: TaskControl
+  private readonly presence: PresenceSetup
+  private readonly harvester: Harvester
+  private readonly log: (line: string) => void
+
   private constructor (
-    private readonly s: HarvestSettings,
-    private readonly control: TaskControl,
-    private readonly presence: PresenceSetup,
-    private readonly harvester: Harvester,
-    private readonly log: (line: string) => void
-  ) {}
+    s: HarvestSettings,
+    control: TaskControl,
+    presence: PresenceSetup,
+    harvester: Harvester,
+    log: (line: string) => void
+  ) {
+    this.s = s
+    this.control = control
+    this.presence = presence
+    this.harvester = harvester
+    this.log = log
+  }
 
   static async open (s: HarvestSettings, control: TaskControl, ctx: MachineContext): Promise<AgentHarvest> {
     const asRoot = process.getuid?.() === 0

@@ -21,7 +21,10 @@ export class Harvester {
   private observation: Observation
   private outcome: HarvestOutcome | null = null
 
-  constructor (private readonly o: HarvesterOptions) {
+  private readonly o: HarvesterOptions
+
+  constructor (o: HarvesterOptions) {
+    this.o = o
     this.state = initialHarvestState(o.now)
     this.observation = composeObservation([], o.now) // nothing seen yet: unknown, so nothing is lent
   }

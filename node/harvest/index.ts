@@ -1,4 +1,4 @@
-/** Harvesting idle desktops: what the agent and the CLI use. See README-section.md for the design. */
+/** Harvesting idle desktops: what the agent and the CLI use. See docs/harvest.md for the policy and its sources. */
 export { compileHarvestConfig, parseLendUntil, DEFAULT_HARVEST_CONFIG, HARVEST_FLAGS, type HarvestConfig, type HarvestConfigInput } from './config.ts'
 export { decideHarvest, applyOwnerCommand, initialHarvestState, type HarvestState, type HarvestOutcome, type HarvestDecision, type HarvestSummary, type HarvestMode, type OwnerCommand, type OwnerControl, type TaskView } from './policy.ts'
 export { Harvester, type HarvesterOptions } from './harvester.ts'

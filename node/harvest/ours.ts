@@ -20,7 +20,13 @@ export class OursTracker {
   private lastUptime = 0
   private treeCpuSec = 0
 
-  constructor (private readonly groups: TaskGroups, private readonly agentPid = process.pid) {}
+  private readonly groups: TaskGroups
+  private readonly agentPid: number
+
+  constructor (groups: TaskGroups, agentPid: number = process.pid) {
+    this.groups = groups
+    this.agentPid = agentPid
+  }
 
   add (id: string, group: TaskGroup, rootPid?: number): void { this.tasks.set(id, { group, rootPid }) }
   remove (id: string): void { this.tasks.delete(id) }

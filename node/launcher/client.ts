@@ -7,6 +7,7 @@ import { spawn, type ChildProcessByStdio } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import type { Socket } from 'node:net'
 import type { Readable, Writable } from 'node:stream'
+import type { ProcessEnd } from '../backend/backend.ts'
 
 export interface Bind { src: string, dst: string, ro: boolean }
 
@@ -41,18 +42,7 @@ export interface SpawnRequest {
   rlimits?: Record<string, [LimitValue, LimitValue]>
 }
 
-export interface SpawnResult {
-  exitCode: number | null
-  signal: string | null
-  error: string | null
-  startedAt: number
-  endedAt: number
-  /** Sizes of the stdout and stderr files when the task ended (null if unknown). */
-  stdoutBytes: number | null
-  stderrBytes: number | null
-  /** Peak resident memory of the task's processes, where the launcher can tell. */
-  peakMemoryBytes: number | null
-}
+export type SpawnResult = ProcessEnd
 
 /** What a launcher can do besides spawning: 'sandbox', 'user', 'cgroup', 'nice', 'ioprio', 'rlimits', 'peak-memory'. */
 export type LauncherFeature = 'sandbox' | 'user' | 'cgroup' | 'nice' | 'ioprio' | 'rlimits' | 'peak-memory'

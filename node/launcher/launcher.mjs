@@ -20,6 +20,10 @@ const BASE_ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => 
 // Enters the cgroups named before `--` (writing 0 moves the writer), then becomes the task: nothing it forks
 // can start outside them.
 const CGROUP_WRAPPER = 'for f do if [ "$f" = -- ]; then shift; break; fi; echo 0 > "$f" || exit 125; shift; done; exec "$@"'
+// A root launcher enters a slot user's task into its cgroups first, then drops to the user with util-linux's
+// setpriv: the user could not write the cgroup's files itself. Without setpriv we move the child from outside
+// as soon as it exists (it has had no time to fork yet in practice, but that is not a guarantee).
+const SETPRIV = (process.env.PATH ?? '/usr/bin:/bin').split(':').map(d => `${d}/setpriv`).find(p => p.startsWith('/') && existsSync(p)) ?? null
 const OPEN_FLAGS = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW
 
 // Tasks get the usual umask, not the agent's (077, for its own state).
@@ -102,11 +106,17 @@ function start (msg) {
   }
   const env = msg.env || (msg.envAdd ? { ...BASE_ENV, ...msg.envAdd } : process.env)
   const opts = { cwd: msg.cwd, env, stdio: ['ignore', t.fdOut, t.fdErr], detached: true }
-  if (msg.user != null) Object.assign(opts, { uid: msg.user.uid, gid: msg.user.gid })
   const cgroups = msg.cgroupProcs ?? []
   // Node cannot change a child's priority before exec: nice(1) does, as an adjustment from ours.
   let argv = typeof msg.nice === 'number' ? ['nice', '-n', String(msg.nice - getPriority()), '--', ...msg.argv] : msg.argv
-  if (cgroups.length > 0) argv = ['/bin/sh', '-c', CGROUP_WRAPPER, 'meshfarm-cgroup', ...cgroups, '--', ...argv]
+  let joinFromOutside = []
+  if (msg.user != null && cgroups.length > 0 && SETPRIV != null) {
+    argv = [SETPRIV, `--reuid=${msg.user.uid}`, `--regid=${msg.user.gid}`, '--clear-groups', '--', ...argv]
+  } else if (msg.user != null) {
+    Object.assign(opts, { uid: msg.user.uid, gid: msg.user.gid })
+    joinFromOutside = cgroups
+  }
+  if (cgroups.length > 0 && joinFromOutside.length === 0) argv = ['/bin/sh', '-c', CGROUP_WRAPPER, 'meshfarm-cgroup', ...cgroups, '--', ...argv]
   let child
   try {
     child = spawn(argv[0], argv.slice(1), opts)
@@ -116,10 +126,21 @@ function start (msg) {
   t.child = child
   child.once('spawn', () => {
     t.started = true
+    moveIntoCgroups(child.pid, joinFromOutside)
     send({ op: 'started', id: t.id, pid: child.pid, startedAt: t.startedAt })
   })
   child.once('exit', (code, sig) => { t.exited = true; finish(t, code, sig, null) })
   child.once('error', err => onSpawnError(t, msg, err))
+}
+
+/** Best effort: a task that stays outside its group still runs, only without its limits. */
+function moveIntoCgroups (pid, procFiles) {
+  for (const f of procFiles) {
+    try {
+      const fd = openSync(f, 'w')
+      try { writeSync(fd, String(pid)) } finally { closeSync(fd) }
+    } catch {}
+  }
 }
 
 /** The program never ran. Mimic the shell's exit codes for a missing or non-executable program. */

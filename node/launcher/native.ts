@@ -13,14 +13,12 @@ const SOURCES = ['launcher.c', 'json.c', 'child.c', 'request.c'].map(f => fileUR
 const HEADER = fileURLToPath(new URL('./launcher.h', import.meta.url))
 
 /** The launcher command to use: the native binary's path, or null for the Node launcher. */
-export function nativeLauncher (dir: string, log: (line: string) => void): string[] | null {
-  if (process.env.MESHFARM_LAUNCHER === 'js') return null
+export function nativeLauncher (dir: string, log: (line: string) => void, cc = 'cc'): string[] | null {
   const h = createHash('sha256')
   for (const f of [...SOURCES, HEADER]) h.update(readFileSync(f))
   const binary = join(dir, `launcher-${h.digest('hex').slice(0, 12)}`)
   if (existsSync(binary)) return [binary]
   mkdirSync(dir, { recursive: true, mode: 0o700 })
-  const cc = process.env.CC ?? 'cc'
   const tmp = `${binary}.${process.pid}.tmp`
   const r = spawnSync(cc, ['-O2', '-o', tmp, ...SOURCES], { encoding: 'utf8', timeout: 60_000 })
   if (r.status !== 0) {

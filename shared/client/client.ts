@@ -26,6 +26,8 @@ import { fetchResults, type FetchOptions, type FetchReport } from './fetch.ts'
 import { followEvents, followLogs } from './streams.ts'
 import type { MeshEvent } from '../protocol/events.ts'
 
+/** How long connect() looks for the coordinator unless told (the CLI passes MESHFARM_DISCOVERY_MS, compiled). */
+const DISCOVERY_MS = 10_000
 const UPLOAD_CONCURRENCY = 16
 
 export interface ConnectOptions {
@@ -49,7 +51,7 @@ export async function connect (opts: ConnectOptions = {}): Promise<MeshClient> {
   if (opts.bootstrap != null) mesh = { ...mesh, bootstrap: opts.bootstrap }
   const node = await createMeshNode({ mesh, listen: [], privateKey: await identityFor(home, mesh.coordinator, 'operator') })
   try {
-    const coordinator = await findCoordinator(node, mesh, opts.timeoutMs ?? Number(process.env.MESHFARM_DISCOVERY_MS ?? 10_000))
+    const coordinator = await findCoordinator(node, mesh, opts.timeoutMs ?? DISCOVERY_MS)
     return new MeshClient(node, mesh, coordinator)
   } catch (err) {
     await node.stop()

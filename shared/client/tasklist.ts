@@ -15,19 +15,12 @@
  * - Job-level `submit --input/--output/--shared` (SpecDefaults) apply to every line.
  */
 import { extname, basename, resolve } from 'node:path'
-import type { ResultLayout } from '../protocol/messages.ts'
 import { fill, parseDuration, parseMemory, relativeName, show, suggest, SpecContext } from './spec-fields.ts'
-import { mergeDefaults, readTask, stagedAtSamePath, type LocalInput, type ParsedTask, type SpecDefaults } from './spec-task.ts'
+import type { ParsedJob } from './spec.ts'
+import { mergeDefaults, readTask, stagedAtSamePath, type SpecDefaults } from './spec-task.ts'
 
-export interface TasklistJob {
-  name: string
-  layout: ResultLayout
-  retries: number
-  shared: LocalInput[]
-  tasks: ParsedTask[]
-  specText: string
-  specFile: string
-}
+/** A tasklist is a job without the YAML-only settings. */
+export type TasklistJob = Pick<ParsedJob, 'name' | 'layout' | 'retries' | 'shared' | 'tasks' | 'specText' | 'specFile'>
 
 interface Line { text: string, line: number, taskId: number }
 

@@ -65,9 +65,6 @@ export async function createMeshNode (opts: MeshNodeOptions): Promise<MeshNode> 
   return node
 }
 
-/** Options for protocol handlers: generous stream limits, since one client may run many transfers at once. */
-export const HANDLER_OPTIONS = { maxInboundStreams: 1024, maxOutboundStreams: 1024 }
-
 /**
  * Streams one connection may hold open per protocol. Each stream's first frame is small unless its peer may
  * submit, and must arrive in time, so a hostile member can make a peer hold at most a bounded amount.

@@ -20,6 +20,16 @@ function msg<const K extends string, P extends Props> (t: K, props: P): TObject<
   return T.Object({ t: T.Literal(t), ...props }, { additionalProperties: false }) as any
 }
 
+/** Tasks of one shape waiting in the queue (timeoutMs 0: no time limit). */
+const BacklogGroup = T.Object({
+  tasks: T.Integer({ minimum: 1, maximum: 100_000_000 }),
+  cores: T.Integer({ minimum: 1, maximum: 4096 }),
+  memoryMb: T.Integer({ minimum: 0, maximum: 64 * 1024 * 1024 }),
+  gpus: T.Integer({ minimum: 0, maximum: 64 }),
+  timeoutMs: Millis
+}, { additionalProperties: false })
+export type BacklogGroupMsg = Static<typeof BacklogGroup>
+
 const Role = T.Union([T.Literal('agent'), T.Literal('submitter'), T.Literal('admin')])
 const MemberName = T.String({ minLength: 1, maxLength: 64 })
 const Stream = T.Union([T.Literal('stdout'), T.Literal('stderr')])
@@ -59,7 +69,13 @@ export const COORD_MESSAGES = {
   /** The peers an agent may accept connections from besides the coordinator (the access list's members). */
   'coord.members': msg('coord.members', { peerIds: T.Array(PeerIdText, { maxItems: 100_000 }) }),
   /** Asks for up to maxBytes of an attempt's stdout or stderr from offset (logs, logs -f). */
-  'coord.logs': msg('coord.logs', { requestId: Id, attemptId: Id, stream: Stream, offset: Millis, maxBytes: T.Integer({ minimum: 1, maximum: 1 << 20 }) })
+  'coord.logs': msg('coord.logs', { requestId: Id, attemptId: Id, stream: Stream, offset: Millis, maxBytes: T.Integer({ minimum: 1, maximum: 1 << 20 }) }),
+  /**
+   * To a batch-system bridge (resources.backend not 'local'), when it changed: the queued tasks no agent took in
+   * the last scheduling pass whose constraints its labels meet, grouped by shape (its auto-allocation sizes
+   * allocations on it). `truncated`: the queue was longer than the coordinator looked.
+   */
+  'coord.backlog': msg('coord.backlog', { groups: T.Array(BacklogGroup, { maxItems: 64 }), truncated: T.Boolean() })
 }
 
 // ---- client <-> coordinator (PROTOCOL_CLIENT, one stream per request) ----

@@ -4,12 +4,12 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { TSX_LOADER } from '../../bin/processes.ts'
+import { TS_ARGS } from '../../bin/processes.ts'
 
 const BENCH = fileURLToPath(new URL('../../bench/run.ts', import.meta.url))
 
@@ -18,7 +18,7 @@ test('npm run bench -- --quick measures every section and writes its raw numbers
   const out = join(dir, 'bench.json')
   try {
     const { code, output } = await new Promise<{ code: number | null, output: string }>((resolve, reject) => {
-      const child = spawn(process.execPath, ['--import', TSX_LOADER, BENCH, '--quick', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] })
+      const child = spawn(process.execPath, [...TS_ARGS, BENCH, '--quick', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] })
       let output = ''
       child.stdout.on('data', (d: Buffer) => { output += d.toString() })
       child.stderr.on('data', (d: Buffer) => { output += d.toString() })
@@ -36,6 +36,9 @@ test('npm run bench -- --quick measures every section and writes its raw numbers
       assert.ok(row != null, `a row for ${measure}`)
       assert.ok(Number.isFinite(row.meshfarm) && row.meshfarm > 0, `${row.measure}: ${row.meshfarm}`)
     }
+    // The xz workload where xz is installed (Debian's xz-utils), a note saying it is missing elsewhere.
+    if (spawnSync('sh', ['-c', 'command -v xz'], { stdio: 'ignore' }).status === 0) assert.ok(json.rows.some(r => /xz -k -6 each/.test(r.measure)), 'a row for the xz workload')
+    else assert.match(output, /xz is not installed/)
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }

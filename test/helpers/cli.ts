@@ -1,6 +1,6 @@
 /** Running the meshfarm CLI as a user would, from tests. */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
-import { CLI_ENTRY, TSX_LOADER } from '../../bin/processes.ts'
+import { CLI_ENTRY, TS_ARGS } from '../../bin/processes.ts'
 
 export interface CliResult {
   code: number
@@ -11,7 +11,7 @@ export interface CliResult {
 /** `input`: what the CLI reads on standard input (none: stdin is closed). */
 export async function runCli (home: string, args: string[], opts: { cwd?: string, timeoutMs?: number, env?: NodeJS.ProcessEnv, input?: string } = {}): Promise<CliResult> {
   return await new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', TSX_LOADER, CLI_ENTRY, '--home', home, ...args], {
+    const child = spawn(process.execPath, [...TS_ARGS, CLI_ENTRY, '--home', home, ...args], {
       cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: [opts.input != null ? 'pipe' : 'ignore', 'pipe', 'pipe'] as Array<'pipe' | 'ignore'>
     }) as ChildProcessWithoutNullStreams
     if (opts.input != null) child.stdin.end(opts.input)

@@ -40,7 +40,12 @@ export class HarvestSim {
   readonly suspendedSince = new Map<string, number>()
   private nextId = 1
 
-  constructor (readonly cfg: HarvestConfig, start: number, readonly decide: Decide = decideHarvest) {
+  readonly cfg: HarvestConfig
+  readonly decide: Decide
+
+  constructor (cfg: HarvestConfig, start: number, decide: Decide = decideHarvest) {
+    this.cfg = cfg
+    this.decide = decide
     this.state = initialHarvestState(start)
   }
 

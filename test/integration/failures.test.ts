@@ -53,9 +53,13 @@ test('kill -9 of an agent mid-task: every task still completes, once', async () 
     await until(async () => (await client.status(jobId))[0].counts.running >= 4, 20_000, 'four tasks running')
     const victim = mesh.agents[0]
     victim.child.kill('SIGKILL')
+    // Its connection is gone at once: peers says so while the coordinator waits out the lost-agent timeout.
+    let gone: string | undefined
+    await until(async () => (gone = (await client.peers()).find(p => p.state === 'disconnected')?.hostname) != null, 3_000, 'the killed agent shown disconnected')
     const summary = await client.watch(jobId)
     assert.equal(summary.state, 'done')
     assert.equal(summary.counts.done, 8)
+    assert.equal((await client.peers()).find(p => p.hostname === gone)?.state ?? 'lost', 'lost', 'then lost')
     const records = await allRecords(client, jobId)
     assert.deepEqual(notCommittedOnce(mesh.coordinatorHome, jobId), [], 'each task committed exactly once, counted where commits happen')
     assert.ok(records.some(r => r.attempts === 2), 'the killed agent\'s tasks ran again elsewhere')

@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs'
+import { lstatSync, mkdtempSync, readdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { freePort, startMeshfarm, type MeshProcess } from '../../bin/processes.ts'
@@ -42,6 +42,12 @@ test('one state folder serves the coordinator, an agent and the CLI; a second ma
     const hosts = (JSON.parse(peers.stdout) as Array<{ hostname: string, state: string }>).filter(p => p.state === 'up').map(p => p.hostname).sort()
     assert.deepEqual(hosts, ['lab1', 'lab2'])
     assert.match(readFileSync(join(home, 'coordinator', 'access.json'), 'utf8'), /this machine \(operator\)/)
+    // Keys, the access list, the database and the outbox are the owner's alone: nothing in the state folder is
+    // readable by anyone else (a task under another uid, another user of the machine).
+    const open = readdirSync(home, { recursive: true, encoding: 'utf8' }).map(f => join(home, f))
+      .filter(f => { const st = lstatSync(f); return st.isFile() && (st.mode & 0o077) !== 0 })
+    assert.deepEqual(open, [], 'files of the state folder others can read or write')
+    for (const f of ['identity.key', 'swarm.key', 'operator.key', 'coordinator/state.db', 'coordinator/access.json']) assert.equal(lstatSync(join(home, f)).mode & 0o777, 0o600, f)
   } finally {
     await Promise.all(procs.map(async p => await p.stop()))
     rmSync(dir, { recursive: true, force: true })

@@ -1,6 +1,6 @@
 // `meshfarm` on PATH the ways a lab installs it: `npm install -g` of the packed package into a temporary prefix,
 // and `npx meshfarm` in a project that depends on it (dependencies hoisted above the package). The wrapper
-// bin/meshfarm must find Node 24 and tsx in either layout. Uses npm's cache (--prefer-offline); ~30 s.
+// bin/meshfarm must find Node 24 in either layout. Uses npm's cache (--prefer-offline); ~30 s.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'

@@ -88,7 +88,7 @@ test('cgroup v2, delegated: an agent in its own cgroup moves itself to <own>/age
   const own = join(layout.v2.mount.mountPoint, `mf-delegated-${process.pid}`)
   mkdirSync(own)
   try {
-    const child = spawn('/bin/sh', ['-c', `echo 0 > ${own}/cgroup.procs && exec "$0" --import tsx "$1"`, process.execPath, join(import.meta.dirname, '../helpers/v2-delegated-child.ts')], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const child = spawn('/bin/sh', ['-c', `echo 0 > ${own}/cgroup.procs && exec "$0" "$1"`, process.execPath, join(import.meta.dirname, '../helpers/v2-delegated-child.ts')], { stdio: ['ignore', 'pipe', 'inherit'] })
     let out = ''
     child.stdout.on('data', d => { out += d })
     const code = await new Promise(resolve => child.on('exit', resolve))

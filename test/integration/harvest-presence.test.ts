@@ -20,7 +20,7 @@ import { waitUntil } from '../helpers/harvest-procs.ts'
 import { openMachine } from '../../node/harvest/agent-harvest.ts'
 import { DEFAULT_HARVEST_CONFIG } from '../../node/harvest/config.ts'
 import { hereStatus } from '../../node/harvest/owner-control.ts'
-import { CLI_ENTRY, TSX_LOADER } from '../../bin/processes.ts'
+import { CLI_ENTRY, TS_ARGS } from '../../bin/processes.ts'
 
 const ctx = (now = Date.now()): { now: number, monotonicMs: number, ours: typeof NO_OURS } => ({ now, monotonicMs: Number(process.hrtime.bigint() / 1_000_000n), ours: NO_OURS })
 
@@ -68,7 +68,7 @@ test('an agent with --harvest and no injected file: its start lines name this ma
     const bin = join(dir, 'bin')
     mkdirSync(bin)
     writeFileSync(join(bin, 'gdbus'), '#!/bin/sh\ncase "$*" in *GetIdletime*) echo "(uint64 1500,)";; *GetActive*) echo "(false,)";; *) exit 1;; esac\n', { mode: 0o755 })
-    const helper = spawn(process.execPath, ['--import', TSX_LOADER, CLI_ENTRY, '--home', dir, 'presence', '--socket', join(dir, 'owner.sock'), '--poll', '200ms'], { env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}`, XDG_SESSION_ID: '7' }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const helper = spawn(process.execPath, [...TS_ARGS, CLI_ENTRY, '--home', dir, 'presence', '--socket', join(dir, 'owner.sock'), '--poll', '200ms'], { env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}`, XDG_SESSION_ID: '7' }, stdio: ['ignore', 'pipe', 'pipe'] })
     let said = ''
     helper.stdout.on('data', (d: Buffer) => { said += d.toString() })
     helper.stderr.on('data', (d: Buffer) => { said += d.toString() })

@@ -30,7 +30,14 @@ class Loop {
   vacated: Held[] = []
   private next = 1
 
-  constructor (readonly groups: TaskGroups, readonly tracker: OursTracker, readonly file: string) {
+  readonly groups: TaskGroups
+  readonly tracker: OursTracker
+  readonly file: string
+
+  constructor (groups: TaskGroups, tracker: OursTracker, file: string) {
+    this.groups = groups
+    this.tracker = tracker
+    this.file = file
     this.harvester = new Harvester({ config: DEFAULT_HARVEST_CONFIG, sources: [new InjectedSource(file)], ours: tracker, now: T0 })
   }
 

@@ -11,7 +11,7 @@ import { execFileSync, spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { CLI_ENTRY, TSX_LOADER } from '../../bin/processes.ts'
+import { CLI_ENTRY, TS_ARGS } from '../../bin/processes.ts'
 import { startMeshfarm, type MeshProcess } from '../../bin/processes.ts'
 import { notCommittedOnce } from '../helpers/ledger.ts'
 import { until } from '../helpers/cli.ts'
@@ -60,7 +60,7 @@ function buildLan (): void {
 
 /** The CLI run inside a host's namespace. */
 function cli (ns: string, home: string, args: string[], input?: string): { status: number, stdout: string, stderr: string } {
-  const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, '--import', TSX_LOADER, CLI_ENTRY, '--home', home, ...args], { encoding: 'utf8', input, timeout: 120_000 })
+  const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, ...TS_ARGS, CLI_ENTRY, '--home', home, ...args], { encoding: 'utf8', input, timeout: 120_000 })
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
 }
 

@@ -160,6 +160,22 @@ for (const [flavour, command] of FLAVOURS) {
       }
     })
 
+    test('a task of another user enters its cgroup too, and runs as that user', { skip: process.getuid?.() !== 0 || !existsSync('/sys/fs/cgroup/pids') ? 'needs root and a pids cgroup' : false }, async () => {
+      const cg = `/sys/fs/cgroup/pids/meshfarm-test-user-${process.pid}-${flavour}`
+      mkdirSync(cg, { recursive: true })
+      try {
+        const r = sh('grep pids /proc/self/cgroup; id -u; id -G', { cgroupProcs: [path.join(cg, 'cgroup.procs')], user: { uid: 65534, gid: 65534 }, cwd: '/' })
+        const res = await launcher.spawn(r).done
+        assert.equal(res.exitCode, 0, `${res.error ?? ''} ${await readFile(r.stderrPath, 'utf8').catch(() => '')}`)
+        const [cgroup, uid, groups] = (await readFile(r.stdoutPath, 'utf8')).trim().split('\n')
+        assert.match(cgroup, new RegExp(`meshfarm-test-user-${process.pid}-${flavour}`))
+        assert.equal(uid, '65534')
+        assert.equal(groups, '65534', 'no supplementary groups of the launcher\'s')
+      } finally {
+        rmdirSync(cg)
+      }
+    })
+
     test('nice applies; limits and I/O priority where the launcher can, refused where it cannot', async () => {
       const r = sh('cut -d" " -f19 /proc/self/stat; ulimit -n', { nice: 7 })
       const withLimits = { ...r, rlimits: { nofile: [64, 64] as [number, number] }, ioprio: { class: 2, level: 7 } }

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PNG } from 'pngjs'
 import { startLocalMesh } from '../../bin/local-mesh.ts'
-import { TSX_LOADER } from '../../bin/processes.ts'
+import { TS_ARGS } from '../../bin/processes.ts'
 import { connect } from '../../shared/client/client.ts'
 import { fetchResults } from '../../shared/client/fetch.ts'
 import { parseTasklist } from '../../shared/client/spec.ts'
@@ -22,7 +22,7 @@ const REPORT = new URL('../../bin/report.ts', import.meta.url).pathname
 
 async function report (args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
   return await new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', TSX_LOADER, REPORT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [...TS_ARGS, REPORT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })

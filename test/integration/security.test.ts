@@ -17,9 +17,9 @@ import { encodeMessage, Channel } from '../../shared/protocol/codec.ts'
 import { PROTOCOL_CLIENT } from '../../shared/protocol/constants.ts'
 import { CLIENT_REPLIES } from '../../shared/protocol/schema.ts'
 import { connect } from '../../shared/client/client.ts'
-import { runCli, runCliJson, until } from '../helpers/cli.ts'
+import { runCli, runCliJson } from '../helpers/cli.ts'
 import { spawnSync } from 'node:child_process'
-import { CLI_ENTRY, TSX_LOADER } from '../../bin/processes.ts'
+import { CLI_ENTRY, TS_ARGS } from '../../bin/processes.ts'
 
 let mesh: LocalMesh
 let dir: string
@@ -107,7 +107,7 @@ test('invite and join: a new workstation joins once; a reused or expired invite 
 
 /** join reads the invite from standard input: it never appears on a command line. */
 function runJoin (home: string, invite: string): ReturnType<typeof spawnSync> & { stdout: string, stderr: string } {
-  return spawnSync(process.execPath, ['--import', TSX_LOADER, CLI_ENTRY, '--home', home, 'join'], { input: invite + '\n', encoding: 'utf8', timeout: 60_000 }) as any
+  return spawnSync(process.execPath, [...TS_ARGS, CLI_ENTRY, '--home', home, 'join'], { input: invite + '\n', encoding: 'utf8', timeout: 60_000 }) as any
 }
 
 test('a peer removed from the access list is disconnected and cannot come back', async () => {

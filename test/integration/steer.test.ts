@@ -11,7 +11,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startLocalMesh, type LocalMesh } from '../../bin/local-mesh.ts'
-import { CLI_ENTRY, TSX_LOADER } from '../../bin/processes.ts'
+import { CLI_ENTRY, TS_ARGS } from '../../bin/processes.ts'
 import { connect, type MeshClient } from '../../shared/client/client.ts'
 import type { MeshEvent } from '../../shared/protocol/events.ts'
 import type { JobSummary } from '../../shared/protocol/data.ts'
@@ -95,7 +95,7 @@ test('watch --json prints one event per line, and stops at the end of the job', 
 test('logs -f shows a task\'s output while it runs, from the agent that runs it', async () => {
   const file = tasklist('logs', ['for i in 1 2 3; do echo line$i; sleep 0.5; done; sleep 60'])
   const { jobId } = await runCliJson<{ jobId: number }>(alice, ['submit', file])
-  const child = spawn(process.execPath, ['--import', TSX_LOADER, CLI_ENTRY, '--home', alice, 'logs', `${jobId}.0`, '-f'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [...TS_ARGS, CLI_ENTRY, '--home', alice, 'logs', `${jobId}.0`, '-f'], { stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   child.stdout.on('data', (d: Buffer) => { out += d.toString() })
   try {

@@ -1,13 +1,14 @@
 /**
  * Job arrays against the real Slurm (skipped with a printed reason where it cannot be set up): one sbatch per
- * chunk, followed with one squeue per poll to the end, outcomes read from Slurm and the wrappers' files.
+ * chunk, followed with one squeue per poll to the end, outcomes read from Slurm and the wrappers' files. Arrays
+ * split at MaxArraySize are shown end to end through the bridge (bridge-forward.test.ts).
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { skipUnlessSlurm, countingSlurm, slurmEnv } from './slurm-env.ts'
-import { chunkLimit, planChunks, type ArrayTask, type ChunkSpec } from '../../node/bridge/slurm/script.ts'
+import { type ArrayTask, type ChunkSpec } from '../../node/bridge/slurm/script.ts'
 import { outputFiles, readStatuses, submitChunk } from '../../node/bridge/slurm/chunk-files.ts'
 import { IntentLog } from '../../node/bridge/slurm/intent-log.ts'
 import { chunkOutcomes, pollQueue, type ElementView } from '../../node/bridge/slurm/follow.ts'
@@ -87,36 +88,6 @@ test('a job array: one sbatch, one squeue per poll, exit codes, signals, outputs
     assert.equal(statuses.get(0)?.host, slurmEnv().ok ? (slurmEnv() as { node: string }).node : '')
     // The same outcomes from the status files alone, as after MinJobAge.
     assert.deepEqual(chunkOutcomes(r.value, 6, new Map(), statuses).map(e => e.outcome?.state), ['done', 'done', 'failed', 'failed', 'done', 'done'])
-  } finally {
-    log.close()
-    rmSync(dir, { recursive: true, force: true })
-  }
-})
-
-test('an array larger than MaxArraySize: split into chunks from scontrol show config, every task once', { skip, timeout: 240_000 }, async () => {
-  const { batch, calls } = countingSlurm()
-  const dir = workDir('chunks')
-  const log = IntentLog.open(join(dir, 'intents.log'))
-  try {
-    const cfg = await batch.config()
-    assert.ok(cfg.ok, cfg.ok ? '' : cfg.error.message)
-    const limit = chunkLimit(cfg.value)
-    assert.equal(limit, cfg.value.maxArraySize - 1)
-    const n = 2 * limit + 5
-    const tasks = tasksIn(dir, Array.from({ length: n }, () => 'echo "$MESHFARM_TASK_ID" > id.txt'))
-    const chunks = planChunks(tasks, limit, () => 'cpu')
-    assert.equal(chunks.length, 3)
-    const submitted: Array<{ jobId: string, dir: string, size: number }> = []
-    for (const [i, c] of chunks.entries()) {
-      const spec: ChunkSpec = { bridgeId: 'test', meshJobId: 'big', chunk: i, chunkDir: join(dir, `c${i}`), tasks: c, resources: { cores: 1, memoryMb: 50, gpus: 0, timeLimitMs: 60_000 } }
-      const r = await submitChunk(batch, log, spec, Date.now)
-      assert.ok(r.ok, r.ok ? '' : r.error.message)
-      submitted.push({ jobId: r.value, dir: spec.chunkDir, size: c.length })
-    }
-    assert.equal(calls.get('sbatch'), 3, 'one sbatch per chunk')
-    const { views } = await follow(batch, submitted)
-    assert.ok(views.flat().every(e => e.outcome?.state === 'done'))
-    for (const t of tasks) assert.equal(readFileSync(join(t.folder, 'id.txt'), 'utf8').trim(), t.taskId)
   } finally {
     log.close()
     rmSync(dir, { recursive: true, force: true })

@@ -25,12 +25,15 @@ function element (script: string, index: number, env: Record<string, string> = {
 
 const exit = async (p: ReturnType<typeof spawn>): Promise<number | null> => await new Promise(resolve => p.on('exit', code => resolve(code)))
 
-test('GPUs: the task sees the ids Slurm set, one per line in gpu_ids.txt; without them no file', async () => {
-  const c = chunk(['echo "$CUDA_VISIBLE_DEVICES" > cvd.txt', 'true'])
+test('GPUs: the task sees the ids Slurm set, one per line in gpu_ids.txt and in MESHFARM_GPUS; without them no file', async () => {
+  const c = chunk(['echo "$CUDA_VISIBLE_DEVICES $MESHFARM_GPUS" > cvd.txt', 'true'])
   try {
+    // The mesh staged placeholder ids before it knew the task would run in Slurm.
+    writeFileSync(join(c.folders[0], 'gpu_ids.txt'), '0\n')
+    writeFileSync(join(c.folders[1], 'gpu_ids.txt'), '0\n')
     assert.equal(await exit(element(c.script, 0, { CUDA_VISIBLE_DEVICES: '2,5' })), 0)
     assert.equal(readFileSync(join(c.folders[0], 'gpu_ids.txt'), 'utf8'), '2\n5\n')
-    assert.equal(readFileSync(join(c.folders[0], 'cvd.txt'), 'utf8'), '2,5\n')
+    assert.equal(readFileSync(join(c.folders[0], 'cvd.txt'), 'utf8'), '2,5 2,5\n')
     assert.equal(await exit(element(c.script, 1)), 0)
     assert.ok(!existsSync(join(c.folders[1], 'gpu_ids.txt')))
     assert.equal(readStatus(join(c.dir, 'c'), 1)?.exitCode, 0)

@@ -377,3 +377,37 @@ test('harvest through the reactor: a stopping agent is told nothing and offers n
   assert.equal(applyHarvest(r, r.attempts(), out, RESOURCES, null, 0).sent, null)
   assert.deepEqual(comm.sent, [])
 })
+
+test('adopted attempts (a batch system still runs them after a restart): held in slots, reported running in hello, run to their results', () => {
+  const comm = new Recorder()
+  const r = new AgentReactor(comm, { resources: RESOURCES, longTaskMs: 1000, resultBatch: 256, inlineBudgetBytes: 4 << 20, inlineMaxBytes: 64 << 10, logPieceBytes: 1 << 20 })
+  // Attempt 3's vacate notice waits in the outbox: it is reported, not adopted again.
+  r.start([{ kind: 'vacate', attemptId: 3, vacateKind: 'vacate', reason: 'agent stopped' }])
+  r.adopt([assignment(1), assignment(2), assignment(3), assignment(1)])
+  assert.deepEqual(comm.take(), ['run 1 slot 0', 'run 2 slot 1'], 'each once, straight to the backend, no staging')
+  const hello = r.hello() as Extract<AgentMessage, { t: 'agent.hello' }>
+  assert.deepEqual([hello.running, hello.pending, hello.crashed], [[1, 2], [3], undefined])
+  r.sessionUp()
+  // Both slots are taken: a new assignment waits for one.
+  r.message(assign(4), 0)
+  r.staged(4, 0)
+  assert.deepEqual(comm.take(), ['stage 4'])
+  r.taskStarted(1)
+  r.taskExited(1, outcome(0), 10)
+  assert.deepEqual(comm.take(), ['run 4 slot 0'])
+  r.resultReady(comm.collecting.find(c => c.skeleton.attemptId === 1)!.skeleton)
+  assert.deepEqual(r.pendingIds().sort(), [1, 3])
+})
+
+test('a backend\'s own reading of the ending (NODE_FAIL, PREEMPTED) is the attempt\'s failure; an agent\'s cancel still wins', () => {
+  const { r, comm } = setup()
+  r.message(assign(1, 2), 0)
+  for (const id of [1, 2]) { r.staged(id, 0); r.taskStarted(id) }
+  const nodeFail = { kind: 'node-fail' as const, message: 'its Slurm node failed (Slurm job 9_0: NODE_FAIL)', retryable: true, detail: 'Slurm job 9_0: NODE_FAIL' }
+  r.taskExited(1, outcome(null, 10, { failure: nodeFail, backend: { system: 'slurm', jobId: '9', arrayIndex: 0 } }), 20)
+  const one = comm.collecting.find(c => c.skeleton.attemptId === 1)!.skeleton
+  assert.deepEqual([one.state, one.failure, one.backend], ['failed', nodeFail, { system: 'slurm', jobId: '9', arrayIndex: 0 }])
+  r.message({ t: 'coord.cancel', attemptIds: [2], reason: 'job cancelled' }, 21)
+  r.taskExited(2, outcome(null, 10, { failure: { kind: 'batch', message: 'cancelled in Slurm', retryable: false } }), 22)
+  assert.equal(comm.collecting.find(c => c.skeleton.attemptId === 2)!.skeleton.failure?.kind, 'cancelled')
+})

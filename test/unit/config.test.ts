@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { compileClient, compileCoordinator, compileSubmitOverrides, DEFAULTS, jobIdArg, taskArg } from '../../bin/config.ts'
+import { compileAgent, compileAgentEnv, compileClient, compileCoordinator, compileSubmitOverrides, DEFAULTS, jobIdArg, taskArg } from '../../bin/config.ts'
 import { isMeshfarmError } from '../../shared/util/errors.ts'
 import { parseDuration, parseSize, parseSizeMb, parseWholeNumber } from '../../shared/util/units.ts'
 
@@ -40,6 +40,27 @@ test('each bad coordinator flag is named', () => {
   refused(() => compileCoordinator({ listen: [] }, { MESHFARM_SPREAD: 'maybe' }), 'MESHFARM_SPREAD')
 })
 
+test('agent flags: compiled once (the agent and its service unit use the same), frozen, each bad one named', () => {
+  const a = compileAgent({ listen: ['/ip4/127.0.0.2/tcp/0'], cores: '4', slots: '2', memory: '16G', gpus: '0-1', label: ['rack=b'], hostname: 'lab7', isolation: 'namespace', allowRoot: true, workDir: '/scratch/mf' })
+  assert.deepEqual(JSON.parse(JSON.stringify(a)), {
+    listen: ['/ip4/127.0.0.2/tcp/0'], offer: { cores: 4, slots: 2, memoryMb: 16384, gpus: [0, 1], labels: { rack: 'b' }, hostname: 'lab7' },
+    isolation: 'namespace', allowRoot: true, workDir: '/scratch/mf'
+  })
+  assert.ok(Object.isFrozen(a) && Object.isFrozen(a.offer) && Object.isFrozen(a.offer.labels))
+  const plain = compileAgent({ listen: [], label: [] })
+  assert.deepEqual([plain.isolation, plain.allowRoot, plain.offer], ['auto', false, { labels: {} }])
+  refused(() => compileAgent({ listen: [], label: [], cores: 'all' }), '--cores')
+  refused(() => compileAgent({ listen: [], label: [], slots: '0' }), '--slots')
+  refused(() => compileAgent({ listen: [], label: [], slots: '1e12' }), '--slots')
+  refused(() => compileAgent({ listen: [], label: [], memory: 'lots' }), '--memory')
+  refused(() => compileAgent({ listen: [], label: [], gpus: 'first' }), '--gpus')
+  refused(() => compileAgent({ listen: [], label: ['rack'] }), '--label')
+  refused(() => compileAgent({ listen: [], label: [], hostname: 'two words' }), '--hostname')
+  refused(() => compileAgent({ listen: [], label: [], isolation: 'chroot' }), '--isolation')
+  refused(() => compileAgent({ listen: ['localhost:7341'], label: [] }), '--listen')
+  refused(() => compileAgent({ listen: [], label: [], workDir: ' ' }), '--work-dir')
+})
+
 test('submit flags are checked before anything reaches the coordinator', () => {
   const o = compileSubmitOverrides({ cores: '2', gpus: '1', memory: '1.5G', timeout: '90s', retries: '2', name: 'sweep', layout: 'flat', priority: '-5', allowUnplaceable: true })
   assert.deepEqual({ ...o.spec }, { cores: 2, gpus: 1, memoryMb: 1536, timeoutMs: 90_000, retries: 2, name: 'sweep', layout: 'flat' })
@@ -57,6 +78,10 @@ test('submit flags are checked before anything reaches the coordinator', () => {
 
 test('environment variables are checked like flags', () => {
   assert.equal(compileClient({}).discoveryMs, DEFAULTS.discoveryMs)
+  assert.deepEqual(compileAgentEnv({}), { launcher: 'auto', cc: 'cc', detectGpus: true })
+  assert.deepEqual(compileAgentEnv({ MESHFARM_LAUNCHER: 'js', CC: 'clang', MESHFARM_GPU_DETECT: '0' }), { launcher: 'js', cc: 'clang', detectGpus: false })
+  refused(() => compileAgentEnv({ MESHFARM_LAUNCHER: 'rust' }), 'MESHFARM_LAUNCHER')
+  refused(() => compileAgentEnv({ MESHFARM_GPU_DETECT: 'yes' }), 'MESHFARM_GPU_DETECT')
   assert.equal(compileClient({ MESHFARM_DISCOVERY_MS: '2500' }).discoveryMs, 2500)
   refused(() => compileClient({ MESHFARM_DISCOVERY_MS: 'ten' }), 'MESHFARM_DISCOVERY_MS')
 })

@@ -29,7 +29,11 @@ class Referee {
   lend: { until: number | null } | null = null
   never = false
 
-  constructor (readonly cfg: HarvestConfig) {}
+  readonly cfg: HarvestConfig
+
+  constructor (cfg: HarvestConfig) {
+    this.cfg = cfg
+  }
 
   command (cmd: OwnerCommand, now: number): void {
     if (cmd.op === 'lend') { this.lend = { until: cmd.untilMs }; this.never = false }

@@ -1,12 +1,7 @@
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
-import path from 'node:path'
 import { checkRelativeName, isInside } from '../../shared/files/safe-path.ts'
 import { isMeshfarmError } from '../../shared/util/errors.ts'
-
-function isCode (code: string) {
-  return (err: unknown): boolean => isMeshfarmError(err) && err.code === code
-}
 
 describe('checkRelativeName', () => {
   const hostile: Array<[string, RegExp]> = [

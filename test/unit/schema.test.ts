@@ -37,6 +37,7 @@ const EXAMPLES: Record<string, { ok: Record<string, unknown>, bad: [path: string
   'coord.drain': { ok: {}, bad: ['extra', 1] },
   'coord.members': { ok: { peerIds: [PEER] }, bad: ['peerIds.0', '../../etc/passwd'] },
   'coord.logs': { ok: { requestId: 1, attemptId: 1, stream: 'stdout', offset: 0, maxBytes: 100 }, bad: ['stream', 'stdin'] },
+  'coord.backlog': { ok: { groups: [{ tasks: 40, cores: 1, memoryMb: 0, gpus: 0, timeoutMs: 600_000 }], truncated: false }, bad: ['groups.0.cores', 0] },
   'client.ping': { ok: {}, bad: ['x', 1] },
   'client.blobs.missing': { ok: { hashes: [HASH] }, bad: ['hashes.0', 'abc'] },
   'client.submit.begin': { ok: { job: HEADER, total: 1 }, bad: ['job.layout', 'sideways'] },

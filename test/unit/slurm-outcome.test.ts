@@ -4,6 +4,9 @@ import { taskOutcome, TERMINAL_SLURM_STATES, type OutcomeInput } from '../../nod
 import type { WrapperStatus } from '../../node/bridge/slurm/script.ts'
 import type { QueueEntry } from '../../node/bridge/slurm/batch-system.ts'
 import { chunkOutcomes } from '../../node/bridge/slurm/follow.ts'
+import { parseQueue } from '../../node/bridge/slurm/parse.ts'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 
 const status = (o: Partial<WrapperStatus> = {}): WrapperStatus => ({ index: 4, taskId: 'j:4', exitCode: 0, signal: null, terminated: false, startedAt: 1, endedAt: 2, host: 'vm', slurmJobId: '217_4', ...o })
 const input = (slurmState: string | null, o: Partial<OutcomeInput> = {}): OutcomeInput => ({ jobId: '217_4', slurmState, reason: 'None', status: null, ...o })
@@ -64,7 +67,7 @@ test('FAILED without a status file: the wrapper never finished, Slurm\'s exit co
 })
 
 test('following a chunk: one queue answer and the status files give each index its state and outcome', () => {
-  const entry = (jobId: string, state: string, reason = 'None'): [string, QueueEntry] => [jobId, { jobId, arrayJobId: jobId.split('_')[0], arrayIndex: Number(jobId.split('_')[1] ?? 0), state, reason, nodes: 'vm', name: 'mf:b:j:0', comment: 'mf:b:j:0' }]
+  const entry = (jobId: string, state: string, reason = 'None'): [string, QueueEntry] => [jobId, { jobId, arrayJobId: jobId.split('_')[0], arrayIndex: jobId.includes('_') ? Number(jobId.split('_')[1]) : null, state, reason, nodes: 'vm', name: 'mf:b:j:0', comment: 'mf:b:j:0' }]
   const queue = new Map([entry('50_0', 'COMPLETED'), entry('50_1', 'RUNNING'), entry('50_2', 'PENDING', 'JobArrayTaskLimit'), entry('51_0', 'COMPLETED')])
   const views = chunkOutcomes('50', 4, queue, new Map([[0, status({ index: 0 })], [3, status({ index: 3, exitCode: 2 })]]))
   assert.deepEqual(views.map(v => [v.jobId, v.slurmState, v.outcome?.state ?? null]), [
@@ -73,4 +76,11 @@ test('following a chunk: one queue answer and the status files give each index i
   assert.equal(views[2].reason, 'JobArrayTaskLimit')
   const single = new Map([entry('60', 'TIMEOUT', 'TimeLimit')])
   assert.equal(chunkOutcomes('60', 1, single, new Map())[0].outcome?.failure?.kind, 'timeout', 'a one-element array listed under its plain id')
+  // Captured on 22.05 (squeue-cancelled-rest.txt): scancel 929_0 929_1 929_2 while 929_0 ran and 1-2 waited;
+  // the pending rest is listed once, as `929 CANCELLED`, without its indexes.
+  const cancelled = parseQueue(readFileSync(join(import.meta.dirname, 'fixtures', 'slurm', 'squeue-cancelled-rest.txt'), 'utf8'))
+  assert.deepEqual([...cancelled.keys()].sort(), ['929', '929_0'])
+  assert.deepEqual(chunkOutcomes('929', 3, cancelled, new Map()).map(v => [v.jobId, v.slurmState, v.outcome?.failure?.kind]), [
+    ['929_0', 'CANCELLED', 'cancelled'], ['929_1', 'CANCELLED', 'cancelled'], ['929_2', 'CANCELLED', 'cancelled']
+  ], 'the rest listed under the array\'s id, not lost')
 })

@@ -3,7 +3,7 @@
  * intent (fsynced), then sbatch, then the id. Also what a restarted bridge reads there (status files, output
  * names, an orphaned sbatch of a crashed bridge still at work on a chunk) and `recover`, which acts on it.
  */
-import { mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { BatchSystem, SlurmResult } from './batch-system.ts'
 import { reconcile, type ChunkProbe, type IntentLog, type ReconcileAction } from './intent-log.ts'
@@ -116,4 +116,24 @@ export async function recover (batch: BatchSystem, log: IntentLog, bridgeId: str
     log.submitted(a.key, r.value, now())
   }
   return { ok: true, value: actions }
+}
+
+/** Indexes that have a status file, from one readdir (a pending element has none). */
+export function statusIndexes (dir: string): number[] {
+  try {
+    return readdirSync(join(dir, 'status')).flatMap(n => /^\d+\.json$/.test(n) ? [Number(n.slice(0, -5))] : [])
+  } catch {
+    return []
+  }
+}
+
+/** The element's output file as the task's capture file; a missing one (never started) leaves it empty. */
+export function copyOrEmpty (from: string, to: string): void {
+  // The live link goes first: copying onto a link to the source itself would empty it.
+  rmSync(to, { force: true })
+  try {
+    copyFileSync(from, to)
+  } catch {
+    try { writeFileSync(to, '') } catch {}
+  }
 }

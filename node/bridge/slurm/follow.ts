@@ -15,14 +15,17 @@ export interface ElementView { index: number, jobId: string, slurmState: string 
 /**
  * Each index 0..size-1 of array `arrayJobId`: Slurm's state from this round's queue (null once Slurm has forgotten
  * the element) and its outcome once over. `squeue -r -t all` lists every element of an array it still knows,
- * pending ones included, so an element missing from the answer has been forgotten.
+ * pending ones one by one, or the rest not yet split off under the array's own id; an element missing from both
+ * has been forgotten.
  */
 export function chunkOutcomes (arrayJobId: string, size: number, queue: ReadonlyMap<string, QueueEntry>, statuses: ReadonlyMap<number, WrapperStatus>): ElementView[] {
   const out: ElementView[] = []
   for (let index = 0; index < size; index++) {
     const jobId = `${arrayJobId}_${index}`
-    // A one-element array may be listed under its plain id once it runs.
-    const q = queue.get(jobId) ?? (size === 1 ? queue.get(arrayJobId) : undefined)
+    // Elements not split off yet are listed under the array's plain id (the pending rest; once cancelled, the
+    // rest shows as `123 CANCELLED` without its indexes); a one-element array may be listed so once it runs.
+    const plain = queue.get(arrayJobId)
+    const q = queue.get(jobId) ?? (plain != null && plain.arrayIndex == null ? plain : undefined)
     const slurmState = q?.state ?? null
     const reason = q?.reason ?? ''
     out.push({ index, jobId, slurmState, reason, outcome: taskOutcome({ jobId, slurmState, reason, status: statuses.get(index) ?? null }) })

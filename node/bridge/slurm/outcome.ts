@@ -9,7 +9,13 @@ import type { WrapperStatus } from './script.ts'
 export type SlurmFailureKind = 'exit' | 'signal' | 'timeout' | 'cancelled' | 'node-fail' | 'memory' | 'preempted' |
   'boot-fail' | 'deadline' | 'lost' | 'slurm'
 
-export interface SlurmFailure { kind: SlurmFailureKind, message: string, retryable: boolean }
+export interface SlurmFailure {
+  kind: SlurmFailureKind
+  message: string
+  retryable: boolean
+  /** Slurm's own words alone: `Slurm job 217_4: TIMEOUT, reason TimeLimit`. */
+  detail: string
+}
 
 export interface TaskOutcome {
   state: 'done' | 'failed' | 'requeue'
@@ -50,17 +56,17 @@ function fromStatus (s: WrapperStatus, words: string): TaskOutcome {
   if (s.exitCode === 0) return { state: 'done', exitCode: 0, signal: null }
   if (s.signal != null) {
     const by = s.terminated ? ' (Slurm ended it)' : ''
-    return { state: 'failed', exitCode: s.exitCode, signal: s.signal, failure: { kind: 'signal', message: `killed by ${signalName(s.signal)}${by}; ${words}`, retryable: true } }
+    return { state: 'failed', exitCode: s.exitCode, signal: s.signal, failure: { kind: 'signal', message: `killed by ${signalName(s.signal)}${by}; ${words}`, retryable: true, detail: words } }
   }
-  return { state: 'failed', exitCode: s.exitCode, signal: null, failure: { kind: 'exit', message: `exit code ${s.exitCode}; ${words}`, retryable: true } }
+  return { state: 'failed', exitCode: s.exitCode, signal: null, failure: { kind: 'exit', message: `exit code ${s.exitCode}; ${words}`, retryable: true, detail: words } }
 }
 
 function failed (kind: SlurmFailureKind, what: string, words: string, s: WrapperStatus | null, retryable: boolean): TaskOutcome {
-  return { state: 'failed', exitCode: s?.exitCode ?? null, signal: s?.signal ?? null, failure: { kind, message: `${what} (${words})`, retryable } }
+  return { state: 'failed', exitCode: s?.exitCode ?? null, signal: s?.signal ?? null, failure: { kind, message: `${what} (${words})`, retryable, detail: words } }
 }
 
 function requeue (kind: SlurmFailureKind, what: string, words: string): TaskOutcome {
-  return { state: 'requeue', exitCode: null, signal: null, failure: { kind, message: `${what} (${words})`, retryable: true } }
+  return { state: 'requeue', exitCode: null, signal: null, failure: { kind, message: `${what} (${words})`, retryable: true, detail: words } }
 }
 
 /** The outcome once the task is over; null while it is not (pending, running, completing without a status). */

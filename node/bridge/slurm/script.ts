@@ -144,8 +144,10 @@ folder=\${line%%$'\\t'*}; rest=\${line#*$'\\t'}
 task=\${rest%%$'\\t'*}; cmd=$(printf %s "\${rest#*$'\\t'}" | base64 -d)
 export MESHFARM_TASK_ID="$task" OMP_NUM_THREADS="\${SLURM_CPUS_PER_TASK:-1}"
 started=$(now_ms)
-# GPUs: the ones Slurm gave this element (CUDA_VISIBLE_DEVICES comes from its gres plugin).
-if [ -n "\${CUDA_VISIBLE_DEVICES:-}" ]; then printf '%s\\n' "\${CUDA_VISIBLE_DEVICES//,/$'\\n'}" > "$folder/gpu_ids.txt"; fi
+# GPUs: the ones Slurm gave this element (CUDA_VISIBLE_DEVICES comes from its gres plugin), never the mesh's
+# placeholders staged before it was known where the task would run.
+if [ -n "\${CUDA_VISIBLE_DEVICES:-}" ]; then printf '%s\\n' "\${CUDA_VISIBLE_DEVICES//,/$'\\n'}" > "$folder/gpu_ids.txt"; else rm -f "$folder/gpu_ids.txt"; fi
+export MESHFARM_GPUS="\${CUDA_VISIBLE_DEVICES:-}"
 # Slurm sends SIGTERM to every process at a time limit, scancel or node loss: note it, let the command go first.
 terminated=false
 trap 'terminated=true' TERM

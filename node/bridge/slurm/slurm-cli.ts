@@ -17,8 +17,15 @@ export type CommandRunner = (command: string, args: string[], opts: CommandOptio
 /** Output beyond this is dropped (a queue of 100,000 array elements is ~10 MB). */
 const MAX_OUTPUT = 64 * 1024 * 1024
 
+/** What Slurm commands (and the jobs sbatch starts, which inherit it) get: this process's environment less meshfarm's. */
+function slurmEnv (): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {}
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('MESHFARM_')) env[k] = v
+  return env
+}
+
 export const spawnRunner: CommandRunner = async (command, args, opts) => await new Promise(resolve => {
-  const child = spawn(command, args, { cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'], env: process.env })
+  const child = spawn(command, args, { cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'], env: slurmEnv() })
   const out: Buffer[] = []; const err: Buffer[] = []
   let size = 0; let timedOut = false; let done = false
   const collect = (into: Buffer[]) => (b: Buffer): void => { if ((size += b.length) <= MAX_OUTPUT) into.push(b) }
@@ -58,7 +65,8 @@ export function createSlurmCli (options: SlurmCliOptions = {}): BatchSystem {
     const timeoutMs = opts.timeoutMs ?? queryTimeoutMs
     const r = await run(command, args, { ...opts, timeoutMs })
     if (r.timedOut) return { ok: false, error: { kind: 'transient', message: `${command}: no answer within ${Number((timeoutMs / 1000).toFixed(1))} s (stopped)` } }
-    if (r.code !== 0) return { ok: false, error: classifySlurmFailure(command, r.stderr, r.code) }
+    // scontrol says some failures on stdout ("Partition x not found").
+    if (r.code !== 0) return { ok: false, error: classifySlurmFailure(command, r.stderr.trim() !== '' ? r.stderr : r.stdout, r.code) }
     try {
       return { ok: true, value: parse(r.stdout) }
     } catch (e) {

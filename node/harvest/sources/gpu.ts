@@ -45,7 +45,11 @@ const runSmi: Run = args => new Promise((resolve, reject) => {
 
 export class GpuSource implements PresenceSource {
   readonly name = 'gpu'
-  constructor (private readonly run: Run = runSmi) {}
+  private readonly run: Run
+
+  constructor (run: Run = runSmi) {
+    this.run = run
+  }
 
   async probe (): Promise<Probe> {
     try {

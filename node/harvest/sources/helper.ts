@@ -61,7 +61,13 @@ export class HelperSource implements PresenceSource {
   private readonly held = new Map<string, Held>()
 
   /** A report is stale after this long without another: the helper posts at least every 10 s. */
-  constructor (private readonly staleMs = 30_000, private readonly socketPath = '') {}
+  private readonly staleMs: number
+  private readonly socketPath: string
+
+  constructor (staleMs: number = 30_000, socketPath: string = '') {
+    this.staleMs = staleMs
+    this.socketPath = socketPath
+  }
 
   report (r: PresenceReport, now: number): void {
     const key = `${r.uid}:${r.session ?? '*'}`

@@ -55,7 +55,11 @@ export function injectedReading (s: InjectedState, now: number): Reading {
 
 export class InjectedSource implements PresenceSource {
   readonly name = 'injected'
-  constructor (private readonly file: string) {}
+  private readonly file: string
+
+  constructor (file: string) {
+    this.file = file
+  }
 
   async probe (): Promise<Probe> {
     return { available: true, why: this.file }

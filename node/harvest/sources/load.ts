@@ -46,7 +46,11 @@ export class LoadSource implements PresenceSource {
   readonly name = 'load'
   private prev: CpuSample | null = null
 
-  constructor (private readonly statFile = '/proc/stat') {}
+  private readonly statFile: string
+
+  constructor (statFile: string = '/proc/stat') {
+    this.statFile = statFile
+  }
 
   async probe (): Promise<Probe> {
     const busy = parseProcStatCpu(await readFile(this.statFile, 'utf8').catch(() => ''))

@@ -139,7 +139,11 @@ export class LogindSource implements PresenceSource {
   readonly name = 'logind'
   private lockedSeen = new Map<string, number>()
 
-  constructor (private readonly exec: Exec = execText) {}
+  private readonly exec: Exec
+
+  constructor (exec: Exec = execText) {
+    this.exec = exec
+  }
 
   async probe (): Promise<Probe> {
     try {
