@@ -39,9 +39,11 @@ export interface PlanLimits {
   perCoordinator: number
   /** Fetches in flight at most, all sources together. */
   total: number
+  /** Consecutive chunks in one fetch from the coordinator at most: one request, one connection, in order. */
+  coordinatorRun: number
 }
 
-export const DEFAULT_LIMITS: PlanLimits = { perPeer: 2, perCoordinator: 2, total: 6 }
+export const DEFAULT_LIMITS: PlanLimits = { perPeer: 2, perCoordinator: 1, total: 6, coordinatorRun: 8 }
 /** How long a failed source rests, per failure in a row (at most 8 of them). */
 export const REST_MS = 500
 
@@ -73,10 +75,18 @@ export function isComplete (plan: ChunkPlan): boolean {
 }
 
 /** The next fetches to start: each a chunk neither done nor in flight, from a source with room that holds it. */
-export function nextFetches (plan: ChunkPlan, sources: readonly ChunkSource[], now: number, limits: PlanLimits = DEFAULT_LIMITS): Array<{ chunk: number, source: string }> {
-  const picks: Array<{ chunk: number, source: string }> = []
+/** A fetch to start: `count` consecutive chunks from `chunk` on (more than one from the coordinator only). */
+export interface Pick {
+  chunk: number
+  count: number
+  source: string
+}
+
+export function nextFetches (plan: ChunkPlan, sources: readonly ChunkSource[], now: number, limits: PlanLimits = DEFAULT_LIMITS): Pick[] {
+  const picks: Pick[] = []
   const taken = new Set<number>()
-  let inflight = plan.inflight.size
+  // Fetches in flight (a run from the coordinator is one fetch of several chunks).
+  let inflight = sources.reduce((n, s) => n + s.busy, 0)
   const free = (i: number): boolean => plan.done[i] !== 1 && !plan.inflight.has(i) && !taken.has(i)
   const ready = sources.filter(s => s.restUntil <= now)
   const peers = ready.filter(s => s.id !== COORDINATOR)
@@ -89,7 +99,7 @@ export function nextFetches (plan: ChunkPlan, sources: readonly ChunkSource[], n
       const from = (plan.start + Math.floor((n + 1) * plan.count / (peers.length + 1))) % Math.max(1, plan.count)
       const chunk = firstFrom(plan.count, from, i => free(i) && hasChunk(p.have, i))
       if (chunk == null) continue
-      picks.push({ chunk, source: p.id })
+      picks.push({ chunk, count: 1, source: p.id })
       taken.add(chunk)
       inflight++
     }
@@ -99,10 +109,13 @@ export function nextFetches (plan: ChunkPlan, sources: readonly ChunkSource[], n
   // missing chunk is on its way to some peer, this asker waits for them rather than take a second copy.
   const onPeer = (i: number): boolean => peers.some(p => hasChunk(p.have, i) || (p.coming != null && hasChunk(p.coming, i)))
   while (inflight < limits.total && coordinator.busy + picks.filter(x => x.source === COORDINATOR).length < limits.perCoordinator) {
-    const chunk = firstFrom(plan.count, plan.start, i => free(i) && !onPeer(i))
+    const ok = (i: number): boolean => free(i) && !onPeer(i)
+    const chunk = firstFrom(plan.count, plan.start, ok)
     if (chunk == null) break
-    picks.push({ chunk, source: COORDINATOR })
-    taken.add(chunk)
+    let count = 1
+    while (count < limits.coordinatorRun && chunk + count < plan.count && ok(chunk + count)) count++
+    picks.push({ chunk, count, source: COORDINATOR })
+    for (let k = 0; k < count; k++) taken.add(chunk + k)
     inflight++
   }
   return picks
@@ -116,15 +129,16 @@ function firstFrom (count: number, from: number, ok: (i: number) => boolean): nu
   return null
 }
 
-/** A chunk arrived, was verified and written. */
+/** A chunk arrived, was verified and written: it is served to others from now on. */
 export function chunkDone (plan: ChunkPlan, source: ChunkSource, chunk: number): void {
   plan.done[chunk] = 1
+  if (plan.inflight.get(chunk) === source.id) plan.inflight.delete(chunk)
   source.failures = 0
 }
 
 /** A fetch ended (done or not): the chunks it did not deliver go back to the plan. */
-export function fetchEnded (plan: ChunkPlan, source: ChunkSource, chunk: number): void {
-  if (plan.inflight.get(chunk) === source.id) plan.inflight.delete(chunk)
+export function fetchEnded (plan: ChunkPlan, source: ChunkSource, chunk: number, count = 1): void {
+  for (let k = 0; k < count; k++) if (plan.inflight.get(chunk + k) === source.id) plan.inflight.delete(chunk + k)
   source.busy = Math.max(0, source.busy - 1)
 }
 
@@ -134,8 +148,8 @@ export function sourceFailed (source: ChunkSource, now: number, tampered: boolea
   source.restUntil = tampered ? Infinity : now + REST_MS * Math.min(8, source.failures)
 }
 
-/** A fetch starts. */
-export function fetchStarted (plan: ChunkPlan, source: ChunkSource, chunk: number): void {
-  plan.inflight.set(chunk, source.id)
+/** A fetch of `count` chunks from `chunk` on starts. */
+export function fetchStarted (plan: ChunkPlan, source: ChunkSource, chunk: number, count = 1): void {
+  for (let k = 0; k < count; k++) plan.inflight.set(chunk + k, source.id)
   source.busy++
 }

@@ -12,7 +12,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { open } from 'node:fs/promises'
 import { MeshfarmError, errorMessage, isMeshfarmError } from '../util/errors.ts'
 import type { BlobReply } from '../protocol/messages.ts'
-import { chunkHash, chunkSpan, decodeManifest, type Manifest } from '../files/manifest.ts'
+import { chunkSpan, decodeManifest, type Manifest } from '../files/manifest.ts'
 import {
   COORDINATOR, chunkDone, fetchEnded, fetchStarted, isComplete, newPlan, nextFetches, sourceFailed,
   DEFAULT_LIMITS, type ChunkPlan, type ChunkSource, type PlanLimits
@@ -91,31 +91,48 @@ export async function fetchSpread (deps: SpreadDeps, hash: string, first: Source
   const stop = new AbortController()
   let wake: () => void = () => {}
   let failure: unknown = null
-  const fetchOne = async (chunk: number, source: ChunkSource): Promise<void> => {
-    const { offset, length } = chunkSpan(chunk, manifest.size, manifest.chunkBytes)
-    const peer = source.id === COORDINATOR ? deps.coordinator : peerIds.get(source.id)!
-    const timeout = AbortSignal.timeout(deps.chunkTimeoutMs ?? 30_000)
+  // In-order bytes are hashed as they land; whatever came out of order is read back at the end.
+  const engine = bulkEngine()
+  const session = await engine.digestOpen()
+  const fetchRun = async (chunk: number, count: number, source: ChunkSource): Promise<void> => {
+    const fromCoordinator = source.id === COORDINATOR
+    const { offset } = chunkSpan(chunk, manifest.size, manifest.chunkBytes)
+    const last = chunkSpan(chunk + count - 1, manifest.size, manifest.chunkBytes)
+    const length = last.offset + last.length - offset
+    const peer = fromCoordinator ? deps.coordinator : peerIds.get(source.id)!
+    const timeout = AbortSignal.timeout((deps.chunkTimeoutMs ?? 30_000) * count)
     try {
+      // Chunks from peers are checked against the manifest; the coordinator's are its verified copy, and the
+      // whole file is checked at the end in any case.
       await fetchRange(deps.node, peer, hash, offset, length, {
-        file: dest, position: offset, chunks: { chunkBytes: manifest.chunkBytes, first: chunk, expected: chunkHash(manifest, chunk) }
+        file: dest,
+        position: offset,
+        feed: session,
+        chunks: { chunkBytes: manifest.chunkBytes, first: chunk, expected: fromCoordinator ? null : manifest.hashes.subarray(chunk * 32, (chunk + count) * 32) },
+        onChunk: i => {
+          if (stop.signal.aborted || plan.done[i] === 1) return
+          chunkDone(plan, source, i)
+          const n = chunkSpan(i, manifest.size, manifest.chunkBytes).length
+          if (fromCoordinator) result.fromCoordinator += n
+          else result.fromPeers += n
+        }
       }, { ...deps.transfer, signal: AbortSignal.any([stop.signal, timeout, ...(signal != null ? [signal] : [])]) })
-      chunkDone(plan, source, chunk)
-      if (source.id === COORDINATOR) result.fromCoordinator += length
-      else result.fromPeers += length
     } catch (err) {
       if (stop.signal.aborted || signal?.aborted === true) return
       const tampered = isMeshfarmError(err) && err.code === 'HASH_MISMATCH'
       sourceFailed(source, Date.now(), tampered)
-      const who = source.id === COORDINATOR ? 'the coordinator' : `peer ${source.id.slice(-8)}`
+      const who = fromCoordinator ? 'the coordinator' : `peer ${source.id.slice(-8)}`
+      const what = count === 1 ? `chunk ${chunk}` : `chunks ${chunk}-${chunk + count - 1}`
       deps.log(tampered
-        ? `spread: chunk ${chunk} of ${hash.slice(0, 12)} from ${who} does not match the manifest; refused, fetched elsewhere, ${who} not asked again`
-        : `spread: chunk ${chunk} of ${hash.slice(0, 12)} from ${who} failed (${errorMessage(err)}); it will be fetched again`)
-      if (source.id === COORDINATOR && source.failures >= 5) failure ??= err
+        ? `spread: ${what} of ${hash.slice(0, 12)} from ${who} does not match the manifest; refused, fetched elsewhere, ${who} not asked again`
+        : `spread: ${what} of ${hash.slice(0, 12)} from ${who} failed (${errorMessage(err)}); it will be fetched again`)
+      if (fromCoordinator && source.failures >= 5) failure ??= err
     } finally {
-      fetchEnded(plan, source, chunk)
+      fetchEnded(plan, source, chunk, count)
     }
   }
 
+  let finalized = false
   let lastSources = Date.now()
   let lastHave = 0
   try {
@@ -142,18 +159,17 @@ export async function fetchSpread (deps: SpreadDeps, hash: string, first: Source
         }))
       }
       const settled = new Promise<void>(resolve => { wake = resolve })
-      for (const { chunk, source } of nextFetches(plan, [...sources.values()], Date.now(), limits)) {
+      for (const { chunk, count, source } of nextFetches(plan, [...sources.values()], Date.now(), limits)) {
         const s = sources.get(source)!
-        fetchStarted(plan, s, chunk)
-        void fetchOne(chunk, s).catch(err => { failure ??= err }).finally(() => { wake() })
+        fetchStarted(plan, s, chunk, count)
+        void fetchRun(chunk, count, s).catch(err => { failure ??= err }).finally(() => { wake() })
       }
       await Promise.race([settled, new Promise(resolve => setTimeout(resolve, refreshMs))])
     }
-    // Every chunk matched the manifest; the whole file must match the blob's hash too.
-    const engine = bulkEngine()
-    const session = await engine.digestOpen()
-    await engine.digestCatchup(session, dest, manifest.size).catch(async err => { await engine.digestFinal(session); throw err })
+    // Every chunk is in; the whole file must match the blob's hash too.
+    await engine.digestCatchup(session, dest, manifest.size)
     const { hex } = await engine.digestFinal(session)
+    finalized = true
     if (hex !== hash) throw new MeshfarmError('HASH_MISMATCH', `${dest}: content hashes to ${hex.slice(0, 12)}, expected ${hash.slice(0, 12)}`)
     const out = await open(dest, 'r+')
     try {
@@ -165,5 +181,6 @@ export async function fetchSpread (deps: SpreadDeps, hash: string, first: Source
   } finally {
     deps.downloads.delete(hash)
     stop.abort(new MeshfarmError('TIMEOUT', 'download ended'))
+    if (!finalized) await engine.digestFinal(session).catch(() => {})
   }
 }

@@ -1,12 +1,12 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  COORDINATOR, chunkDone, comingBitmap, doneBitmap, fetchEnded, fetchStarted, hasChunk, isComplete, newPlan, nextFetches, sourceFailed,
+  COORDINATOR, DEFAULT_LIMITS, chunkDone, comingBitmap, doneBitmap, fetchEnded, fetchStarted, hasChunk, isComplete, newPlan, nextFetches, sourceFailed,
   type ChunkPlan, type ChunkSource
 } from '../../shared/files/chunk-plan.ts'
 
 const src = (id: string, have: Uint8Array | 'all' = 'all'): ChunkSource => ({ id, have, busy: 0, failures: 0, restUntil: 0 })
-const LIMITS = { perPeer: 2, perCoordinator: 2, total: 6 }
+const LIMITS = { perPeer: 2, perCoordinator: 2, total: 6, coordinatorRun: 1 }
 
 function bits (count: number, held: number[]): Uint8Array {
   const b = new Uint8Array(Math.ceil(count / 8))
@@ -47,7 +47,7 @@ function run (plan: ChunkPlan, sources: ChunkSource[], fail: (chunk: number, sou
 test('with no peers, the coordinator sends every chunk from the asker\'s start, two at a time', () => {
   const plan = newPlan(10, 7)
   const first = nextFetches(plan, [src(COORDINATOR)], 0, LIMITS)
-  assert.deepEqual(first, [{ chunk: 7, source: COORDINATOR }, { chunk: 8, source: COORDINATOR }])
+  assert.deepEqual(first, [{ chunk: 7, count: 1, source: COORDINATOR }, { chunk: 8, count: 1, source: COORDINATOR }])
   assert.equal(run(plan, [src(COORDINATOR)], () => 'ok').get(COORDINATOR), 10)
 })
 
@@ -98,11 +98,29 @@ test('a chunk on its way from the coordinator to a peer is not taken from the co
   const plan = newPlan(4, 0)
   const peer = { ...src('p', bits(4, [])), coming: bits(4, [0, 1]) }
   const picks = nextFetches(plan, [src(COORDINATOR), peer], 0, LIMITS)
-  assert.deepEqual(picks, [{ chunk: 2, source: COORDINATOR }, { chunk: 3, source: COORDINATOR }])
+  assert.deepEqual(picks, [{ chunk: 2, count: 1, source: COORDINATOR }, { chunk: 3, count: 1, source: COORDINATOR }])
   for (const p of picks) fetchStarted(plan, src(COORDINATOR), p.chunk)
   assert.deepEqual([...comingBitmap(plan)], [0b1100])
   // Once the peer has them, they come from the peer.
   peer.have = bits(4, [0, 1])
   peer.coming = bits(4, [])
   assert.deepEqual(nextFetches(plan, [{ ...src(COORDINATOR), busy: 2 }, peer], 0, LIMITS).map(p => p.source), ['p', 'p'])
+})
+
+test('from the coordinator, consecutive chunks go in one run; a run stops at a chunk a peer holds or the end', () => {
+  const plan = newPlan(20, 14)
+  assert.deepEqual(nextFetches(plan, [src(COORDINATOR)], 0, DEFAULT_LIMITS), [{ chunk: 14, count: 6, source: COORDINATOR }])
+  const peer = src('p', bits(20, [3]))
+  const picks = nextFetches(newPlan(20, 0), [src(COORDINATOR), peer], 0, DEFAULT_LIMITS)
+  assert.deepEqual(picks, [{ chunk: 3, count: 1, source: 'p' }, { chunk: 0, count: 3, source: COORDINATOR }])
+  // A run counts as one fetch: the peers still get theirs.
+  const busy = newPlan(20, 0)
+  const c = src(COORDINATOR)
+  fetchStarted(busy, c, 0, 8)
+  assert.equal(busy.inflight.size, 8)
+  chunkDone(busy, c, 0)
+  assert.equal(busy.inflight.size, 7, 'a chunk of a run is served to others as soon as it is in')
+  fetchEnded(busy, c, 0, 8)
+  assert.equal(busy.inflight.size, 0, 'what the run did not deliver goes back')
+  assert.equal(c.busy, 0)
 })
