@@ -109,7 +109,9 @@ export async function startBlobService (opts: BlobServiceOptions): Promise<BlobS
           throw err
         }
       },
-      onServed: (p, hash, bytes) => { if (opts.debug) log(`blob-sent ${hash} ${p} ${bytes}`) }
+      onServed: (p, hash, bytes) => { if (opts.debug) log(`blob-sent ${hash} ${p} ${bytes}`) },
+      // The manifest is read from the stored blob now, off the path of the first agent that asks for it.
+      onStored: (hash, size) => { if (opts.spread && size >= SPREAD_MIN_BYTES) manifestFor(hash, size).catch(() => {}) }
     })
   }
   return {

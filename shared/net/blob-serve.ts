@@ -44,6 +44,8 @@ export interface BlobServeOptions {
   /** The bulk worker, listening: large transfers get a one-time ticket instead of bytes on the stream. */
   bulk?: BulkEngine | null
   onServed?: (peer: string, hash: string, bytes: number) => void
+  /** A blob was uploaded and stored durably (the coordinator starts its chunk manifest before anyone asks). */
+  onStored?: (hash: string, size: number) => void
 }
 
 /** The hosts the node listens on (0.0.0.0 stays a wildcard), or those it ended up with. */
@@ -136,9 +138,11 @@ async function servePut (ch: Channel<BlobRequest, BlobReply>, remote: RemotePeer
         throw err
       }
       await ch.write({ t: 'blob.stored', hash: req.hash })
+      opts.onStored?.(req.hash, req.size)
       return
     }
   }
   await store.putStream(req.hash, req.size, rawBytes(ch, req.size))
   await ch.write({ t: 'blob.stored', hash: req.hash })
+  opts.onStored?.(req.hash, req.size)
 }
