@@ -31,8 +31,9 @@ export function agentArgsOf (o: AgentFlags): string[] {
   const args: string[] = []
   for (const a of c.listen) args.push('--listen', a)
   if (c.offer.cores != null) args.push('--cores', String(c.offer.cores))
-  if (c.offer.memoryMb != null) args.push('--memory', `${c.offer.memoryMb}M`)
-  if (c.offer.gpus != null) args.push('--gpus', c.offer.gpus.length > 0 ? c.offer.gpus.join(',') : 'none')
+  // Sizes and GPU lists as the user wrote them (checked above): the unit file reads as they typed it.
+  if (o.memory != null) args.push('--memory', o.memory)
+  if (o.gpus != null) args.push('--gpus', o.gpus)
   if (c.offer.slots != null) args.push('--slots', String(c.offer.slots))
   for (const l of o.label) args.push('--label', l)
   if (c.offer.hostname != null) args.push('--hostname', c.offer.hostname)

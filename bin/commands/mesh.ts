@@ -58,7 +58,7 @@ export function meshCommands (ctx: CliContext): void {
   program.command('join')
     .description('join a mesh with an invite read from FILE or standard input (never from the command line)')
     .argument('[file]', 'file holding the invite; - or nothing for standard input')
-    .option('--name <name>', 'who you are on the mesh (default: the invite\'s name, or this machine\'s host name)')
+    .option('--name <name>', 'who you are on the mesh, unless the invite already names you (default: this machine\'s host name)')
     .option('--json', 'machine-readable output')
     .action(async (file: string | undefined, o: { name?: string, json?: boolean }) => {
       let text: string

@@ -11,6 +11,7 @@ import { startLocalMesh, type LocalMesh, type LocalAgentSpec } from '../../bin/l
 import { connect, type MeshClient } from '../../shared/client/client.ts'
 import { parseTasklist, parseJobYaml } from '../../shared/client/spec.ts'
 import type { TaskRecord } from '../../shared/protocol/messages.ts'
+import type { MeshEvent } from '../../shared/protocol/events.ts'
 import { runCli, until } from '../helpers/cli.ts'
 import { notCommittedOnce } from '../helpers/ledger.ts'
 
@@ -46,20 +47,33 @@ function tasklist (dir: string, name: string, lines: string[]): ReturnType<typeo
   return parseTasklist(lines.join('\n'), file, dir)
 }
 
-test('kill -9 of an agent mid-task: every task still completes, once', async () => {
+test('kill -9 of an agent mid-task: every task still completes, once; a watcher hears the agent is lost', async () => {
   await withMesh([{ ip: '127.0.0.2', hostname: 'a1', slots: 2 }, { ip: '127.0.0.3', hostname: 'a2', slots: 2 }], async (mesh, client, dir) => {
+    const watcher = await connect({ home: mesh.clientHome })
+    const heard: MeshEvent[] = []
+    const abort = new AbortController()
+    const watching = watcher.events({ after: Number.MAX_SAFE_INTEGER, follow: true, signal: abort.signal }, es => { heard.push(...es) })
     const job = tasklist(dir, 'k', Array.from({ length: 8 }, (_, i) => `sleep 1.5; echo ${i} > out.txt`))
     const { jobId } = await client.submit(job)
     await until(async () => (await client.status(jobId))[0].counts.running >= 4, 20_000, 'four tasks running')
-    const victim = mesh.agents[0]
+    const victim = mesh.agents.find(a => a.output().includes('agent: a1 '))!
     victim.child.kill('SIGKILL')
     // Its connection is gone at once: peers says so while the coordinator waits out the lost-agent timeout.
-    let gone: string | undefined
-    await until(async () => (gone = (await client.peers()).find(p => p.state === 'disconnected')?.hostname) != null, 3_000, 'the killed agent shown disconnected')
+    await until(async () => (await client.peers()).find(p => p.hostname === 'a1')?.state === 'disconnected', 3_000, 'the killed agent shown disconnected')
+    try {
+      await until(() => heard.some(e => e.type === 'agent.lost'), 20_000, 'the watcher to hear agent.lost')
+    } finally {
+      abort.abort()
+      await watching
+      await watcher.close()
+    }
+    const lost = heard.filter(e => e.type.startsWith('agent.'))
+    assert.deepEqual(lost.map(e => [e.type, e.host]), [['agent.lost', 'a1']], 'one agent.lost, for the killed agent')
+    assert.ok(heard.some(e => e.type === 'task.started' && e.jobId === jobId), 'the watcher followed the job before')
     const summary = await client.watch(jobId)
     assert.equal(summary.state, 'done')
     assert.equal(summary.counts.done, 8)
-    assert.equal((await client.peers()).find(p => p.hostname === gone)?.state ?? 'lost', 'lost', 'then lost')
+    assert.equal((await client.peers()).find(p => p.hostname === 'a1')?.state ?? 'lost', 'lost', 'then lost')
     const records = await allRecords(client, jobId)
     assert.deepEqual(notCommittedOnce(mesh.coordinatorHome, jobId), [], 'each task committed exactly once, counted where commits happen')
     assert.ok(records.some(r => r.attempts === 2), 'the killed agent\'s tasks ran again elsewhere')

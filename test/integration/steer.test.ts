@@ -2,12 +2,13 @@
  * Seeing and steering a shared mesh, with real processes: two watchers see the same events in the same order and
  * one that loses its connection misses nothing; `logs -f` shows a running task's output; `why` names the missing
  * resource and an unplaceable task is refused at submit; fair share lets a second person's small job finish while
- * the first person's big one still runs; hold and release.
+ * the first person's big one still runs; hold and release of a job and of one task; members' names, given at
+ * invite or join, where people look.
  */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startLocalMesh, type LocalMesh } from '../../bin/local-mesh.ts'
@@ -15,6 +16,7 @@ import { CLI_ENTRY, TS_ARGS } from '../../bin/processes.ts'
 import { connect, type MeshClient } from '../../shared/client/client.ts'
 import type { MeshEvent } from '../../shared/protocol/events.ts'
 import type { JobSummary } from '../../shared/protocol/data.ts'
+import type { TaskRecord } from '../../shared/protocol/messages.ts'
 import { runCli, runCliJson, until } from '../helpers/cli.ts'
 
 let mesh: LocalMesh
@@ -135,26 +137,68 @@ test('fair share: a second person\'s small job finishes while the first person\'
   const bigNow = await status(alice, bigJob)
   assert.equal(bigNow.state, 'active', 'alice\'s job is still running')
   assert.ok(bigNow.counts.done < 25, `bob did not wait for alice's job (${bigNow.counts.done} of 30 done)`)
-  // Alice, waiting now, is told why: bob uses less.
+  // Alice, waiting behind bob, is told why: see the hold test, where the wait lasts long enough to ask.
   await runCli(alice, ['cancel', String(bigJob)])
 })
 
-test('hold and release: a held job does not start, and says so; released, it runs', async () => {
-  // Fill the mesh, so bob's job waits in the queue when it is held.
-  const blocker = tasklist('blocker', ['sleep 60', 'sleep 60'])
-  const { jobId: blockJob } = await runCliJson<{ jobId: number }>(alice, ['submit', blocker])
-  await until(async () => (await status(alice, blockJob)).counts.running === 2, 30_000, 'the mesh full')
-  const file = tasklist('held', ['echo held-then-run'])
-  const { jobId } = await runCliJson<{ jobId: number }>(bob, ['submit', file])
+test('hold and release of a job and of one task; a person waiting behind another is told why (fair share)', async () => {
+  // A box with one GPU joins. GPUs are not queued at agents beyond what they have, so with its GPU busy the
+  // tasks that need it wait here, in the coordinator's queue, where holds and fair share apply.
+  await mesh.startAgent({ ip: '127.0.0.4', hostname: 'g1', slots: 1, gpus: '0' })
+  const gpu = ['--gpus', '1']
+  const { jobId: blockJob } = await runCliJson<{ jobId: number }>(alice, ['submit', tasklist('blocker', ['sleep 60']), ...gpu])
+  await until(async () => (await status(alice, blockJob)).counts.running === 1, 30_000, 'the GPU busy')
+  const { jobId } = await runCliJson<{ jobId: number }>(bob, ['submit', tasklist('held', ['echo held-then-run']), ...gpu])
+  const { jobId: partly } = await runCliJson<{ jobId: number }>(bob, ['submit', tasklist('partly', ['echo runs', 'echo waits']), ...gpu])
+  // Alice, who used the mesh most, waits behind bob, who used less: she is told so, by name.
+  const { jobId: other } = await runCliJson<{ jobId: number }>(alice, ['submit', tasklist('other', ['echo other']), ...gpu])
+  const aliceWhy = await runCliJson<Array<{ reason: string }>>(alice, ['why', String(other)])
+  assert.match(aliceWhy.map(w => w.reason).join(' '), /fair share: 3 tasks of bob go first \(they have used less lately\)/)
   assert.equal((await runCli(bob, ['hold', String(jobId)])).code, 0)
+  const one = await runCli(bob, ['hold', `${partly}.1`])
+  assert.equal(one.code, 0, one.stderr)
+  assert.match(one.stdout, new RegExp(`^task ${partly}\\.1: held`))
   await runCli(alice, ['cancel', String(blockJob)])
-  // Slots are free now: another job runs to its end, so the scheduler has had its chance at the held one.
-  const { jobId: other } = await runCliJson<{ jobId: number }>(alice, ['submit', tasklist('other', ['echo other'])])
-  await until(async () => (await status(alice, other)).state === 'done', 30_000, 'another job done')
+  // The GPU is free now: other tasks run to their end, so the scheduler has had its chances at the held ones.
+  await until(async () => (await status(alice, other)).state === 'done' && (await status(bob, partly)).counts.done === 1, 30_000, 'the unheld tasks done')
   assert.equal((await status(bob, jobId)).counts.queued, 1, 'the held job did not start')
   const why = await runCliJson<Array<{ reason: string }>>(bob, ['why', String(jobId)])
   assert.match(why.map(w => w.reason).join(' '), /the job is held \(meshfarm release \d+\)/)
+  const partlyNow = await status(bob, partly)
+  assert.deepEqual([partlyNow.state, partlyNow.counts.done, partlyNow.counts.held], ['active', 1, 1], 'only the held task waits')
+  assert.deepEqual(await runCliJson<Array<{ reason: string }>>(bob, ['why', String(partly), '1']), [{ index: 1, state: 'held', reason: `held (meshfarm release ${partly} 1)` }])
   assert.equal((await runCli(alice, ['release', String(jobId)])).code, 6, 'only its owner or an admin may release it')
+  assert.equal((await runCli(alice, ['release', `${partly}.1`])).code, 6, 'nor one of its tasks')
   assert.equal((await runCli(bob, ['release', String(jobId)])).code, 0)
-  await until(async () => (await status(bob, jobId)).state === 'done', 30_000, 'the released job done')
+  assert.equal((await runCli(bob, ['release', String(partly), '1'])).code, 0)
+  await until(async () => (await status(bob, jobId)).state === 'done' && (await status(bob, partly)).state === 'done', 30_000, 'the released job and task done')
+})
+
+test('people, not peer ids: the name given at invite (or else at join) shows in access list, status, peers and task.json', async () => {
+  const join1 = async (who: string, inviteArgs: string[], name: string): Promise<string> => {
+    const { invite } = await runCliJson<{ invite: string }>(mesh.clientHome, ['invite', '--role', 'submitter', ...inviteArgs])
+    const file = join(dir, `${who}.invite`)
+    writeFileSync(file, invite + '\n', { mode: 0o600 })
+    const home = join(dir, who)
+    const r = await runCli(home, ['join', file, '--name', name])
+    assert.equal(r.code, 0, r.stderr)
+    return home
+  }
+  // The admin's name wins over the one the joiner gives; without one, the joiner's.
+  const carol = await join1('carol', ['--name', 'lab-07-owner'], 'carol-laptop')
+  await join1('dave', [], 'dave')
+  const list = await runCli(mesh.clientHome, ['access', 'list'])
+  assert.match(list.stdout, /│ peer +│ name +│ roles +│/)
+  assert.match(list.stdout, /│ 12D3\w+ +│ lab-07-owner +│ submitter +│/)
+  assert.match(list.stdout, /│ 12D3\w+ +│ dave +│ submitter +│/)
+  assert.doesNotMatch(list.stdout, /carol-laptop/)
+  const results = join(dir, 'carol-results')
+  const { summary: done } = await runCliJson<{ summary: JobSummary }>(carol, ['submit', tasklist('named', ['echo hi']), '--wait', '--results', results])
+  assert.equal(done.ownerName, 'lab-07-owner')
+  assert.match((await runCli(carol, ['status', String(done.jobId)])).stdout, /lab-07-owner/)
+  const taskJson = readdirSync(results, { recursive: true, encoding: 'utf8' }).filter(f => f.endsWith('task.json'))
+  assert.equal(taskJson.length, 1)
+  assert.equal((JSON.parse(readFileSync(join(results, taskJson[0]), 'utf8')) as TaskRecord).owner, 'lab-07-owner')
+  // Agents are members too: peers shows the name each was given beside its host name.
+  assert.match((await runCli(carol, ['peers'])).stdout, /\bw1 \(agent-w1\)/)
 })

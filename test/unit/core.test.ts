@@ -11,6 +11,7 @@ import { CoordinatorCore, type CoordinatorComm } from '../../coordinator/core.ts
 import { Store } from '../../coordinator/store.ts'
 import type { AgentResources, Assignment, AttemptResult, CoordMessage, JobHeader, TaskSpec } from '../../shared/protocol/messages.ts'
 import type { MeshEvent } from '../../shared/protocol/events.ts'
+import { whyWaiting } from '../../coordinator/why.ts'
 
 const EMPTY = { name: '.meshfarm/stdout', hash: 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', size: 0 }
 
@@ -58,11 +59,11 @@ function result (a: Assignment, exitCode = 0): AttemptResult {
   }
 }
 
-function setup (opts: { crashLimit?: number } = {}): { core: CoordinatorCore, comm: Recorder, store: Store, path: string } {
+function setup (opts: { crashLimit?: number, nameOf?: (peer: string) => string | undefined } = {}): { core: CoordinatorCore, comm: Recorder, store: Store, path: string } {
   const path = join(mkdtempSync(join(tmpdir(), 'meshfarm-core-')), 'state.db')
   const store = new Store(path)
   const comm = new Recorder()
-  const core = new CoordinatorCore(store, comm, { agentLostMs: 1000, crashLimit: opts.crashLimit ?? 3, prefetch: 0 }, 0)
+  const core = new CoordinatorCore(store, comm, { agentLostMs: 1000, crashLimit: opts.crashLimit ?? 3, prefetch: 0, nameOf: opts.nameOf }, 0)
   return { core, comm, store, path }
 }
 
@@ -343,4 +344,26 @@ test('holding a job takes back its tasks waiting in agents\' queues; running one
   assert.equal(core.jobSummary(jobId).counts.running, 1, 'the running task goes on')
   core.hold(jobId, undefined, true, 'owner', false, 0)
   assert.ok(core.schedulePass(0) >= 1)
+})
+
+test('priority orders one member\'s jobs (higher first, then the earlier); fair share orders members, and why says so', () => {
+  const names: Record<string, string> = { 'peer-alice': 'alice', 'peer-bob': 'bob' }
+  const { core, comm } = setup({ nameOf: p => names[p] })
+  core.onAgentHello('A', resources('a', 1), [], [], false, [], 0)
+  const low = core.submit('peer-alice', header(), tasks(2), 0)
+  const high = core.submit('peer-alice', { ...header(), priority: 5 }, tasks(2), 0)
+  const alsoHigh = core.submit('peer-alice', { ...header(), priority: 5 }, tasks(1), 0)
+  core.schedulePass(0)
+  const first = comm.take()
+  assert.deepEqual(first.map(a => a.jobId), [high], 'the later job with the higher priority goes first')
+  const [lowWhy] = whyWaiting(core, low, undefined, 0)
+  assert.match(lowWhy.reason, /; 2 of alice's tasks are ahead of it$/, 'the rest of the high job, and the equal one submitted later')
+  assert.match(whyWaiting(core, alsoHigh, 0, 0)[0].reason, /; 1 of alice's tasks are ahead of it$/, 'equal priority: the earlier job first')
+  // Bob has used nothing: his tasks go before all of alice's waiting ones, and she is told why.
+  const bobs = core.submit('peer-bob', header(), tasks(2), 0)
+  assert.match(whyWaiting(core, low, undefined, 0)[0].reason, /fair share: 2 tasks of bob go first \(they have used less lately\)/)
+  assert.doesNotMatch(whyWaiting(core, bobs, undefined, 0)[0].reason, /fair share/, 'bob is not told to wait for alice')
+  core.onResults('A', first.map(a => result(a)), 0)
+  core.schedulePass(0)
+  assert.deepEqual(comm.take().map(a => a.jobId), [bobs], 'the freed slot goes to bob')
 })
