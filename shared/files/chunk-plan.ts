@@ -39,11 +39,14 @@ export interface PlanLimits {
   perCoordinator: number
   /** Fetches in flight at most, all sources together. */
   total: number
-  /** Consecutive chunks in one fetch from the coordinator at most: one request, one connection, in order. */
+  /**
+   * With no peers to take chunks from: consecutive chunks in one fetch from the coordinator (one request, in
+   * order, one fetch at a time). With peers, single chunks, so that chunks marked as coming are few and soon had.
+   */
   coordinatorRun: number
 }
 
-export const DEFAULT_LIMITS: PlanLimits = { perPeer: 2, perCoordinator: 1, total: 6, coordinatorRun: 8 }
+export const DEFAULT_LIMITS: PlanLimits = { perPeer: 2, perCoordinator: 2, total: 6, coordinatorRun: 8 }
 /** How long a failed source rests, per failure in a row (at most 8 of them). */
 export const REST_MS = 500
 
@@ -108,12 +111,15 @@ export function nextFetches (plan: ChunkPlan, sources: readonly ChunkSource[], n
   // The coordinator: chunks no usable peer holds or is fetching from it, from this asker's start. When every
   // missing chunk is on its way to some peer, this asker waits for them rather than take a second copy.
   const onPeer = (i: number): boolean => peers.some(p => hasChunk(p.have, i) || (p.coming != null && hasChunk(p.coming, i)))
-  while (inflight < limits.total && coordinator.busy + picks.filter(x => x.source === COORDINATOR).length < limits.perCoordinator) {
+  const alone = peers.length === 0
+  const concurrency = alone ? 1 : limits.perCoordinator
+  const run = alone ? limits.coordinatorRun : 1
+  while (inflight < limits.total && coordinator.busy + picks.filter(x => x.source === COORDINATOR).length < concurrency) {
     const ok = (i: number): boolean => free(i) && !onPeer(i)
     const chunk = firstFrom(plan.count, plan.start, ok)
     if (chunk == null) break
     let count = 1
-    while (count < limits.coordinatorRun && chunk + count < plan.count && ok(chunk + count)) count++
+    while (count < run && chunk + count < plan.count && ok(chunk + count)) count++
     picks.push({ chunk, count, source: COORDINATOR })
     for (let k = 0; k < count; k++) taken.add(chunk + k)
     inflight++

@@ -107,7 +107,9 @@ export async function fetchSpread (deps: SpreadDeps, hash: string, first: Source
       await fetchRange(deps.node, peer, hash, offset, length, {
         file: dest,
         position: offset,
-        feed: session,
+        // Only the coordinator's bytes are hashed as they land: a peer's are checked per chunk at its end, and a
+        // refused chunk must not have gone into the whole file's digest (it is read back at the end instead).
+        feed: fromCoordinator ? session : undefined,
         chunks: { chunkBytes: manifest.chunkBytes, first: chunk, expected: fromCoordinator ? null : manifest.hashes.subarray(chunk * 32, (chunk + count) * 32) },
         onChunk: i => {
           if (stop.signal.aborted || plan.done[i] === 1) return

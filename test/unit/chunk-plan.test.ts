@@ -44,10 +44,10 @@ function run (plan: ChunkPlan, sources: ChunkSource[], fail: (chunk: number, sou
   return served
 }
 
-test('with no peers, the coordinator sends every chunk from the asker\'s start, two at a time', () => {
+test('with no peers, the coordinator sends every chunk from the asker\'s start, one fetch at a time', () => {
   const plan = newPlan(10, 7)
   const first = nextFetches(plan, [src(COORDINATOR)], 0, LIMITS)
-  assert.deepEqual(first, [{ chunk: 7, count: 1, source: COORDINATOR }, { chunk: 8, count: 1, source: COORDINATOR }])
+  assert.deepEqual(first, [{ chunk: 7, count: 1, source: COORDINATOR }])
   assert.equal(run(plan, [src(COORDINATOR)], () => 'ok').get(COORDINATOR), 10)
 })
 
@@ -107,12 +107,13 @@ test('a chunk on its way from the coordinator to a peer is not taken from the co
   assert.deepEqual(nextFetches(plan, [{ ...src(COORDINATOR), busy: 2 }, peer], 0, LIMITS).map(p => p.source), ['p', 'p'])
 })
 
-test('from the coordinator, consecutive chunks go in one run; a run stops at a chunk a peer holds or the end', () => {
+test('with no peers, consecutive chunks come from the coordinator in one run, to the end at most', () => {
   const plan = newPlan(20, 14)
   assert.deepEqual(nextFetches(plan, [src(COORDINATOR)], 0, DEFAULT_LIMITS), [{ chunk: 14, count: 6, source: COORDINATOR }])
+  assert.deepEqual(nextFetches(newPlan(20, 0), [src(COORDINATOR)], 0, DEFAULT_LIMITS), [{ chunk: 0, count: 8, source: COORDINATOR }])
   const peer = src('p', bits(20, [3]))
   const picks = nextFetches(newPlan(20, 0), [src(COORDINATOR), peer], 0, DEFAULT_LIMITS)
-  assert.deepEqual(picks, [{ chunk: 3, count: 1, source: 'p' }, { chunk: 0, count: 3, source: COORDINATOR }])
+  assert.deepEqual(picks, [{ chunk: 3, count: 1, source: 'p' }, { chunk: 0, count: 1, source: COORDINATOR }, { chunk: 1, count: 1, source: COORDINATOR }], 'with peers, single chunks')
   // A run counts as one fetch: the peers still get theirs.
   const busy = newPlan(20, 0)
   const c = src(COORDINATOR)
