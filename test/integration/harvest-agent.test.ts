@@ -9,6 +9,7 @@
  */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -104,11 +105,22 @@ test('no task starts while the owner is there; once they are away, tasks start, 
     return cg.size === 2 && [...cg.values()].every(p => p.length === 3) && tr.size === 1 && [...tr.values()][0].length === 3 ? [...cg.values(), ...tr.values()].flat() : null
   }, 'three tasks of three processes each, running')
   assert.ok(procs.every(p => p.nice === 19), `nice 19: ${procs.map(p => p.nice).join(' ')}`)
+  // The I/O class, as the kernel reports it for each process (ioprio_get, through util-linux's ionice).
+  const io = procs.map(p => execFileSync('ionice', ['-p', String(p.stat.pid)], { encoding: 'utf8' }).trim())
+  assert.ok(io.every(c => c === 'idle'), `idle I/O priority: ${io.join(', ')}`)
   assert.ok(procs.every(p => !isStopped(p)), show(procs))
   await waitFor(async () => (await client.status(jobs.cg))[0].counts.running === 2, 'the coordinator sees them running')
 })
 
-test('the owner comes back: every process of every task is stopped within a second, and continues after', { timeout: 60_000 }, async () => {
+test('the owner comes back: every process of every task is stopped within a second, and continues after', { timeout: 60_000 }, async t => {
+  // A watcher hears each desktop's owner come and go: it follows from the last event kept, so that it misses
+  // nothing from here on, however long its subscription takes.
+  let last = 0
+  await client.events({ after: 0, follow: false }, es => { last = es.at(-1)?.seq ?? last })
+  const heard: MeshEvent[] = []
+  const abort = new AbortController()
+  const watching = client.events({ after: last, follow: true, signal: abort.signal }, es => { heard.push(...es.filter(e => e.type === 'agent.owner')) })
+  t.after(async () => { abort.abort(); await watching })
   const t0 = performance.now()
   setPresence(desk.presence, PRESENT)
   setPresence(tree.presence, PRESENT)
@@ -131,6 +143,10 @@ test('the owner comes back: every process of every task is stopped within a seco
     return ps.length === 9 && ps.every(p => !isStopped(p)) ? ps : null
   }, 'all nine processes running again', 5000)
   console.log(`# owner away: continued in ${(performance.now() - t1).toFixed(0)} ms: ${show(running)}`)
+  await waitFor(async () => heard.length >= 4 ? heard : null, 'the owners\' comings and goings, as events').catch(err => { throw new Error(`${(err as Error).message}: heard ${JSON.stringify(heard)}`) })
+  for (const host of ['desk', 'tree']) {
+    assert.deepEqual(heard.filter(e => e.host === host).map(e => e.data?.present), [true, false], `${host}: owner present, then away`)
+  }
 
   // One task finishes on the desktop: its record keeps the suspension.
   await release(jobs.cg, 0)

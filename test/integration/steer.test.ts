@@ -149,7 +149,9 @@ test('hold and release of a job and of one task; a person waiting behind another
   const { jobId: blockJob } = await runCliJson<{ jobId: number }>(alice, ['submit', tasklist('blocker', ['sleep 60']), ...gpu])
   await until(async () => (await status(alice, blockJob)).counts.running === 1, 30_000, 'the GPU busy')
   const { jobId } = await runCliJson<{ jobId: number }>(bob, ['submit', tasklist('held', ['echo held-then-run']), ...gpu])
-  const { jobId: partly } = await runCliJson<{ jobId: number }>(bob, ['submit', tasklist('partly', ['echo runs', 'echo waits']), ...gpu])
+  const { jobId: partly } = await runCliJson<{ jobId: number }>(bob, ['submit', tasklist('partly', ['echo runs', 'echo waits']), ...gpu, '--priority', '5'])
+  // Among bob's own jobs, the later one with the higher priority goes first.
+  assert.match((await runCliJson<Array<{ reason: string }>>(bob, ['why', String(jobId)]))[0].reason, /; 2 of bob's tasks are ahead of it$/)
   // Alice, who used the mesh most, waits behind bob, who used less: she is told so, by name.
   const { jobId: other } = await runCliJson<{ jobId: number }>(alice, ['submit', tasklist('other', ['echo other']), ...gpu])
   const aliceWhy = await runCliJson<Array<{ reason: string }>>(alice, ['why', String(other)])
