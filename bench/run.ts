@@ -16,7 +16,7 @@ import { markdownTable, type Row } from './report.ts'
 import { farmSection, dispatchSection, shortTasksSection } from './farm.ts'
 import { stagingSection } from './staging.ts'
 import { spreadSection } from './spread.ts'
-import { scaleSection, recoverySection } from './scale.ts'
+import { curveSection, scaleSection, recoverySection } from './scale.ts'
 import { slurmSection } from './slurm.ts'
 import { workloadSection } from './workload.ts'
 
@@ -28,6 +28,8 @@ export interface BenchContext {
   /** Raw numbers for the JSON file, by section. */
   raw: Record<string, unknown>
   note: (line: string) => void
+  /** Writes a picture beside the table (the JSON file's folder); returns its path. */
+  picture: (name: string, svg: string) => string
 }
 
 const SECTIONS: Record<string, (ctx: BenchContext) => Promise<void>> = {
@@ -39,6 +41,7 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<void>> = {
   workload: workloadSection,
   scale: scaleSection,
   recovery: recoverySection,
+  curve: curveSection,
   slurm: slurmSection
 }
 
@@ -80,7 +83,13 @@ const ctx: BenchContext = {
   dir,
   row: r => { rows.push(r); console.log(`  ${r.measure}: ${fmt(r.meshfarm)} ${r.unit}${r.baseline != null ? ` vs ${r.baselineName} ${fmt(r.baseline)}` : ''}`) },
   raw,
-  note: line => { notes.push(line); console.log(`  note: ${line}`) }
+  note: line => { notes.push(line); console.log(`  note: ${line}`) },
+  picture: (name, svg) => {
+    const file = join(resolve(outFile, '..'), name)
+    mkdirSync(resolve(outFile, '..'), { recursive: true })
+    writeFileSync(file, svg)
+    return file
+  }
 }
 
 let failed = false

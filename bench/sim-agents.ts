@@ -80,4 +80,6 @@ async function session (node: MeshNode, mesh: MeshConfig, n: number, onConnected
   }
 }
 
+// A clean exit on SIGINT (a --cpu-prof run writes its profile); the benchmark ends it with SIGKILL.
+process.once('SIGINT', () => { process.exit(0) })
 await Promise.all(positionals.map(async (home, i) => { await simulate(home, i) }))

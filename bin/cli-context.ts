@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander'
 import { resolveHome } from '../shared/local/home.ts'
-import { connect, type MeshClient } from '../shared/client/client.ts'
+import type { MeshClient } from '../shared/client/client.ts'
 import { compileClient } from './config.ts'
 import { colourEnabled, colours, type Colours } from './colour.ts'
 
@@ -23,6 +23,8 @@ export function cliContext (program: Command, stdout: { isTTY?: boolean } = proc
     home,
     paint: colours(colourEnabled(stdout, env)),
     withClient: async <T>(fn: (c: MeshClient) => Promise<T>): Promise<T> => {
+      // libp2p and the client load only for commands that talk to the mesh (`meshfarm --version` stays quick).
+      const { connect } = await import('../shared/client/client.ts')
       const client = await connect({ home: home(), timeoutMs: compileClient(process.env).discoveryMs })
       try {
         return await fn(client)

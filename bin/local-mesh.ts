@@ -33,6 +33,8 @@ export interface LocalMeshOptions {
   /** A fixed port (where the coordinator's address is not this namespace's to probe); default: a free one. */
   coordinatorPort?: number
   coordinatorWrap?: string[]
+  /** Run the coordinator from this build of the CLI (the bundle) instead of the sources. */
+  coordinatorEntry?: string
   agents: LocalAgentSpec[]
   env?: NodeJS.ProcessEnv
 }
@@ -83,7 +85,7 @@ export async function startLocalMesh (opts: LocalMeshOptions): Promise<LocalMesh
     newHome,
     startCoordinator: async () => {
       const p = startMeshfarm(['coordinator', '--listen', `/ip4/${ip}/tcp/${port}`, ...(opts.coordinatorArgs ?? [])], {
-        home: coordinatorHome, env: opts.env, logFile: join(opts.dir, 'coordinator.log'), wrap: opts.coordinatorWrap
+        home: coordinatorHome, env: opts.env, logFile: join(opts.dir, 'coordinator.log'), wrap: opts.coordinatorWrap, entry: opts.coordinatorEntry
       })
       await readyOrKilled(p, /coordinator: ready/)
       mesh.coordinator = p

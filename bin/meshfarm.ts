@@ -17,7 +17,6 @@ import { meshCommands } from './commands/mesh.ts'
 import { serviceCommands } from './commands/services.ts'
 import { jobCommands } from './commands/jobs.ts'
 import { dashboardCommands } from './commands/dashboard.ts'
-import { runDemo } from './demo.ts'
 import { parseWholeNumber } from '../shared/util/units.ts'
 import { printJson } from './output.ts'
 import { parallelCommand } from './commands/parallel.ts'
@@ -74,6 +73,7 @@ export function buildProgram (): Command {
     .option('--tasks <n>', 'sweep size', '50')
     .option('--keep', 'leave the demo folder in place')
     .action(async (o: { tasks: string, keep?: boolean }) => {
+      const { runDemo } = await import('./demo.ts')
       process.exitCode = await runDemo({ tasks: parseWholeNumber(o.tasks, '--tasks', 1, 100_000), keep: o.keep === true })
     })
 

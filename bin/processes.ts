@@ -23,9 +23,10 @@ export interface MeshProcess {
   stop: (signal?: NodeJS.Signals) => Promise<number | string>
 }
 
-export function startMeshfarm (args: string[], opts: { home: string, env?: NodeJS.ProcessEnv, logFile?: string, uid?: number, gid?: number, wrap?: string[] }): MeshProcess {
-  // `wrap` runs it through another command first (tests: `ip netns exec <host>`, a host of a simulated LAN).
-  const argv = [process.execPath, ...TS_ARGS, CLI_ENTRY, '--home', opts.home, ...args]
+export function startMeshfarm (args: string[], opts: { home: string, env?: NodeJS.ProcessEnv, logFile?: string, uid?: number, gid?: number, wrap?: string[], entry?: string }): MeshProcess {
+  // `wrap` runs it through another command first (tests: `ip netns exec <host>`, a host of a simulated LAN);
+  // `entry` another build of the CLI (the bundle, dist/meshfarm.mjs).
+  const argv = [process.execPath, ...(opts.entry != null ? [opts.entry] : [...TS_ARGS, CLI_ENTRY]), '--home', opts.home, ...args]
   const command = [...(opts.wrap ?? []), ...argv]
   const child = spawn(command[0], command.slice(1), {
     env: { ...process.env, ...opts.env },

@@ -39,11 +39,16 @@ export function parseRole (v: string): Role {
   throw new MeshfarmError('BAD_ARGUMENT', `unknown role ${JSON.stringify(v)}: use agent, submitter or admin`)
 }
 
+/** How stale a member's display name may be. */
+const NAME_STALE_MS = 1000
+
 export class AccessList {
   private readonly path: string
   private readonly self: string
   private data: AccessFile = { version: 1, peers: {}, invites: {} }
   private loadedMtime = -1
+  /** When the file was last looked at (performance.now()), for what may be a moment stale: a name to display. */
+  private checkedAt = -Infinity
 
   constructor (path: string, selfPeerId: string) {
     this.path = path
@@ -54,6 +59,7 @@ export class AccessList {
 
   /** Picks up edits made by hand (or by `meshfarm access` on this machine). */
   private reload (): void {
+    this.checkedAt = performance.now()
     const mtime = statSync(this.path).mtimeMs
     if (mtime === this.loadedMtime) return
     assertPrivateFile(this.path)
@@ -153,10 +159,14 @@ export class AccessList {
     return [this.self, ...Object.keys(this.data.peers)]
   }
 
-  /** A member's name, if it has one. */
+  /**
+   * A member's name, if it has one. Asked for every committed result (a task record names its owner): the file is
+   * looked at again at most once a second here, a stat per task being a tenth of the coordinator's time per task.
+   * Who may do what (roles, members) is always read fresh.
+   */
   nameOf (peer: string): string | undefined {
     if (peer === this.self) return 'coordinator'
-    this.reload()
+    if (performance.now() - this.checkedAt >= NAME_STALE_MS) this.reload()
     return this.data.peers[peer]?.name
   }
 

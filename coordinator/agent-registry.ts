@@ -16,9 +16,29 @@ export interface AgentRuntime {
   connected: boolean
   lastSeen: number
   attempts: Set<number>
+  /** What those attempts hold, kept as they come and go: a scheduling pass reads it instead of every attempt. */
+  held: Held
   status?: AgentStatus
   /** Recent task run time on this agent (moving average, ms); null until a task has finished there. */
   recentTaskMs: number | null
+}
+
+export interface Held { count: number, cores: number, memoryMb: number, gpus: Map<number, number> }
+
+export function emptyHeld (): Held {
+  return { count: 0, cores: 0, memoryMb: 0, gpus: new Map() }
+}
+
+/** Adds (sign 1) or removes (-1) an attempt's share to what an agent holds. */
+export function holdOn (h: Held, a: { cores: number, memoryMb: number, gpuIds: number[] }, sign: 1 | -1): void {
+  h.count += sign
+  h.cores += sign * a.cores
+  h.memoryMb += sign * a.memoryMb
+  for (const g of a.gpuIds) {
+    const n = (h.gpus.get(g) ?? 0) + sign
+    if (n > 0) h.gpus.set(g, n)
+    else h.gpus.delete(g)
+  }
 }
 
 const NO_RESOURCES: AgentResources = { hostname: '?', os: '', cores: 1, physicalCores: 0, memoryMb: 0, slots: 1, gpus: [], labels: {}, runsAsRoot: false }
@@ -49,7 +69,7 @@ export class AgentRegistry {
   ensure (id: string, host: string, now: number): AgentRuntime {
     let agent = this.agents.get(id)
     if (agent == null) {
-      agent = { id, resources: { ...NO_RESOURCES, hostname: host }, addrs: [], state: 'up', connected: false, lastSeen: now, attempts: new Set(), recentTaskMs: null }
+      agent = { id, resources: { ...NO_RESOURCES, hostname: host }, addrs: [], state: 'up', connected: false, lastSeen: now, attempts: new Set(), held: emptyHeld(), recentTaskMs: null }
       this.agents.set(id, agent)
     }
     return agent
@@ -82,19 +102,14 @@ export class AgentRegistry {
 }
 
 /** What the scheduler sees of an agent: its free capacity, given what its attempts hold. */
-export function schedView (agent: AgentRuntime, held: Iterable<{ cores: number, memoryMb: number, gpuIds: number[] }>, prefetch: number): SchedAgent {
+export function schedView (agent: AgentRuntime, prefetch: number): SchedAgent {
   const r = agent.resources
   const depth = queueDepth(agent.recentTaskMs, prefetch)
-  let cores = r.cores * depth
-  let memory = r.memoryMb * depth
-  let count = 0
-  const gpus = new Set(r.gpus.map(g => g.index))
-  for (const a of held) {
-    count++
-    cores -= a.cores
-    memory -= a.memoryMb
-    for (const g of a.gpuIds) gpus.delete(g)
-  }
+  const h = agent.held
+  const count = h.count
+  const cores = r.cores * depth - h.cores
+  const memory = r.memoryMb * depth - h.memoryMb
+  const gpus = r.gpus.length === 0 ? [] : r.gpus.map(g => g.index).filter(g => !h.gpus.has(g))
   return {
     id: agent.id,
     hostname: r.hostname,
@@ -104,7 +119,7 @@ export function schedView (agent: AgentRuntime, held: Iterable<{ cores: number, 
     idleSlots: r.slots - count,
     freeCores: cores,
     freeMemoryMb: memory,
-    freeGpus: [...gpus].sort((x, y) => x - y),
+    freeGpus: gpus.sort((x, y) => x - y),
     maxTaskMs: r.maxTaskMs,
     ...(r.backend != null && r.backend !== 'local' ? { spill: true } : {})
   }

@@ -93,7 +93,10 @@ export class AgentSessions {
     // Handlers are queued in order; only results wait (for their files), so nothing overtakes them.
     const fire = (handler: () => void): void => { loop.run(handler).catch(err => { this.deps.log(`coordinator: agent ${agentId.slice(-8)}: ${errorMessage(err)}`) }) }
     switch (msg.t) {
-      case 'agent.heartbeat': return fire(() => { core.onHeartbeat(agentId, msg.running, now()) })
+      case 'agent.heartbeat':
+        // Most heartbeats only say the agent is alive: no transaction, no scheduling pass for them.
+        if (core.heartbeatOnly(agentId, msg.running, now())) return
+        return fire(() => { core.onHeartbeat(agentId, msg.running, now()) })
       case 'agent.started': return fire(() => { core.onStarted(agentId, msg.attemptIds, now()) })
       case 'agent.suspended': return fire(() => { core.onSuspended(agentId, msg.attemptIds, now()) })
       case 'agent.continued': return fire(() => { core.onContinued(agentId, msg.attemptIds, now()) })
@@ -134,8 +137,10 @@ export class AgentSessions {
       const r = checked.ok
       let complete = true
       for (const f of [r.stdout, r.stderr, ...r.outputs]) {
+        // An empty file is nothing to keep (its hash says so): most tasks' stdout and stderr.
+        if (f.size === 0) continue
         if (f.data != null) await this.deps.blobs.putBytes(f.hash, f.data)
-        else if (f.size > 0 && !this.deps.blobs.has(f.hash)) complete = false
+        else if (!this.deps.blobs.has(f.hash)) complete = false
       }
       if (complete) out.push(r)
     }

@@ -47,6 +47,7 @@ export const REQUIRED_ROLE: Readonly<Record<ClientRequest['t'], Need>> = {
   'client.blobs.missing': ['submitter', 'submitting a job'],
   'client.submit.begin': ['submitter', 'submitting a job'],
   'client.submit.tasks': ['submitter', 'submitting a job'],
+  'client.submit.block': ['submitter', 'submitting a job'],
   'client.submit.end': ['submitter', 'submitting a job'],
   'client.cancel': ['submitter', 'cancelling a job'],
   'client.hold': ['submitter', 'holding or releasing a job'],
@@ -122,6 +123,7 @@ async function handle (deps: ClientRequestDeps, peer: string, req: ClientRequest
     case 'client.submit.begin':
       return await receiveSubmission(deps, peer, req, ch)
     case 'client.submit.tasks':
+    case 'client.submit.block':
     case 'client.submit.end':
       throw new MeshfarmError('PROTOCOL', `${req.t} outside a submission`)
     case 'client.status':

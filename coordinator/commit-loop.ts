@@ -83,7 +83,11 @@ export class CommitLoop {
     const fx: Effects = { sends: [], events: [] }
     this.current = fx
     try {
-      const value = this.deps.store.transaction(handler)
+      const value = this.deps.store.transaction(() => {
+        const v = handler()
+        this.deps.store.writeEvents(fx.events)
+        return v
+      })
       for (const [agentId, msg] of fx.sends) this.deps.deliver(agentId, msg)
       if (fx.events.length > 0) this.deps.publish(fx.events)
       return value
@@ -154,6 +158,8 @@ export class CommitLoop {
           this.deps.log(`coordinator: the scheduling pass failed and was undone: ${errorMessage(err)}`)
           this.deps.resync(now)
         }
+        // The batch's events, several rows per statement, in the same transaction.
+        store.writeEvents(batch.events)
       })
     } catch (err) {
       this.current = null

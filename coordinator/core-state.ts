@@ -3,11 +3,13 @@
  * (recovery.ts) and the client queries (queries.ts). The store holds the truth; this is its working copy.
  */
 import type { StoredAttempt } from './store.ts'
+import type { TaskSpec } from '../shared/protocol/data.ts'
 import type { JobRuntime } from './job-table.ts'
-import { AgentRegistry } from './agent-registry.ts'
+import { AgentRegistry, holdOn } from './agent-registry.ts'
 import { UsageBook } from './fair-share.ts'
 
-export type Attempt = StoredAttempt
+/** An attempt, with the task it runs while it is in memory (a result then needs no read of the store). */
+export type Attempt = StoredAttempt & { spec?: TaskSpec }
 
 export interface CoreOptions {
   agentLostMs: number
@@ -27,24 +29,35 @@ export interface CoreState {
   byTask: Map<number, number[]>
   /** Affinity key -> agent id, once a task with that key has been placed. */
   affinity: Map<string, string>
+  /** Cores each member's live (not orphaned) attempts hold, kept as attempts come and go. */
+  ownerCores: Map<string, number>
   /** Each member's recent usage, for fair share. */
   usage: UsageBook
   nextJobId: number
 }
 
 export function emptyState (nextJobId: number, usage = new UsageBook()): CoreState {
-  return { jobs: new Map(), agents: new AgentRegistry(), attempts: new Map(), byTask: new Map(), affinity: new Map(), usage, nextJobId }
+  return { jobs: new Map(), agents: new AgentRegistry(), attempts: new Map(), byTask: new Map(), affinity: new Map(), ownerCores: new Map(), usage, nextJobId }
 }
 
 /** Cores each member's live attempts hold now. */
-export function runningCores (s: CoreState): Map<string, number> {
-  const out = new Map<string, number>()
-  for (const a of s.attempts.values()) {
-    if (a.orphan) continue
-    const owner = s.jobs.get(a.jobId)?.owner
-    if (owner != null) out.set(owner, (out.get(owner) ?? 0) + a.cores)
-  }
-  return out
+export function runningCores (s: CoreState): ReadonlyMap<string, number> {
+  return s.ownerCores
+}
+
+function countCores (s: CoreState, a: Attempt, sign: 1 | -1): void {
+  const owner = s.jobs.get(a.jobId)?.owner
+  if (owner == null) return
+  const n = (s.ownerCores.get(owner) ?? 0) + sign * a.cores
+  if (n > 0) s.ownerCores.set(owner, n)
+  else s.ownerCores.delete(owner)
+}
+
+/** An attempt's agent was declared lost (true), or came back with it (false). */
+export function setOrphan (s: CoreState, a: Attempt, orphan: boolean): void {
+  if (a.orphan === orphan) return
+  if (s.attempts.get(a.id) === a) countCores(s, a, orphan ? -1 : 1)
+  a.orphan = orphan
 }
 
 /** One number per task, for maps keyed by task: job id in the high bits, index in the low 32. */
@@ -62,16 +75,25 @@ export function addAttempt (s: CoreState, a: Attempt): void {
   const list = s.byTask.get(key)
   if (list == null) s.byTask.set(key, [a.id])
   else list.push(a.id)
-  s.agents.ensure(a.agent, a.host, a.startedAt).attempts.add(a.id)
+  const agent = s.agents.ensure(a.agent, a.host, a.startedAt)
+  agent.attempts.add(a.id)
+  holdOn(agent.held, a, 1)
+  if (!a.orphan) countCores(s, a, 1)
 }
 
 export function removeAttempt (s: CoreState, a: Attempt): void {
-  s.attempts.delete(a.id)
+  if (!s.attempts.delete(a.id)) return
   const key = taskKey(a.jobId, a.index)
-  const rest = (s.byTask.get(key) ?? []).filter(id => id !== a.id)
-  if (rest.length === 0) s.byTask.delete(key)
-  else s.byTask.set(key, rest)
-  s.agents.get(a.agent)?.attempts.delete(a.id)
+  const list = s.byTask.get(key)
+  if (list == null || (list.length === 1 && list[0] === a.id)) s.byTask.delete(key)
+  else {
+    const rest = list.filter(id => id !== a.id)
+    if (rest.length === 0) s.byTask.delete(key)
+    else s.byTask.set(key, rest)
+  }
+  const agent = s.agents.get(a.agent)
+  if (agent?.attempts.delete(a.id) === true) holdOn(agent.held, a, -1)
+  if (!a.orphan) countCores(s, a, -1)
 }
 
 /** The name to show for a member: its name on the access list, else the end of its peer id. */

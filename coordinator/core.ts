@@ -13,8 +13,9 @@ import type { AgentResources, AgentStatus, AttemptResult, CoordMessage, Failure,
 import type { MeshEvent } from '../shared/protocol/events.ts'
 import { MeshfarmError } from '../shared/util/errors.ts'
 import { schedule, type OwnerQueue, type SchedTask } from './scheduler.ts'
-import { constraintKey, type Store } from './store.ts'
-import { TaskTable, emptyCounts, shapeKey, type JobRuntime } from './job-table.ts'
+import type { Store } from './store.ts'
+import { TaskTable, addBlock, emptyCounts, type JobRuntime } from './job-table.ts'
+import { toBlocks, type TaskBlock } from '../shared/protocol/task-blocks.ts'
 import { schedView, type AgentRuntime } from './agent-registry.ts'
 import { addAttempt, attemptsOf, runningCores, taskKey, type Attempt, type CoreOptions, type CoreState } from './core-state.ts'
 import { recoverState } from './recovery.ts'
@@ -24,6 +25,9 @@ import { TaskLedger } from './task-ledger.ts'
 import * as queries from './queries.ts'
 
 export type { CoreOptions } from './core-state.ts'
+
+/** How often a bridge's backlog is worked out again while the queue keeps changing. */
+const BACKLOG_EVERY_MS = 1000
 
 export interface CoordinatorComm {
   send: (agentId: string, msg: CoordMessage) => void
@@ -39,6 +43,8 @@ export class CoordinatorCore {
   private readonly ledger: TaskLedger
   /** The last coord.backlog sent to each bridge (sent again only when it changes, and on a new session). */
   private readonly backlogSent = new Map<string, string>()
+  /** When each bridge's backlog was last worked out: at most once a second, or at once for a new offer. */
+  private readonly backlogAt = new Map<string, number>()
 
   constructor (store: Store, comm: CoordinatorComm, opts: CoreOptions, now: number) {
     this.store = store
@@ -56,31 +62,38 @@ export class CoordinatorCore {
     this.s = recoverState(this.store, now).state
     for (const a of agents.all()) {
       const fresh = this.s.agents.ensure(a.id, a.resources.hostname, now)
-      Object.assign(fresh, { ...a, attempts: fresh.attempts })
+      Object.assign(fresh, { ...a, attempts: fresh.attempts, held: fresh.held })
     }
   }
 
   // ---- submission ----
 
-  /** Stores a whole job; tasks arrive checked and in order (submission.ts). Returns the job's id. */
+  /** Stores a whole job given task by task (tests, and older clients' client.submit.tasks). */
   submit (owner: string, header: JobHeader, tasks: TaskSpec[], now: number): number {
-    if (tasks.length === 0) throw new MeshfarmError('SPEC_INVALID', 'a job needs at least one task')
     tasks.forEach((spec, i) => { if (spec.index !== i) throw new MeshfarmError('PROTOCOL', `task ${i} arrived with index ${spec.index}`) })
+    return this.submitBlocks(owner, header, toBlocks(tasks), now)
+  }
+
+  /** Stores a whole job; its blocks of tasks arrive checked and in order (submission.ts). Returns the job's id. */
+  submitBlocks (owner: string, header: JobHeader, blocks: TaskBlock[], now: number): number {
+    let total = 0
+    for (const b of blocks) {
+      if (b.first !== total) throw new MeshfarmError('PROTOCOL', `tasks ${b.first}-${b.first + b.count - 1} arrived where task ${total} was expected`)
+      total += b.count
+    }
+    if (total === 0) throw new MeshfarmError('SPEC_INVALID', 'a job needs at least one task')
     const id = this.s.nextJobId
-    const t = new TaskTable(tasks.length)
-    this.store.insertJob({ id, owner, header, state: 'active', submittedAt: now, total: tasks.length })
-    for (const spec of tasks) {
-      this.store.insertTask(id, spec)
-      t.setShape(spec.index, { cores: spec.cores, gpus: spec.gpus, memoryMb: spec.memoryMb, timeoutMs: spec.timeoutMs, constraints: spec.constraints },
-        shapeKey(spec.cores, spec.gpus, spec.memoryMb, spec.timeoutMs, constraintKey(spec.constraints)))
-      if (spec.affinity != null && spec.affinity !== '') t.affinity.set(spec.index, spec.affinity)
-      t.enqueue(spec.index, 'back')
+    const t = new TaskTable(total)
+    this.store.insertJob({ id, owner, header, state: 'active', submittedAt: now, total })
+    for (const b of blocks) {
+      this.store.insertBlock(id, b)
+      addBlock(t, b)
     }
     const counts = emptyCounts()
-    counts.queued = tasks.length
-    this.s.jobs.set(id, { id, owner, header, submittedAt: now, total: tasks.length, state: 'active', held: false, counts, tasks: t, cancelRequested: false })
+    counts.queued = total
+    this.s.jobs.set(id, { id, owner, header, submittedAt: now, total, state: 'active', held: false, counts, tasks: t, cancelRequested: false, notes: { failures: [], missingOutputs: [] } })
     this.s.nextJobId++
-    this.ledger.emit({ time: now, type: 'job.submitted', jobId: id, data: { name: header.name, total: tasks.length, owner: this.ledger.name(owner) } })
+    this.ledger.emit({ time: now, type: 'job.submitted', jobId: id, data: { name: header.name, total, owner: this.ledger.name(owner) } })
     return id
   }
 
@@ -90,6 +103,7 @@ export class CoordinatorCore {
     const agent = this.s.agents.ensure(agentId, resources.hostname, now)
     agent.resources = resources
     this.backlogSent.delete(agentId)
+    this.backlogAt.delete(agentId)
     agent.addrs = addrs
     agent.status = status
     agent.connected = true
@@ -113,7 +127,10 @@ export class CoordinatorCore {
   onAgentUpdate (agentId: string, resources: AgentResources | undefined, status: AgentStatus | undefined, now: number): void {
     const agent = this.s.agents.get(agentId)
     if (agent == null) return
-    if (resources != null) agent.resources = resources
+    if (resources != null) {
+      agent.resources = resources
+      this.backlogAt.delete(agentId)
+    }
     if (status != null) {
       const was = agent.status?.harvest?.ownerPresent
       agent.status = status
@@ -123,6 +140,19 @@ export class CoordinatorCore {
       }
     }
     agent.lastSeen = now
+  }
+
+  /**
+   * A heartbeat that changes nothing but when the agent was last heard from (it is up, and runs only attempts that
+   * are its own): taken here, outside the commit loop, with no transaction and no scheduling pass. Returns false
+   * when it needs onHeartbeat (the agent was thought lost, or runs something it should not).
+   */
+  heartbeatOnly (agentId: string, running: number[], now: number): boolean {
+    const agent = this.s.agents.get(agentId)
+    if (agent == null || (agent.state !== 'up' && agent.state !== 'draining')) return false
+    for (const id of running) if (this.s.attempts.get(id)?.agent !== agentId) return false
+    agent.lastSeen = now
+    return true
   }
 
   onHeartbeat (agentId: string, running: number[], now: number): void {
@@ -220,6 +250,7 @@ export class CoordinatorCore {
       this.ledger.emit({ time: now, type: drained ? 'agent.left' : 'agent.lost', agent: agent.id, host: agent.resources.hostname })
     }
     this.s.agents.forgetGone()
+    this.store.flushEndedAttempts()
     const usage = this.s.usage.takeDirty()
     if (usage != null) this.store.saveUsage(usage)
     return lost
@@ -246,15 +277,21 @@ export class CoordinatorCore {
 
   /** One scheduling pass: places queued tasks on agents and sends the assignments. Returns how many were placed. */
   schedulePass (now: number): number {
+    const queues = this.queues(now)
+    if (queues.length === 0) {
+      this.sendBacklogs(now)
+      return 0
+    }
     const agents = []
     for (const agent of this.s.agents.accepting()) {
       if (agent.status?.harvest?.lending === false) continue
-      agents.push(schedView(agent, [...agent.attempts].map(id => this.s.attempts.get(id)!), this.opts.prefetch))
+      agents.push(schedView(agent, this.opts.prefetch))
     }
     if (agents.length === 0) return 0
-    const { placements, newAffinity } = schedule({ queues: this.queues(now), agents, affinity: this.s.affinity, limits: perAgentLimits(this.s) })
+    const { placements, newAffinity } = schedule({ queues, agents, affinity: this.s.affinity, limits: perAgentLimits(this.s) })
     for (const [k, v] of newAffinity) this.s.affinity.set(k, v)
     const byAgent = new Map<string, Array<Extract<CoordMessage, { t: 'coord.assign' }>['assignments'][number]>>()
+    const names = new Map<string, string>()
     for (const p of placements) {
       const jobId = Math.floor(p.key / 2 ** 32)
       const index = p.key % 2 ** 32
@@ -264,23 +301,38 @@ export class CoordinatorCore {
         id: this.store.allocateAttemptId(), jobId, index, agent: agent.id, host: agent.resources.hostname,
         cores: p.cores, gpuIds: p.gpuIds, memoryMb: p.memoryMb, startedAt: now, running: false, orphan: false, suspect: false
       }
+      // The task goes with its attempt while it is out: its result is committed without reading it back.
+      a.spec = this.store.taskSpec(jobId, index)
       this.store.insertAttempt(a)
       addAttempt(this.s, a)
       this.ledger.placed(job, index)
       let list = byAgent.get(agent.id)
       if (list == null) byAgent.set(agent.id, list = [])
-      list.push({ attemptId: a.id, jobId, index, task: this.store.taskSpec(jobId, index), shared: job.header.shared, gpuIds: p.gpuIds, cores: p.cores, owner: this.ledger.name(job.owner) })
+      let owner = names.get(job.owner)
+      if (owner == null) names.set(job.owner, owner = this.ledger.name(job.owner))
+      list.push({ attemptId: a.id, jobId, index, task: a.spec, shared: job.header.shared, gpuIds: p.gpuIds, cores: p.cores, owner })
     }
     for (const [agentId, assignments] of byAgent) this.comm.send(agentId, { t: 'coord.assign', assignments })
-    this.sendBacklogs()
+    this.sendBacklogs(now)
     return placements.length
   }
 
-  /** Bridges hear of the tasks this pass left waiting that they could take, when that changed (backlog.ts). */
-  private sendBacklogs (): void {
+  /**
+   * Bridges hear of the tasks this pass left waiting that they could take, when that changed (backlog.ts). Worked
+   * out at most once a second per bridge (a scan of up to 100,000 queued tasks), and at once for a new session or
+   * a changed offer; bridges with the same labels share one scan.
+   */
+  private sendBacklogs (now: number): void {
+    let scans: Map<string, ReturnType<typeof backlogFor>> | null = null
     for (const agent of this.s.agents.accepting()) {
       if (!isBridge(agent.resources)) continue
-      const backlog = backlogFor(this.queuedTasks([...this.s.jobs.values()].filter(j => !j.held).sort((x, y) => x.id - y.id)), agent.resources.labels)
+      const at = this.backlogAt.get(agent.id)
+      if (at != null && now - at < BACKLOG_EVERY_MS) continue
+      this.backlogAt.set(agent.id, now)
+      scans ??= new Map()
+      const labels = JSON.stringify(agent.resources.labels)
+      let backlog = scans.get(labels)
+      if (backlog == null) scans.set(labels, backlog = backlogFor(this.queuedTasks([...this.s.jobs.values()].filter(j => !j.held).sort((x, y) => x.id - y.id)), agent.resources.labels))
       const key = JSON.stringify(backlog)
       if (this.backlogSent.get(agent.id) === key) continue
       this.backlogSent.set(agent.id, key)

@@ -1,12 +1,14 @@
 /**
  * An active job's tasks in memory: state, counters and demand shape per task in typed arrays (a million tasks
- * cost a few MB), and the queue of tasks waiting to be placed. Requeued tasks go to the FRONT of the queue: a
- * task that lost its agent has waited once already. Queue entries are dropped lazily: each task remembers the
- * stamp of its one valid entry, so a task requeued twice never runs twice.
+ * cost about 15 MB), and the queue of tasks waiting to be placed. New tasks wait in index order (the back of the
+ * queue is a cursor over the indexes, not a list); requeued tasks go to the FRONT: a task that lost its agent
+ * has waited once already. Front entries are dropped lazily: each task remembers the stamp of its one valid
+ * entry, so a task requeued twice never runs twice.
  */
 import type { JobHeader, JobState, TaskState } from '../shared/protocol/data.ts'
 import { TASK_STATES } from '../shared/protocol/data.ts'
-import type { TaskCounters } from './store.ts'
+import type { TaskCounters } from './task-store.ts'
+import { fieldAt, uniformShape, type TaskBlock } from '../shared/protocol/task-blocks.ts'
 
 export interface Shape { cores: number, gpus: number, memoryMb: number, timeoutMs: number, constraints: Record<string, string> }
 
@@ -33,13 +35,11 @@ export class TaskTable {
   private front: number[] = []
   private frontHead = 0
   private frontDropped = 0
-  /** Tasks in submission order; consumed from `backHead`. */
-  private back: number[] = []
-  private backHead = 0
-  private backDropped = 0
-  /** Stamp of each task's valid queue entry: >= 0 a back position, < 0 a front position; NaN none. */
-  private readonly stamp: Float64Array
+  /** Stamp of each task's valid front entry (k > 0); 0: the task waits at the back, in index order, if queued. */
+  private readonly stamp: Int32Array
   private frontCounter = 0
+  /** Indexes below this are never queued at the back again (placed, held, or requeued to the front since). */
+  private backHead = 0
 
   constructor (total: number) {
     this.total = total
@@ -47,7 +47,7 @@ export class TaskTable {
     const counter = (): Uint8Array => new Uint8Array(total)
     this.counters = { attempts: counter(), crashes: counter(), vacates: counter(), retriesUsed: counter(), stagingFails: counter() }
     this.shapeOf = new Uint32Array(total)
-    this.stamp = new Float64Array(total).fill(NaN)
+    this.stamp = new Int32Array(total)
   }
 
   state (i: number): TaskState {
@@ -73,52 +73,72 @@ export class TaskTable {
     return n
   }
 
-  setShape (i: number, shape: Shape, key: string): void {
+  private shapeId (shape: Shape, key: string): number {
     let id = this.shapeIds.get(key)
     if (id == null) {
       id = this.shapes.push(shape) - 1
       this.shapeIds.set(key, id)
     }
-    this.shapeOf[i] = id
+    return id
+  }
+
+  setShape (i: number, shape: Shape, key: string): void {
+    this.shapeOf[i] = this.shapeId(shape, key)
+  }
+
+  /** One shape for `count` tasks from `first` (a block whose tasks all ask for the same). */
+  setShapeRange (first: number, count: number, shape: Shape, key: string): void {
+    this.shapeOf.fill(this.shapeId(shape, key), first, first + count)
   }
 
   shape (i: number): Shape {
     return this.shapes[this.shapeOf[i]]
   }
 
-  /** Puts a task at the back (new) or the front (requeued) of the queue. */
-  enqueue (i: number, where: 'back' | 'front'): void {
-    if (where === 'back') {
-      this.stamp[i] = this.backDropped + this.back.length
-      this.back.push(i)
-    } else {
-      this.stamp[i] = -(++this.frontCounter)
-      this.front.push(i)
-    }
+  /** Puts a requeued (or released) task at the front of the queue. */
+  enqueueFront (i: number): void {
+    this.stamp[i] = ++this.frontCounter
+    this.front.push(i)
   }
 
   /** Queued tasks in queue order (requeued ones first); compacts the consumed heads as it goes. */
   * queued (): Generator<number> {
-    const validFront = (k: number): boolean => this.states[this.front[k]] === CODE.queued && this.stamp[this.front[k]] === -(this.frontDropped + k + 1)
+    const validFront = (k: number): boolean => this.states[this.front[k]] === CODE.queued && this.stamp[this.front[k]] === this.frontDropped + k + 1
     while (this.frontHead < this.front.length && !validFront(this.frontHead)) this.frontHead++
-    for (let k = this.frontHead; k < this.front.length; k++) if (validFront(k)) yield this.front[k]
-    const validBack = (k: number): boolean => this.states[this.back[k]] === CODE.queued && this.stamp[this.back[k]] === this.backDropped + k
-    while (this.backHead < this.back.length && !validBack(this.backHead)) this.backHead++
     this.compact()
-    for (let k = this.backHead; k < this.back.length; k++) if (validBack(k)) yield this.back[k]
+    for (let k = this.frontHead; k < this.front.length; k++) if (validFront(k)) yield this.front[k]
+    const queued = CODE.queued
+    while (this.backHead < this.total && (this.states[this.backHead] !== queued || this.stamp[this.backHead] !== 0)) this.backHead++
+    for (let i = this.backHead; i < this.total; i++) if (this.states[i] === queued && this.stamp[i] === 0) yield i
   }
 
   private compact (): void {
-    if (this.backHead > 4096 && this.backHead * 2 > this.back.length) {
-      this.back = this.back.slice(this.backHead)
-      this.backDropped += this.backHead
-      this.backHead = 0
-    }
     if (this.frontHead > 1024 && this.frontHead * 2 > this.front.length) {
       this.front = this.front.slice(this.frontHead)
       this.frontDropped += this.frontHead
       this.frontHead = 0
     }
+  }
+}
+
+/** Constraints as a canonical string: equal constraint sets give equal keys (used for shapes). */
+export function constraintKey (constraints: Record<string, string>): string {
+  const keys = Object.keys(constraints).sort()
+  return keys.length === 0 ? '' : JSON.stringify(keys.map(k => [k, constraints[k]]))
+}
+
+/** The demand shapes and affinity keys of a block's tasks, into the job's table. */
+export function addBlock (t: TaskTable, b: TaskBlock): void {
+  const shapeAt = (i: number): [Shape, string] => {
+    const shape: Shape = { cores: fieldAt(b, 'cores', i)!, gpus: fieldAt(b, 'gpus', i)!, memoryMb: fieldAt(b, 'memoryMb', i)!, timeoutMs: fieldAt(b, 'timeoutMs', i)!, constraints: fieldAt(b, 'constraints', i)! }
+    return [shape, shapeKey(shape.cores, shape.gpus, shape.memoryMb, shape.timeoutMs, constraintKey(shape.constraints))]
+  }
+  if (uniformShape(b)) t.setShapeRange(b.first, b.count, ...shapeAt(b.first))
+  else for (let i = b.first; i < b.first + b.count; i++) t.setShape(i, ...shapeAt(i))
+  if (b.base.affinity == null && b.cols.affinity == null) return
+  for (let i = b.first; i < b.first + b.count; i++) {
+    const a = fieldAt(b, 'affinity', i)
+    if (a != null && a !== '') t.affinity.set(i, a)
   }
 }
 
@@ -134,4 +154,17 @@ export interface JobRuntime {
   /** Absent for finished jobs. */
   tasks?: TaskTable
   cancelRequested: boolean
+  /**
+   * What the summary of the ended job names (its first failed tasks, its first missing outputs), gathered as its
+   * tasks are committed; absent for a job submitted before a restart (read back from its records then).
+   */
+  notes?: EndNotes
 }
+
+export interface EndNotes {
+  failures: Array<{ index: number, name: string, exitCode: number | null, message: string }>
+  missingOutputs: Array<{ index: number, name: string, missing: string[] }>
+}
+
+/** Failed tasks (and tasks with missing outputs) named in a finished job's summary. */
+export const SUMMARY_NOTES = 5

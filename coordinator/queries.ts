@@ -32,7 +32,12 @@ export function jobSummary (s: CoreState, store: Store, opts: CoreOptions, jobId
 const notesOf = new WeakMap<JobRuntime, Pick<JobSummary, 'failures' | 'missingOutputs'>>()
 function endNotesOf (store: Store, job: JobRuntime): Pick<JobSummary, 'failures' | 'missingOutputs'> {
   let notes = notesOf.get(job)
-  if (notes == null) notesOf.set(job, notes = endNotes(store, job, SUMMARY_FAILURES))
+  if (notes == null) {
+    // Gathered as the job's tasks were committed, or read back once from its records (a job from before a restart).
+    const live = job.notes
+    notes = live != null ? { ...(live.failures.length > 0 ? { failures: live.failures } : {}), ...(live.missingOutputs.length > 0 ? { missingOutputs: live.missingOutputs } : {}) } : endNotes(store, job, SUMMARY_FAILURES)
+    notesOf.set(job, notes)
+  }
   return notes
 }
 

@@ -10,7 +10,11 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite'
 import { Packr } from 'msgpackr'
 import type { JobHeader, JobState, TaskRecord, TaskSpec, TaskState } from '../shared/protocol/data.ts'
 import type { MeshEvent } from '../shared/protocol/events.ts'
+import type { TaskBlock } from '../shared/protocol/task-blocks.ts'
 import { MeshfarmError } from '../shared/util/errors.ts'
+import { TASK_SCHEMA, TaskStore, type TaskCounters } from './task-store.ts'
+
+export type { TaskCounters, TaskStateRow } from './task-store.ts'
 
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: 'number' })
 
@@ -22,33 +26,6 @@ export interface StoredJob {
   submittedAt: number
   total: number
   held: boolean
-}
-
-/** Per-task counters, kept with the task's state. */
-export interface TaskCounters {
-  /** Attempts placed. */
-  attempts: number
-  /** Attempts that died with their agent while running. */
-  crashes: number
-  /** Times handed back without counting against the task (owner returned, drain, preemption). */
-  vacates: number
-  /** Retries of the job used (the task exited non-zero, timed out, ...). */
-  retriesUsed: number
-  /** Attempts whose inputs could not be staged. */
-  stagingFails: number
-}
-
-export interface StoredTaskRow extends TaskCounters {
-  jobId: number
-  index: number
-  state: TaskState
-  /** Demand shape, so the queue can be rebuilt without decoding every spec. */
-  cores: number
-  gpus: number
-  memoryMb: number
-  constraints: string
-  affinity: string | null
-  timeoutMs: number
 }
 
 export interface StoredAttempt {
@@ -77,15 +54,6 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
   id INTEGER PRIMARY KEY, owner TEXT NOT NULL, header BLOB NOT NULL, state TEXT NOT NULL,
   submitted_at INTEGER NOT NULL, total INTEGER NOT NULL, held INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS tasks (
-  job_id INTEGER NOT NULL, idx INTEGER NOT NULL, spec BLOB NOT NULL, state TEXT NOT NULL,
-  attempts INTEGER NOT NULL DEFAULT 0, crashes INTEGER NOT NULL DEFAULT 0,
-  vacates INTEGER NOT NULL DEFAULT 0, retries_used INTEGER NOT NULL DEFAULT 0, staging_fails INTEGER NOT NULL DEFAULT 0,
-  cores INTEGER NOT NULL, gpus INTEGER NOT NULL, memory_mb INTEGER NOT NULL,
-  constraints TEXT NOT NULL, affinity TEXT, timeout_ms INTEGER NOT NULL DEFAULT 0,
-  seq INTEGER, record BLOB, commits INTEGER NOT NULL DEFAULT 0,
-  PRIMARY KEY (job_id, idx)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tasks_by_commit ON tasks (job_id, seq) WHERE seq IS NOT NULL;
 CREATE TABLE IF NOT EXISTS attempts (
   id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL, idx INTEGER NOT NULL, agent TEXT NOT NULL, host TEXT NOT NULL,
   cores INTEGER NOT NULL, gpu_ids TEXT NOT NULL, memory_mb INTEGER NOT NULL, started_at INTEGER NOT NULL,
@@ -113,14 +81,20 @@ const ADDED_COLUMNS: Array<[table: string, column: string, decl: string]> = [
   ['attempts', 'suspect', 'INTEGER NOT NULL DEFAULT 0']
 ]
 
+/** Rows per multi-row statement (events of a batch, attempts ended in bulk). */
+const EVENT_ROWS = 32
+const END_ROWS = 64
+
 /** Events kept for late watchers and reports; older ones are pruned. */
 export const EVENTS_KEPT = 1_000_000
 
 export class Store {
   private readonly db: DatabaseSync
   private readonly stmts: Record<string, StatementSync>
-  private seq: number
+  readonly tasks: TaskStore
   private eventSeq: number
+    /** Attempts of committed tasks, marked inactive later in bulk (recovery ignores them meanwhile). */
+  private endedLater: number[] = []
   private nextAttempt: number
   private depth = 0
 
@@ -131,7 +105,9 @@ export class Store {
       const check = this.db.prepare('PRAGMA quick_check').get() as { quick_check: string }
       if (check.quick_check !== 'ok') throw new Error(check.quick_check)
       this.db.exec(SCHEMA)
+      this.db.exec(TASK_SCHEMA)
       this.migrate()
+      this.tasks = new TaskStore(this.db)
       // The database holds every job's commands and the results: nobody else on the machine reads it.
       for (const f of [path, `${path}-wal`, `${path}-shm`]) if (existsSync(f)) chmodSync(f, 0o600)
     } catch (err) {
@@ -140,28 +116,20 @@ export class Store {
     const db = this.db
     this.stmts = {
       insertJob: db.prepare('INSERT INTO jobs (id, owner, header, state, submitted_at, total, held) VALUES (?, ?, ?, ?, ?, ?, 0)'),
-      insertTask: db.prepare('INSERT INTO tasks (job_id, idx, spec, state, cores, gpus, memory_mb, constraints, affinity, timeout_ms) VALUES (?, ?, ?, \'queued\', ?, ?, ?, ?, ?, ?)'),
       setJobState: db.prepare('UPDATE jobs SET state = ? WHERE id = ?'),
       setJobHeld: db.prepare('UPDATE jobs SET held = ? WHERE id = ?'),
-      setTaskState: db.prepare('UPDATE tasks SET state = ?, attempts = ?, crashes = ?, vacates = ?, retries_used = ?, staging_fails = ? WHERE job_id = ? AND idx = ?'),
-      commitTask: db.prepare('UPDATE tasks SET state = ?, attempts = ?, crashes = ?, vacates = ?, retries_used = ?, staging_fails = ?, seq = ?, record = ?, commits = commits + 1 WHERE job_id = ? AND idx = ?'),
       insertAttempt: db.prepare('INSERT INTO attempts (id, job_id, idx, agent, host, cores, gpu_ids, memory_mb, started_at, active, running, orphan) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 0, 0)'),
       setAttemptFlags: db.prepare('UPDATE attempts SET running = ?, orphan = ?, suspect = ? WHERE id = ?'),
       endedSuspects: db.prepare('SELECT id, job_id, idx FROM attempts WHERE agent = ? AND suspect = 1 AND active = 0'),
-      withdrawCrash: db.prepare('UPDATE tasks SET crashes = MAX(0, crashes - 1) WHERE job_id = ? AND idx = ?'),
       endAttempt: db.prepare('UPDATE attempts SET active = 0 WHERE id = ?'),
-      spec: db.prepare('SELECT spec FROM tasks WHERE job_id = ? AND idx = ?'),
-      records: db.prepare('SELECT seq, record FROM tasks WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?'),
-      record: db.prepare('SELECT record FROM tasks WHERE job_id = ? AND idx = ?'),
-      commits: db.prepare('SELECT idx, commits FROM tasks WHERE job_id = ? ORDER BY idx'),
       jobs: db.prepare('SELECT id, owner, header, state, submitted_at, total, held FROM jobs ORDER BY id'),
-      tasksOfJob: db.prepare('SELECT idx, state, attempts, crashes, vacates, retries_used, staging_fails, cores, gpus, memory_mb, constraints, affinity, timeout_ms FROM tasks WHERE job_id = ? ORDER BY idx'),
       activeAttempts: db.prepare('SELECT id, job_id, idx, agent, host, cores, gpu_ids, memory_mb, started_at, running, orphan, suspect FROM attempts WHERE active = 1'),
       maxJob: db.prepare('SELECT COALESCE(MAX(id), 0) AS v FROM jobs'),
-      maxSeq: db.prepare('SELECT COALESCE(MAX(seq), 0) AS v FROM tasks'),
       maxAttempt: db.prepare('SELECT COALESCE(MAX(id), 0) AS v FROM attempts'),
       maxEvent: db.prepare('SELECT COALESCE(MAX(seq), 0) AS v FROM events'),
       insertEvent: db.prepare('INSERT INTO events (seq, time, type, job_id, idx, agent, host, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+      insertEvents: db.prepare(`INSERT INTO events (seq, time, type, job_id, idx, agent, host, data) VALUES ${Array(EVENT_ROWS).fill('(?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`),
+      endAttempts: db.prepare(`UPDATE attempts SET active = 0 WHERE id IN (${Array(END_ROWS).fill('?').join(', ')})`),
       eventsAfter: db.prepare('SELECT seq, time, type, job_id, idx, agent, host, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?'),
       eventsOfJobAfter: db.prepare('SELECT seq, time, type, job_id, idx, agent, host, data FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?'),
       pruneEvents: db.prepare('DELETE FROM events WHERE seq <= ?'),
@@ -170,7 +138,6 @@ export class Store {
       getMeta: db.prepare('SELECT value FROM meta WHERE key = ?'),
       setMeta: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value')
     }
-    this.seq = (this.stmts.maxSeq.get() as { v: number }).v
     this.eventSeq = (this.stmts.maxEvent.get() as { v: number }).v
     // Attempt ids start from this database's own random base: results an agent still holds from a database that
     // was moved aside can never match an attempt of this one.
@@ -185,7 +152,8 @@ export class Store {
   private migrate (): void {
     for (const [table, column, decl] of ADDED_COLUMNS) {
       const cols = this.db.prepare(`PRAGMA table_info(${table})`).all() as Array<{ name: string }>
-      if (!cols.some(c => c.name === column)) this.db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${decl}`)
+      // A table of an older layout that is gone (tasks: now task_blocks + task_state) needs nothing.
+      if (cols.length > 0 && !cols.some(c => c.name === column)) this.db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${decl}`)
     }
   }
 
@@ -197,6 +165,7 @@ export class Store {
     const savepoint = `s${this.depth}`
     this.db.exec(this.depth === 0 ? 'BEGIN IMMEDIATE' : `SAVEPOINT ${savepoint}`)
     this.depth++
+    const ended = this.endedLater.length
     try {
       const out = fn()
       this.depth--
@@ -204,6 +173,8 @@ export class Store {
       return out
     } catch (err) {
       this.depth--
+      // What the undone part deferred is undone with it.
+      this.endedLater.length = Math.min(this.endedLater.length, ended)
       this.db.exec(this.depth === 0 ? 'ROLLBACK' : `ROLLBACK TO ${savepoint}; RELEASE ${savepoint}`)
       throw err
     }
@@ -225,9 +196,8 @@ export class Store {
     this.stmts.insertJob.run(job.id, job.owner, packr.pack(job.header), job.state, job.submittedAt, job.total)
   }
 
-  insertTask (jobId: number, spec: TaskSpec): void {
-    this.stmts.insertTask.run(jobId, spec.index, packr.pack(spec), spec.cores, spec.gpus, spec.memoryMb,
-      constraintKey(spec.constraints), spec.affinity ?? null, spec.timeoutMs)
+  insertBlock (jobId: number, block: TaskBlock): void {
+    this.tasks.insertBlock(jobId, block)
   }
 
   setJobState (jobId: number, state: JobState): void {
@@ -239,19 +209,17 @@ export class Store {
   }
 
   setTaskState (jobId: number, index: number, state: TaskState, c: TaskCounters): void {
-    this.stmts.setTaskState.run(state, c.attempts, c.crashes, c.vacates, c.retriesUsed, c.stagingFails, jobId, index)
+    this.tasks.setState(jobId, index, state, c)
   }
 
   /** Commits a terminal task with its result; returns the commit sequence number. */
   commitTask (record: TaskRecord, c: TaskCounters): number {
-    const seq = ++this.seq
-    this.stmts.commitTask.run(record.state, c.attempts, c.crashes, c.vacates, c.retriesUsed, c.stagingFails, seq, packr.pack(record), record.jobId, record.index)
-    return seq
+    return this.tasks.commit(record, c)
   }
 
   /** How many times each task of a job was committed (exactly once for a finished task: tests count here). */
-  commitCounts (jobId: number): number[] {
-    return (this.stmts.commits.all(jobId) as Array<{ commits: number }>).map(r => r.commits)
+  commitCounts (jobId: number, total: number): number[] {
+    return this.tasks.commitCounts(jobId, total)
   }
 
   insertAttempt (a: StoredAttempt): void {
@@ -269,44 +237,48 @@ export class Store {
 
   /** A suspected crash of a task that has ended turned out not to be one. */
   withdrawCrash (jobId: number, index: number): void {
-    this.stmts.withdrawCrash.run(jobId, index)
+    this.tasks.withdrawCrash(jobId, index)
   }
 
   endAttempt (id: number): void {
     this.stmts.endAttempt.run(id)
   }
 
+  /**
+   * The attempt of a task just committed: marked inactive in bulk later (flushEndedAttempts). Until then a restart
+   * tells by the task's state that it has ended.
+   */
+  endAttemptLater (id: number): void {
+    this.endedLater.push(id)
+  }
+
+  /** Marks the attempts of committed tasks inactive (inside a transaction). */
+  flushEndedAttempts (): void {
+    const ids = this.endedLater
+    if (ids.length === 0) return
+    this.endedLater = []
+    let i = 0
+    for (; i + END_ROWS <= ids.length; i += END_ROWS) this.stmts.endAttempts.run(...ids.slice(i, i + END_ROWS))
+    for (; i < ids.length; i++) this.stmts.endAttempt.run(ids[i])
+  }
+
   taskSpec (jobId: number, index: number): TaskSpec {
-    const row = this.stmts.spec.get(jobId, index) as { spec: Uint8Array } | undefined
-    if (row == null) throw new MeshfarmError('NOT_FOUND', `no task ${jobId}.${index}`)
-    return packr.unpack(row.spec) as TaskSpec
+    return this.tasks.spec(jobId, index)
   }
 
   taskRecord (jobId: number, index: number): TaskRecord | null {
-    const row = this.stmts.record.get(jobId, index) as { record: Uint8Array | null } | undefined
-    return row?.record != null ? packr.unpack(row.record) as TaskRecord : null
+    return this.tasks.record(jobId, index)
   }
 
   /** Committed results of a job in commit order, after the cursor. */
   committedRecords (jobId: number, after: number, limit: number): { records: TaskRecord[], next: number, more: boolean } {
-    const rows = this.stmts.records.all(jobId, after, limit) as Array<{ seq: number, record: Uint8Array }>
-    const records = rows.map(r => packr.unpack(r.record) as TaskRecord)
-    return { records, next: rows.length > 0 ? rows[rows.length - 1].seq : after, more: rows.length === limit }
+    return this.tasks.committedRecords(jobId, after, limit)
   }
 
   loadJobs (): StoredJob[] {
     return (this.stmts.jobs.all() as Array<Record<string, any>>).map(r => ({
       id: r.id, owner: r.owner, header: packr.unpack(r.header) as JobHeader, state: r.state as JobState, submittedAt: r.submitted_at, total: r.total, held: r.held === 1
     }))
-  }
-
-  * loadTasks (jobId: number): Generator<StoredTaskRow> {
-    for (const r of this.stmts.tasksOfJob.iterate(jobId) as Iterable<Record<string, any>>) {
-      yield {
-        jobId, index: r.idx, state: r.state, attempts: r.attempts, crashes: r.crashes, vacates: r.vacates, retriesUsed: r.retries_used,
-        stagingFails: r.staging_fails, cores: r.cores, gpus: r.gpus, memoryMb: r.memory_mb, constraints: r.constraints, affinity: r.affinity, timeoutMs: r.timeout_ms
-      }
-    }
   }
 
   loadActiveAttempts (): StoredAttempt[] {
@@ -329,12 +301,24 @@ export class Store {
 
   // ---- the event stream ----
 
-  /** Appends an event inside the current transaction; returns it with its sequence number. */
+  /**
+   * An event with its sequence number. It is written with the others of its batch (writeEvents), just before the
+   * batch commits; an event of a handler that was undone is never written (its number stays unused).
+   */
   appendEvent (e: Omit<MeshEvent, 'seq'>): MeshEvent {
-    const event: MeshEvent = { seq: ++this.eventSeq, ...e }
-    this.stmts.insertEvent.run(event.seq, event.time, event.type, event.jobId ?? null, event.index ?? null, event.agent ?? null,
-      event.host ?? null, event.data != null ? packr.pack(event.data) : null)
-    return event
+    return { seq: ++this.eventSeq, ...e }
+  }
+
+  /** Writes a batch's events (inside its transaction), several rows per statement. */
+  writeEvents (events: readonly MeshEvent[]): void {
+    let i = 0
+    const row = (e: MeshEvent): unknown[] => [e.seq, e.time, e.type, e.jobId ?? null, e.index ?? null, e.agent ?? null, e.host ?? null, e.data != null ? packr.pack(e.data) : null]
+    for (; i + EVENT_ROWS <= events.length; i += EVENT_ROWS) {
+      const args: unknown[] = []
+      for (let k = i; k < i + EVENT_ROWS; k++) args.push(...row(events[k]))
+      this.stmts.insertEvents.run(...args as Array<string | number | null | Uint8Array>)
+    }
+    for (; i < events.length; i++) this.stmts.insertEvent.run(...row(events[i]) as Array<string | number | null | Uint8Array>)
   }
 
   /** The sequence number of the newest event (0 when there is none). */
@@ -365,14 +349,4 @@ export class Store {
   close (): void {
     this.db.close()
   }
-}
-
-/** Constraints as a canonical string: equal constraint sets give equal keys (used for shapes). */
-export function constraintKey (constraints: Record<string, string>): string {
-  const keys = Object.keys(constraints).sort()
-  return keys.length === 0 ? '' : JSON.stringify(keys.map(k => [k, constraints[k]]))
-}
-
-export function parseConstraintKey (key: string): Record<string, string> {
-  return key === '' ? {} : Object.fromEntries(JSON.parse(key) as Array<[string, string]>)
 }

@@ -13,9 +13,9 @@ import { TERMINAL_STATES, taskId } from '../shared/protocol/data.ts'
 import type { MeshEvent } from '../shared/protocol/events.ts'
 import { MeshfarmError } from '../shared/util/errors.ts'
 import type { Store } from './store.ts'
-import type { JobRuntime } from './job-table.ts'
+import { SUMMARY_NOTES, type JobRuntime } from './job-table.ts'
 import { transition, IN_FLIGHT, type TaskEvent } from './task-states.ts'
-import { attemptsOf, displayName, removeAttempt, type Attempt, type CoreOptions, type CoreState } from './core-state.ts'
+import { attemptsOf, displayName, removeAttempt, setOrphan, type Attempt, type CoreOptions, type CoreState } from './core-state.ts'
 import type { CoordinatorComm } from './core.ts'
 
 type Requeue = Extract<TaskEvent, 'retry' | 'vacate' | 'preempt' | 'lose'>
@@ -45,7 +45,11 @@ export class TaskLedger {
 
   // ---- the one way a task's state changes ----
 
-  /** Applies `event` to a non-terminal task and writes its new state with its counters. */
+  /**
+   * Applies `event` to a non-terminal task and writes its new state with its counters; except a placement and a
+   * start, which the attempt's own row records (recovery.ts derives the task's state from it), and an ending,
+   * which commit() writes with the result.
+   */
   private apply (job: JobRuntime, index: number, event: TaskEvent): TaskState {
     const t = job.tasks!
     const from = t.state(index)
@@ -53,7 +57,7 @@ export class TaskLedger {
     job.counts[from]--
     job.counts[to]++
     t.setState(index, to)
-    if (!TERMINAL_STATES.has(to)) this.store.setTaskState(job.id, index, to, t.counts(index))
+    if (!TERMINAL_STATES.has(to) && event !== 'place' && event !== 'start') this.store.setTaskState(job.id, index, to, t.counts(index))
     return to
   }
 
@@ -65,7 +69,7 @@ export class TaskLedger {
       return
     }
     this.apply(job, index, event)
-    t.enqueue(index, 'front')
+    t.enqueueFront(index)
     // The attempt that ended goes with the event (where it ran, since when), so a timeline can draw it.
     this.emit({
       time: now, type: event === 'vacate' || event === 'preempt' ? 'task.vacated' : 'task.requeued', jobId: job.id, index,
@@ -108,15 +112,17 @@ export class TaskLedger {
 
   /** An attempt's result: commit it, retry the task, or fail it. */
   finished (a: Attempt, r: AttemptResult, now: number): void {
-    this.endAttempt(a, now, r.endedAt - r.startedAt)
     const job = this.activeJob(a)
+    if (r.state === 'done' && job != null) {
+      // Its row is marked inactive in bulk later: the committed task says it has ended.
+      this.endAttempt(a, now, r.endedAt - r.startedAt, true)
+      this.commit(job, a.index, 'done', now, a, r)
+      return
+    }
+    this.endAttempt(a, now, r.endedAt - r.startedAt)
     if (job == null) return
     const t = job.tasks!
     const i = a.index
-    if (r.state === 'done') {
-      this.commit(job, i, 'done', now, a, r)
-      return
-    }
     // Another attempt of this task is out (this one belonged to an agent thought lost): that one decides.
     if (this.othersActive(a)) return
     const failure: Failure = r.failure ?? { kind: 'internal', message: 'attempt ended without a result', retryable: false }
@@ -169,7 +175,7 @@ export class TaskLedger {
    * limit even if they never come back); the count is withdrawn if the agent returns still holding it.
    */
   orphan (a: Attempt, why: string, now: number): void {
-    a.orphan = true
+    setOrphan(this.s, a, true)
     const job = this.activeJob(a)
     const counts = job != null && a.running && !a.suspect
     if (counts) a.suspect = true
@@ -200,7 +206,7 @@ export class TaskLedger {
 
   /** An orphan's agent came back still holding it: the task is its own again; unstarted copies elsewhere go. */
   reclaim (a: Attempt, running: boolean, now: number): void {
-    a.orphan = false
+    setOrphan(this.s, a, false)
     if (running) a.running = true
     if (a.suspect) {
       a.suspect = false
@@ -276,10 +282,11 @@ export class TaskLedger {
   }
 
   /** Ends an attempt; the cores it held count towards its member's usage (fair share) for as long as it held them. */
-  private endAttempt (a: Attempt, now?: number, ranMs?: number): void {
+  private endAttempt (a: Attempt, now?: number, ranMs?: number, later = false): void {
     if (!this.s.attempts.has(a.id)) return
     removeAttempt(this.s, a)
-    this.store.endAttempt(a.id)
+    if (later && !a.suspect && !a.orphan) this.store.endAttemptLater(a.id)
+    else this.store.endAttempt(a.id)
     const owner = this.s.jobs.get(a.jobId)?.owner
     const ms = ranMs ?? (now != null ? now - a.startedAt : 0)
     if (owner != null && now != null && ms > 0) this.s.usage.charge(owner, a.cores * ms / 1000, now)
@@ -296,7 +303,7 @@ export class TaskLedger {
 
   commit (job: JobRuntime, index: number, state: 'done' | 'failed' | 'cancelled', now: number, a?: Attempt, r?: AttemptResult, failure?: Failure): void {
     const t = job.tasks!
-    const spec = this.store.taskSpec(job.id, index)
+    const spec = a?.spec ?? this.store.taskSpec(job.id, index)
     const counters = t.counts(index)
     const record: TaskRecord = {
       jobId: job.id,
@@ -328,6 +335,9 @@ export class TaskLedger {
     }
     this.apply(job, index, state === 'done' ? 'finish' : state === 'failed' ? 'fail' : 'cancel')
     this.store.commitTask(record, counters)
+    const notes = job.notes
+    if (notes != null && state === 'failed' && notes.failures.length < SUMMARY_NOTES) notes.failures.push({ index, name: record.name, exitCode: record.exitCode, message: record.failure?.message ?? 'failed' })
+    if (notes != null && (record.missingOutputs?.length ?? 0) > 0 && notes.missingOutputs.length < SUMMARY_NOTES) notes.missingOutputs.push({ index, name: record.name, missing: record.missingOutputs!.slice(0, 10) })
     for (const other of attemptsOf(this.s, job.id, index)) this.cancelAttempt(other, state === 'cancelled' ? 'job cancelled' : 'the task ended')
     const type = state === 'done' ? 'task.finished' : state === 'failed' ? 'task.failed' : 'task.cancelled'
     this.emit({
@@ -377,7 +387,7 @@ export class TaskLedger {
     }
     if (release ? t.state(index) !== 'held' : t.state(index) !== 'queued') return 0
     this.apply(job, index, release ? 'release' : 'hold')
-    if (release) t.enqueue(index, 'front')
+    if (release) t.enqueueFront(index)
     this.emit({ time: now, type: release ? 'job.released' : 'job.held', jobId: job.id, index })
     return 1
   }

@@ -28,8 +28,11 @@ function toSched (t: Pick<TaskSpec, 'cores' | 'gpus' | 'memoryMb' | 'constraints
   return { key: 0, cores: t.cores, gpus: t.gpus, memoryMb: t.memoryMb, constraints: t.constraints, timeoutMs: t.timeoutMs }
 }
 
+/** What a task asks for, and which task it is. */
+export type Demand = Pick<TaskSpec, 'index' | 'name' | 'cores' | 'gpus' | 'memoryMb' | 'constraints' | 'timeoutMs'>
+
 /** Why none of these tasks could run on any agent of the mesh, or null when each could run somewhere. */
-export function unplaceableReason (core: CoordinatorCore, tasks: TaskSpec[]): string | null {
+export function unplaceableReason (core: CoordinatorCore, tasks: Iterable<Demand>): string | null {
   const agents = capacityOf(knownAgents(core))
   if (agents.length === 0) return null
   const seen = new Set<string>()

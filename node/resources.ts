@@ -4,7 +4,6 @@
  */
 import { execFile } from 'node:child_process'
 import os from 'node:os'
-import si from 'systeminformation'
 import { MeshfarmError } from '../shared/util/errors.ts'
 import type { AgentResources, GpuInfo } from '../shared/protocol/messages.ts'
 import { parseSize } from '../shared/util/units.ts'
@@ -155,6 +154,7 @@ async function readNvidiaSmi (): Promise<GpuInfo[] | null> {
 /** Fallback when nvidia-smi is unusable: NVIDIA controllers as systeminformation sees them. */
 async function readGraphicsGpus (): Promise<GpuInfo[]> {
   try {
+    const si = await systemInformation()
     const { controllers } = await si.graphics()
     return controllers
       .filter(c => /nvidia/i.test(c.vendor ?? ''))
@@ -162,6 +162,11 @@ async function readGraphicsGpus (): Promise<GpuInfo[]> {
   } catch {
     return []
   }
+}
+
+/** systeminformation is large: loaded when the machine is read, not by every command that parses a flag. */
+async function systemInformation (): Promise<typeof import('systeminformation')> {
+  return (await import('systeminformation')).default
 }
 
 function osName (info: { distro: string, release: string, platform: string }): string {
@@ -172,6 +177,7 @@ function osName (info: { distro: string, release: string, platform: string }): s
 /** Reads this machine (systeminformation can be slow, so the reads run concurrently) and applies overrides. */
 export async function detectResources (overrides: ResourceOverrides = {}): Promise<AgentResources> {
   const detectGpus = overrides.detectGpus !== false
+  const si = await systemInformation()
   const [cpu, mem, osInfo, smiGpus] = await Promise.all([si.cpu(), si.mem(), si.osInfo(), detectGpus ? readNvidiaSmi() : Promise.resolve([])])
   const gpus = smiGpus ?? await readGraphicsGpus()
   const cores = cpu.cores > 0 ? cpu.cores : os.availableParallelism()

@@ -2,13 +2,16 @@
 import { existsSync, rmSync, writeFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { loadMeshConfig } from '../../shared/local/mesh-config.ts'
+import type { MeshConfig } from '../../shared/local/mesh-config.ts'
 import { MeshfarmError } from '../../shared/util/errors.ts'
 import { parseDuration } from '../../shared/util/units.ts'
-import { compileBridge, type BridgeFlags } from '../../node/bridge/slurm/bridge-config.ts'
-import { resumeFile, startSlurmBridge } from '../../node/bridge/bridge-agent.ts'
+import type { BridgeFlags } from '../../node/bridge/slurm/bridge-config.ts'
 import { checkAddrs, DEFAULTS } from '../config.ts'
 import { collect, untilSignal, type CliContext } from '../cli-context.ts'
+
+async function loadMesh (home: string): Promise<MeshConfig> {
+  return (await import('../../shared/local/mesh-config.ts')).loadMeshConfig(home)
+}
 
 export function bridgeCommands (ctx: CliContext): void {
   const bridge = ctx.program.command('bridge').description('run the mesh\'s tasks through a batch system (Slurm)')
@@ -28,8 +31,9 @@ export function bridgeCommands (ctx: CliContext): void {
     .option('--hostname <name>', 'name shown in peers (default <host>-slurm)')
     .option('--listen <multiaddr>', 'address to listen on (repeatable)', collect, [])
     .action(async (o: BridgeFlags & { listen: string[] }) => {
+      const [{ compileBridge }, { startSlurmBridge }] = await Promise.all([import('../../node/bridge/slurm/bridge-config.ts'), import('../../node/bridge/bridge-agent.ts')])
       const config = compileBridge(o, { userHome: homedir() })
-      const mesh = loadMeshConfig(ctx.home())
+      const mesh = await loadMesh(ctx.home())
       const b = await startSlurmBridge({ config, mesh, listen: o.listen.length > 0 ? checkAddrs(o.listen, '--listen') : [...DEFAULTS.agentListen], log: line => { console.log(line) } })
       const ended = await untilSignal(b.stop, b.ended.then(() => 'ended' as const))
       if (ended === 'ended') {
@@ -43,7 +47,8 @@ export function bridgeCommands (ctx: CliContext): void {
     .option('--wait <duration>', 'how long to wait for the bridge to take it', '30s')
     .action(async (o: { wait: string }) => {
       const waitMs = parseDuration(o.wait, '--wait')
-      const mesh = loadMeshConfig(ctx.home())
+      const mesh = await loadMesh(ctx.home())
+      const { resumeFile } = await import('../../node/bridge/bridge-agent.ts')
       const file = resumeFile(mesh.home)
       writeFileSync(file, `${Date.now()}\n`)
       // The bridge looks at every poll; taking the file is its answer.

@@ -2,8 +2,6 @@
 import { resolve } from 'node:path'
 import { jobIdArg } from '../config.ts'
 import { printJson } from '../output.ts'
-import { reportCommand } from '../report.ts'
-import { reportInputFromMesh } from '../../shared/report/from-mesh.ts'
 import type { CliContext } from '../cli-context.ts'
 
 export function dashboardCommands (ctx: CliContext): void {
@@ -28,6 +26,7 @@ export function dashboardCommands (ctx: CliContext): void {
     .option('--json', 'the summary as JSON, with the pictures\' paths')
     .action(async (job: string, o: { out?: string, json?: boolean }) => {
       const jobId = jobIdArg(job)
+      const [{ reportCommand }, { reportInputFromMesh }] = await Promise.all([import('../report.ts'), import('../../shared/report/from-mesh.ts')])
       const input = await ctx.withClient(async client => await reportInputFromMesh(client, jobId))
       const text = await reportCommand(input.records, {
         outDir: resolve(o.out ?? '.'),

@@ -6,8 +6,7 @@
 import { readFileSync } from 'node:fs'
 import type { Command } from 'commander'
 import { homePaths } from '../../shared/local/home.ts'
-import { hereStatus, lend, lendNever, policyDefault, reclaim, type ClientTarget, type HereStatus } from '../../node/harvest/owner-control.ts'
-import { runPresenceHelper } from '../../node/harvest/presence-helper.ts'
+import type { ClientTarget, HereStatus } from '../../node/harvest/owner-control.ts'
 import { formatDuration } from '../../node/harvest/format.ts'
 import type { MachineSettings } from '../../node/harvest/agent-harvest.ts'
 import { compileLend, compileMachine, compilePoll, compileSocketFlag, type MachineFlags } from '../harvest-config.ts'
@@ -70,6 +69,7 @@ function show (st: HereStatus, json: boolean | undefined): void {
 
 /** `meshfarm status --here`. */
 export async function statusHere (ctx: CliContext, o: { socket?: string, json?: boolean }): Promise<void> {
+  const { hereStatus } = await import('../../node/harvest/owner-control.ts')
   show(await hereStatus(target(ctx, o.socket)), o.json)
 }
 
@@ -85,6 +85,7 @@ export function harvestCommands (ctx: CliContext): void {
     .action(async (o: { until?: string, never?: boolean, policy?: string, socket?: string, json?: boolean }) => {
       const cmd = compileLend(o, Date.now())
       const t = target(ctx, o.socket)
+      const { lend, lendNever, policyDefault } = await import('../../node/harvest/owner-control.ts')
       const st = cmd.op === 'never' ? await lendNever(t) : cmd.op === 'default' ? await policyDefault(t) : await lend({ ...t, untilMs: cmd.untilMs, label: cmd.label })
       show(st, o.json)
     })
@@ -94,6 +95,7 @@ export function harvestCommands (ctx: CliContext): void {
     .option('--socket <path>', 'the agent\'s owner socket (default: this state folder\'s, then /run/meshfarm)')
     .option('--json', 'machine-readable output')
     .action(async (o: { socket?: string, json?: boolean }) => {
+      const { reclaim } = await import('../../node/harvest/owner-control.ts')
       show(await reclaim(target(ctx, o.socket)), o.json)
     })
 
@@ -105,6 +107,7 @@ export function harvestCommands (ctx: CliContext): void {
       const pollMs = compilePoll(o.poll)
       const t = target(ctx, o.socket)
       const stop = new AbortController()
+      const { runPresenceHelper } = await import('../../node/harvest/presence-helper.ts')
       const done = runPresenceHelper({ ...t, pollMs, signal: stop.signal, log: line => { console.log(line) } })
       await untilSignal(async () => { stop.abort(); await done }, done)
     })

@@ -3,12 +3,11 @@ import { Option } from 'commander'
 import { resolve, join, basename } from 'node:path'
 import type { MeshClient } from '../../shared/client/client.ts'
 import type { JobSummary } from '../../shared/protocol/data.ts'
-import { parseJobFile, parseJobText, type ParsedJob } from '../../shared/client/spec.ts'
+import type { ParsedJob } from '../../shared/client/spec.ts'
 import { eventLine, jobsTable, peersTable, printJson, Progress, summaryLine, tasksTable, whyTable } from '../output.ts'
 import { compileFetch, compileSubmitOverrides, jobIdArg, taskArg, type SubmitFlags } from '../config.ts'
 import { collect, readStdin, type CliContext } from '../cli-context.ts'
 import { parseWholeNumber } from '../../shared/util/units.ts'
-import { statusHere } from './harvest.ts'
 import { MeshfarmError } from '../../shared/util/errors.ts'
 
 /** Follows a job with a progress bar and fetches its results as they arrive. */
@@ -41,6 +40,7 @@ async function printFailures (client: MeshClient, s: JobSummary): Promise<void> 
 
 /** The job `submit` was given: a file, or standard input for `-` (paths in it relative to this folder). */
 async function readJob (file: string, overrides: ReturnType<typeof compileSubmitOverrides>): Promise<ParsedJob> {
+  const { parseJobFile, parseJobText } = await import('../../shared/client/spec.ts')
   if (file !== '-') return parseJobFile(file, overrides.spec, overrides.format)
   const text = await readStdin('type the tasklist (one command per line) or the YAML job, then press Ctrl-D:')
   return parseJobText(text, 'stdin', process.cwd(), overrides.spec, overrides.format)
@@ -101,6 +101,7 @@ export function jobCommands (ctx: CliContext): void {
       if (o.here === true || o.socket != null) {
         if (o.here !== true) throw new MeshfarmError('BAD_ARGUMENT', '--socket: only with --here')
         if (job != null || o.tasks === true) throw new MeshfarmError('BAD_ARGUMENT', '--here: shows this workstation, not a job: give no JOB or --tasks')
+        const { statusHere } = await import('./harvest.ts')
         return await statusHere(ctx, o)
       }
       const jobId = job != null ? jobIdArg(job) : undefined

@@ -1,14 +1,9 @@
 /** Commands that make and change the mesh: init, invite, join, access. */
 import { Option } from 'commander'
 import { readFileSync } from 'node:fs'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { initMesh } from '../../shared/local/mesh-config.ts'
-import { loadOrCreateIdentity } from '../../shared/local/identity.ts'
-import { decodeInvite } from '../../shared/local/invite.ts'
-import { joinMesh } from '../../shared/local/join.ts'
 import { parseDuration } from '../../shared/util/units.ts'
 import { MeshfarmError } from '../../shared/util/errors.ts'
-import { isRole, type Role } from '../../shared/protocol/data.ts'
+import { isRole, type Role } from '../../shared/protocol/roles.ts'
 import { printJson, table } from '../output.ts'
 import { collect, readStdin, type CliContext } from '../cli-context.ts'
 import { DEFAULTS } from '../config.ts'
@@ -32,6 +27,7 @@ export function meshCommands (ctx: CliContext): void {
     .option('--no-mdns', 'do not look for peers on the LAN')
     .option('--json', 'machine-readable output')
     .action(async (o: { bootstrap: string[], mdns: boolean, json?: boolean }) => {
+      const [{ peerIdFromPrivateKey }, { loadOrCreateIdentity }, { initMesh }] = await Promise.all([import('@libp2p/peer-id'), import('../../shared/local/identity.ts'), import('../../shared/local/mesh-config.ts')])
       const peerId = peerIdFromPrivateKey(await loadOrCreateIdentity(ctx.home())).toString()
       initMesh(ctx.home(), { bootstrap: o.bootstrap, mdns: o.mdns, coordinator: peerId })
       if (o.json === true) return printJson({ home: ctx.home(), coordinator: peerId })
@@ -67,6 +63,7 @@ export function meshCommands (ctx: CliContext): void {
       } catch (err) {
         throw new MeshfarmError('FILE_MISSING', `${file ?? 'stdin'}: cannot read the invite (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
       }
+      const [{ joinMesh }, { decodeInvite }] = await Promise.all([import('../../shared/local/join.ts'), import('../../shared/local/invite.ts')])
       const joined = await joinMesh(ctx.home(), decodeInvite(text), { name: memberName(o.name) })
       if (o.json === true) return printJson({ home: ctx.home(), role: joined })
       console.log(`joined the mesh as ${joined}; state in ${ctx.home()}`)

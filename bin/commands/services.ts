@@ -3,11 +3,7 @@ import { readFileSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import { userInfo } from 'node:os'
 import { fileURLToPath } from 'node:url'
-import { loadMeshConfig } from '../../shared/local/mesh-config.ts'
 import { MeshfarmError } from '../../shared/util/errors.ts'
-import { Coordinator } from '../../coordinator/coordinator.ts'
-import { startAgent } from '../../node/agent.ts'
-import { detectResources } from '../../node/resources.ts'
 import { compileAgent, compileAgentEnv, compileCoordinator, DEFAULTS, type CoordinatorFlags } from '../config.ts'
 import { collect, untilSignal, type CliContext } from '../cli-context.ts'
 import { agentService, type AgentFlags } from './agent-service.ts'
@@ -28,7 +24,10 @@ export function serviceCommands (ctx: CliContext): void {
     .option('--dashboard [port]', `serve the dashboard on 127.0.0.1 (default port ${DEFAULTS.dashboardPort}; 0: any free port)`)
     .action(async (o: CoordinatorFlags) => {
       const settings = compileCoordinator(o, process.env)
+      const { loadMeshConfig } = await import('../../shared/local/mesh-config.ts')
       const mesh = loadMeshConfig(ctx.home())
+      // The services load what they run only when started: the CLI's other commands stay quick.
+      const { Coordinator } = await import('../../coordinator/coordinator.ts')
       const coordinator = await Coordinator.start({ mesh, ...settings, listen: [...settings.listen], log: line => { console.log(line) } })
       console.log(`coordinator: ready as ${coordinator.node.peerId.toString()}`)
       const failure = await untilSignal(async () => { await coordinator.stop() }, coordinator.ended)
@@ -69,9 +68,11 @@ export function serviceCommands (ctx: CliContext): void {
       if (o.serviceUser != null) throw new MeshfarmError('BAD_ARGUMENT', '--service-user: only with --install-service')
       const settings = compileAgent(o)
       const machine = machineFromFlags(o)
+      const [{ detectResources }, { startAgent }] = await Promise.all([import('../../node/resources.ts'), import('../../node/agent.ts')])
       const fromEnv = compileAgentEnv(process.env)
       const { gpus, labels, ...offer } = settings.offer
       const resources = await detectResources({ detectGpus: fromEnv.detectGpus, ...offer, labels: { ...labels }, ...(gpus != null ? { gpus: [...gpus] } : {}) })
+      const { loadMeshConfig } = await import('../../shared/local/mesh-config.ts')
       const mesh = loadMeshConfig(ctx.home())
       if (resources.runsAsRoot && !settings.allowRoot) {
         throw new MeshfarmError('FORBIDDEN', 'this agent runs as root and would run its tasks as slot users it creates (or as root with --isolation none): run it as an ordinary user, or pass --allow-root')

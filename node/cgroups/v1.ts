@@ -31,7 +31,8 @@ class V1Group implements TaskGroup {
 
   async pids (): Promise<number[]> {
     const all = new Set<number>()
-    for (const f of this.procFiles) for (const p of parsePids(await get(f))) all.add(p)
+    // Read at once: every file is a few thread-pool round trips, and a task's end waits for these.
+    for (const text of await Promise.all(this.procFiles.map(get))) for (const p of parsePids(text)) all.add(p)
     return [...all].sort((a, b) => a - b)
   }
 
@@ -62,9 +63,9 @@ class V1Group implements TaskGroup {
     const d = this.dir('memory')
     if (d == null) return { oomKilled: false, oomKills: 0, peakBytes: null, limitBytes: null }
     // oom_kill in memory.oom_control counts kills in this group (Linux 4.13+); failcnt only counts hits of the limit.
-    const kills = parseKeyed(await get(join(d, 'memory.oom_control')) ?? '').get('oom_kill') ?? 0
-    const peak = parseLimit(await get(join(d, 'memory.memsw.max_usage_in_bytes'))) ?? parseLimit(await get(join(d, 'memory.max_usage_in_bytes')))
-    return { oomKilled: kills > 0, oomKills: kills, peakBytes: peak, limitBytes: parseLimit(await get(join(d, 'memory.limit_in_bytes'))) }
+    const [oom, memsw, max, limit] = await Promise.all(['memory.oom_control', 'memory.memsw.max_usage_in_bytes', 'memory.max_usage_in_bytes', 'memory.limit_in_bytes'].map(async f => await get(join(d, f))))
+    const kills = parseKeyed(oom ?? '').get('oom_kill') ?? 0
+    return { oomKilled: kills > 0, oomKills: kills, peakBytes: parseLimit(memsw) ?? parseLimit(max), limitBytes: parseLimit(limit) }
   }
 
   async cpuSec (): Promise<number | null> {
@@ -115,6 +116,8 @@ export async function openV1 (o: V1Options): Promise<TaskGroups> {
   const memParent = parents.get('memory')
   const swap = memParent != null && await exists(join(memParent, 'memory.memsw.limit_in_bytes'))
   const hasIdle = parents.has('cpu') && await exists(join(parents.get('cpu')!, 'cpu.idle'))
+  // A task's CPU quota is in units of a new group's period (the kernel's default): read from the first group made.
+  let cfsPeriod: number | null = null
   const dirsFor = (id: string): Map<string, string> => new Map([...parents].map(([c, p]) => [c, join(p, id)]))
   const names = [...controllers].map(c => c === 'memory' && swap ? 'memory (swap too)' : c).join(', ')
   const enforced = controllers.has('memory') ? 'tasks get hard memory limits' : 'no memory hierarchy: memory limits fall back to RLIMIT_DATA'
@@ -124,23 +127,27 @@ export async function openV1 (o: V1Options): Promise<TaskGroups> {
     describe: `cgroups v1: ${names}; ${enforced}${controllers.has('freezer') ? '' : '; no freezer: suspend by SIGSTOP'}${failed.length > 0 ? `; not writable: ${failed.join(', ')}` : ''}`,
     create: async (id, limits) => {
       const dirs = dirsFor(id)
-      for (const d of new Set(dirs.values())) await makeGroupDir(d)
+      // The hierarchies are independent: their folders, then their limits, are made at once (a task's start waits
+      // for them, and each file is a few thread-pool round trips).
+      await Promise.all([...new Set(dirs.values())].map(async d => { await makeGroupDir(d) }))
+      const writes: Array<Promise<void>> = []
       const mem = dirs.get('memory')
       if (mem != null && limits.memoryBytes != null) {
-        await put(join(mem, 'memory.limit_in_bytes'), String(limits.memoryBytes))
-        // memsw (memory + swap) at the same value: the limit cannot be dodged by swapping.
-        if (swap) await put(join(mem, 'memory.memsw.limit_in_bytes'), String(limits.memoryBytes))
-        else await put(join(mem, 'memory.swappiness'), '0').catch(() => {})
+        // memsw (memory + swap) at the same value, after memory's own (the kernel wants memsw >= memory): the
+        // limit cannot be dodged by swapping.
+        writes.push(put(join(mem, 'memory.limit_in_bytes'), String(limits.memoryBytes))
+          .then(async () => { await (swap ? put(join(mem, 'memory.memsw.limit_in_bytes'), String(limits.memoryBytes)) : put(join(mem, 'memory.swappiness'), '0').catch(() => {})) }))
       }
       const cpu = dirs.get('cpu')
       if (cpu != null) {
-        await put(join(cpu, 'cpu.shares'), String(v1Shares(limits)))
-        const period = Number((await get(join(cpu, 'cpu.cfs_period_us')) ?? '100000').trim()) || 100_000
-        await put(join(cpu, 'cpu.cfs_quota_us'), String(Math.max(1000, Math.round(limits.cores * period))))
-        if (limits.harvested && hasIdle) await put(join(cpu, 'cpu.idle'), '1')
+        writes.push(put(join(cpu, 'cpu.shares'), String(v1Shares(limits))))
+        cfsPeriod ??= Number((await get(join(cpu, 'cpu.cfs_period_us')) ?? '100000').trim()) || 100_000
+        writes.push(put(join(cpu, 'cpu.cfs_quota_us'), String(Math.max(1000, Math.round(limits.cores * cfsPeriod)))))
+        if (limits.harvested && hasIdle) writes.push(put(join(cpu, 'cpu.idle'), '1'))
       }
       const pids = dirs.get('pids')
-      if (pids != null && limits.pidsMax != null) await put(join(pids, 'pids.max'), String(limits.pidsMax))
+      if (pids != null && limits.pidsMax != null) writes.push(put(join(pids, 'pids.max'), String(limits.pidsMax)))
+      await Promise.all(writes)
       return new V1Group(id, dirs)
     },
     tasksCpuSec: async () => {

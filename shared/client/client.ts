@@ -9,7 +9,9 @@
  */
 import { existsSync, statSync } from 'node:fs'
 import type { PeerId } from '@libp2p/interface'
-import { SUBMIT_CHUNK_TASKS } from '../protocol/constants.ts'
+import { MAX_FRAME_BYTES } from '../protocol/constants.ts'
+import { blockFrames } from '../protocol/task-blocks.ts'
+import { encodeMessage } from '../protocol/codec.ts'
 import { MeshfarmError, isMeshfarmError } from '../util/errors.ts'
 import { resolveHome } from '../local/home.ts'
 import { identityFor } from '../local/identity.ts'
@@ -111,9 +113,11 @@ export class MeshClient {
     const ch = await openClientChannel(this.node, this.coordinator)
     try {
       await ch.write({ t: 'client.submit.begin', job: header, total: tasks.length })
-      for (let i = 0; i < tasks.length; i += SUBMIT_CHUNK_TASKS) {
-        onProgress?.({ phase: 'submitting', done: i, total: tasks.length })
-        await ch.write({ t: 'client.submit.tasks', tasks: tasks.slice(i, i + SUBMIT_CHUNK_TASKS) })
+      // In blocks: what the tasks share said once, what differs as columns (a million tasks, a hundred frames).
+      onProgress?.({ phase: 'submitting', done: 0, total: tasks.length })
+      for (const { frame, done } of blockFrames(tasks, MAX_FRAME_BYTES, encodeMessage)) {
+        await ch.writeRaw(frame)
+        onProgress?.({ phase: 'submitting', done, total: tasks.length })
       }
       await ch.write({ t: 'client.submit.end' })
       const reply = await ch.expect()

@@ -10,8 +10,6 @@ export const MAX_FRAME_BYTES = 8 * 1024 * 1024
 export const INLINE_BLOB_BYTES = 64 * 1024
 /** Chunk size for bulk blob transfer. */
 export const BLOB_CHUNK_BYTES = 256 * 1024
-/** Tasks per submit frame. */
-export const SUBMIT_CHUNK_TASKS = 5000
 
 export const DEFAULT_HEARTBEAT_MS = 2000
 export const DEFAULT_AGENT_LOST_MS = 15000

@@ -279,10 +279,4 @@ export function taskId (jobId: number, index: number): string {
   return `${jobId}.${index}`
 }
 
-/** What a member may do: agent (receives tasks), submitter (submits, watches, controls its own jobs), admin. */
-export type Role = 'agent' | 'submitter' | 'admin'
-export const ROLES: readonly Role[] = ['agent', 'submitter', 'admin']
-
-export function isRole (v: unknown): v is Role {
-  return typeof v === 'string' && (ROLES as readonly string[]).includes(v)
-}
+export { ROLES, isRole, type Role } from './roles.ts'

@@ -4,7 +4,7 @@
  * `coord.*` coordinator -> agent, `client.*` client -> coordinator, `reply.*` coordinator -> client.
  * Data shapes (tasks, files, resources) are in data.ts; schema.ts checks a decoded frame against these.
  */
-import { Type as T, type Static, type TObject } from '@sinclair/typebox'
+import { OptionalKind, Type as T, type Static, type TObject } from '@sinclair/typebox'
 import {
   AgentResources, AgentStatus, Assignment, AttemptResult, Count, FileRef, Hash, Id, IdList, JobHeader, Millis,
   PeerIdText, ShortText, TaskSpec, TaskState, Text
@@ -29,6 +29,16 @@ const BacklogGroup = T.Object({
   timeoutMs: Millis
 }, { additionalProperties: false })
 export type BacklogGroupMsg = Static<typeof BacklogGroup>
+
+/** A block of a job's tasks (task-blocks.ts): fields shared by all of them once, the others one value per task. */
+const blockFields = ['name', 'commands', 'env', 'inputs', 'outputs', 'timeoutMs', 'constraints', 'cores', 'gpus', 'memoryMb', 'affinity', 'params'] as const
+const fieldSchema = (f: typeof blockFields[number]): import('@sinclair/typebox').TSchema => {
+  const { [OptionalKind]: _optional, ...schema } = TaskSpec.properties[f] as unknown as Record<string | symbol, unknown>
+  return schema as unknown as import('@sinclair/typebox').TSchema
+}
+const BlockBase = T.Object(Object.fromEntries(blockFields.map(f => [f, T.Optional(fieldSchema(f))])), { additionalProperties: false })
+/** null stands for an absent value of an optional field (affinity, params); required ones are checked in schema.ts. */
+const BlockCols = T.Object(Object.fromEntries(blockFields.map(f => [f, T.Optional(T.Array(T.Union([fieldSchema(f), T.Null()]), { maxItems: 10_000 }))])), { additionalProperties: false })
 
 const Role = T.Union([T.Literal('agent'), T.Literal('submitter'), T.Literal('admin')])
 const MemberName = T.String({ minLength: 1, maxLength: 64 })
@@ -88,6 +98,8 @@ export const CLIENT_REQUESTS = {
   'client.blobs.missing': msg('client.blobs.missing', { hashes: T.Array(Hash, { maxItems: 100_000 }) }),
   'client.submit.begin': msg('client.submit.begin', { job: JobHeader, total: T.Integer({ minimum: 1, maximum: 10_000_000 }) }),
   'client.submit.tasks': msg('client.submit.tasks', { tasks: T.Array(T.Unknown(), { maxItems: 10_000 }) }),
+  /** Tasks first..first+count-1 as a block (task-blocks.ts): what they share once, what differs as columns. */
+  'client.submit.block': msg('client.submit.block', { first: Count, count: T.Integer({ minimum: 1, maximum: 10_000 }), base: BlockBase, cols: BlockCols }),
   'client.submit.end': msg('client.submit.end', {}),
   'client.status': msg('client.status', { jobId: T.Optional(JobId) }),
   'client.tasks': msg('client.tasks', { jobId: JobId, ...Page, states: T.Optional(T.Array(TaskState, { maxItems: 8 })) }),
@@ -193,8 +205,9 @@ type Union<S extends Record<string, TObject>> = { [K in keyof S]: Static<S[K]> }
 /** agent.results carries AttemptResults, checked one by one at the edge. */
 export type AgentMessage = Exclude<Union<typeof AGENT_MESSAGES>, { t: 'agent.results' }> | { t: 'agent.results', results: AttemptResult[] }
 export type CoordMessage = Union<typeof COORD_MESSAGES>
-/** client.submit.tasks carries TaskSpecs, checked one by one at the edge (with their place in the job). */
-export type ClientRequest = Exclude<Union<typeof CLIENT_REQUESTS>, { t: 'client.submit.tasks' }> | { t: 'client.submit.tasks', tasks: TaskSpec[] }
+/** client.submit.tasks carries TaskSpecs, checked one by one at the edge (with their place in the job); a block is checked whole. */
+export type ClientRequest = Exclude<Union<typeof CLIENT_REQUESTS>, { t: 'client.submit.tasks' | 'client.submit.block' }> | { t: 'client.submit.tasks', tasks: TaskSpec[] }
+  | ({ t: 'client.submit.block' } & import('./task-blocks.ts').TaskBlock)
 export type ClientReply = Union<typeof CLIENT_REPLIES>
 export type BlobRequest = Union<typeof BLOB_REQUESTS>
 export type BlobReply = Union<typeof BLOB_REPLIES>

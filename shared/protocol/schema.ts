@@ -17,6 +17,7 @@ import {
   AttemptResultSchema, FileRefSchema, TaskSpecSchema,
   type AttemptResult, type FileRef, type TaskSpec
 } from './messages.ts'
+import { REQUIRED_FIELDS, type BlockField, type TaskBlock } from './task-blocks.ts'
 
 /** The message types one end of a protocol accepts, each with its compiled check. */
 export interface MessageSet {
@@ -39,7 +40,8 @@ function show (v: unknown): string {
 function firstError (check: TypeCheck<TSchema>, value: unknown): string {
   const first = check.Errors(value).First()
   if (first == null) return 'not valid'
-  const field = first.path.replace(/^\//, '').replaceAll('/', '.')
+  // A hostile key may hold anything: control characters are shown escaped, so the error stays one line.
+  const field = first.path.replace(/^\//, '').replaceAll('/', '.').replace(/[\u0000-\u001f\u007f]/g, c => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`).slice(0, 200)
   const what = first.message.replace(/^Expected/, 'expected').replace(/^Unexpected property/, 'unknown field')
   return `${field === '' ? '' : `${field}: `}${what}${first.value !== undefined ? `, got ${show(first.value)}` : ''}`
 }
@@ -114,6 +116,38 @@ export function checkTaskSpec (v: unknown, index: number): TaskSpec {
     inputs: t.inputs.map((f, i) => refineFileRef(f, `${where}.inputs[${i}]`)),
     outputs: t.outputs.map((o, i) => checkRelativeName(o, `${where}.outputs[${i}]`))
   }
+}
+
+/**
+ * A block of tasks from the network (client.submit.block, its shape already checked), at its place in the job:
+ * columns of its length, every required field given, and per task what checkTaskSpec checks. Refused whole, with
+ * one line naming the first bad task and field. File and output names come back normalized.
+ */
+export function checkTaskBlock (b: TaskBlock, expectedFirst: number, total: number): TaskBlock {
+  const last = b.first + b.count - 1
+  if (b.first !== expectedFirst) refuse(`tasks ${b.first}-${last}`, `expected task ${expectedFirst} next`)
+  if (b.first + b.count > total) refuse(`tasks ${b.first}-${last}`, `more tasks than the announced ${total}`)
+  for (const [f, col] of Object.entries(b.cols) as Array<[BlockField, unknown[]]>) {
+    if (col.length !== b.count) refuse(`tasks ${b.first}-${last}`, `${f}: ${col.length} values for ${b.count} tasks`)
+    if (f in b.base) refuse(`tasks ${b.first}-${last}`, `${f}: given for the block and for each task`)
+  }
+  for (const f of REQUIRED_FIELDS) {
+    const col = b.cols[f]
+    if (col == null && !(f in b.base)) refuse(`tasks ${b.first}-${last}`, `${f}: missing`)
+    const k = col?.indexOf(null) ?? -1
+    if (k >= 0) refuse(`task ${b.first + k}`, `${f}: missing`)
+  }
+  // What a schema cannot say, for the block's value and each task's own.
+  const each = <T>(f: BlockField, check: (v: T, where: string) => T): void => {
+    if (f in b.base) (b.base as Record<string, unknown>)[f] = check((b.base as Record<string, T>)[f], `tasks ${b.first}-${last}`)
+    const col = b.cols[f] as T[] | undefined
+    if (col != null) for (let k = 0; k < col.length; k++) if (col[k] != null) col[k] = check(col[k], `task ${b.first + k}`)
+  }
+  each<string[]>('commands', (v, where) => { if (hasNul(v)) refuse(where, 'a command holds a NUL byte'); return v })
+  each<Record<string, string>>('env', (v, where) => { if (hasNul(Object.values(v)) || hasNul(Object.keys(v))) refuse(where, 'a variable holds a NUL byte'); return v })
+  each<FileRef[]>('inputs', (v, where) => v.map((f, i) => refineFileRef(f, `${where}.inputs[${i}]`)))
+  each<string[]>('outputs', (v, where) => v.map((o, i) => checkRelativeName(o, `${where}.outputs[${i}]`)))
+  return b
 }
 
 function hasNul (values: string[]): boolean {

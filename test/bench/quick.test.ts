@@ -30,12 +30,13 @@ test('npm run bench -- --quick measures every section and writes its raw numbers
     assert.match(output, /│ measure/)
     const json = JSON.parse(readFileSync(out, 'utf8')) as { machine: { cores: number }, rows: Array<{ measure: string, meshfarm: number }>, raw: Record<string, unknown> }
     assert.ok(json.machine.cores > 0)
-    for (const section of ['farm', 'dispatch', 'short', 'stagingLarge', 'stagingSmall', 'scale', 'recovery']) assert.ok(json.raw[section] != null, `raw numbers of ${section}`)
-    for (const measure of [/tasks of true/, /dispatch overhead/, /makespan/, /coordinator to agent/, /files of 4 KiB/, /peak memory/, /until it schedules again/]) {
+    for (const section of ['farm', 'dispatch', 'short', 'stagingLarge', 'stagingSmall', 'scale', 'recovery', 'curve']) assert.ok(json.raw[section] != null, `raw numbers of ${section}`)
+    for (const measure of [/tasks of true/, /dispatch overhead/, /makespan/, /coordinator to agent/, /files of 4 KiB/, /peak memory/, /until it schedules again/, /dispatch, 100 simulated agents/]) {
       const row = json.rows.find(r => measure.test(r.measure))
       assert.ok(row != null, `a row for ${measure}`)
       assert.ok(Number.isFinite(row.meshfarm) && row.meshfarm > 0, `${row.measure}: ${row.meshfarm}`)
     }
+    assert.match(readFileSync(join(dir, 'dispatch-curve.svg'), 'utf8'), /<polyline[^>]* points="[^"]+"/, 'the dispatch curve beside the table')
     // The xz workload where xz is installed (Debian's xz-utils), a note saying it is missing elsewhere.
     if (spawnSync('sh', ['-c', 'command -v xz'], { stdio: 'ignore' }).status === 0) assert.ok(json.rows.some(r => /xz -k -6 each/.test(r.measure)), 'a row for the xz workload')
     else assert.match(output, /xz is not installed/)

@@ -86,7 +86,7 @@ export async function verify (client: MeshClient, jobId: number, seen: Map<numbe
   const wrong: string[] = []
   // Where commits happen: the database's commit counter and crash count per task.
   const db = new DatabaseSync(join(coordinatorHome, 'coordinator', 'state.db'), { readOnly: true })
-  const rows = db.prepare('SELECT idx, commits, crashes FROM tasks WHERE job_id = ? ORDER BY idx').all(jobId) as Array<{ idx: number, commits: number, crashes: number }>
+  const rows = db.prepare('SELECT idx, commits, crashes FROM task_state WHERE job_id = ? ORDER BY idx').all(jobId) as Array<{ idx: number, commits: number, crashes: number }>
   db.close()
   for (const r of rows) if (r.commits > 1) seen.set(r.idx, Math.max(seen.get(r.idx) ?? 0, r.commits))
   const lines = readFileSync(ledger, 'utf8').split('\n')

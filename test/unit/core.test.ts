@@ -115,7 +115,7 @@ test('an agent cut off past the timeout: its result still counts if the task has
   assert.deepEqual(core.onResults('B', [result(b)], 6000).refused, [b.attemptId])
   const [rec] = core.results(jobId, 0, 10).records
   assert.equal(rec.host, 'a')
-  assert.deepEqual(store.commitCounts(jobId), [1])
+  assert.deepEqual(store.commitCounts(jobId, 1), [1])
   assert.equal(core.jobSummary(jobId).state, 'done')
 })
 
@@ -138,7 +138,7 @@ test('once the task runs elsewhere, the lost agent\'s late result is refused and
   const [rec] = core.results(jobId, 0, 10).records
   assert.equal(rec.host, 'b')
   assert.equal(rec.attempts, 2)
-  assert.deepEqual(store.commitCounts(jobId), [1])
+  assert.deepEqual(store.commitCounts(jobId, 1), [1])
 })
 
 test('a task that loses every agent it touches while running fails at the crash limit', () => {
@@ -305,7 +305,7 @@ test('a crash suspected when an agent goes silent is withdrawn when it comes bac
   core.onHeartbeat('A', [a.attemptId], 6000) // the same session again: A never died
   assert.equal(counts(), 0, 'withdrawn')
   core.onResults('B', [result(b)], 7000)
-  assert.deepEqual(store.commitCounts(jobId), [1])
+  assert.deepEqual(store.commitCounts(jobId, 1), [1])
 })
 
 test('an agent restarted after it was declared lost: what its record says died is a crash, the rest is withdrawn', () => {
@@ -344,6 +344,21 @@ test('holding a job takes back its tasks waiting in agents\' queues; running one
   assert.equal(core.jobSummary(jobId).counts.running, 1, 'the running task goes on')
   core.hold(jobId, undefined, true, 'owner', false, 0)
   assert.ok(core.schedulePass(0) >= 1)
+})
+
+test('a heartbeat that only says the agent is alive is taken without the commit loop; anything else is not', () => {
+  const { core, comm } = setup()
+  core.onAgentHello('A', resources('a', 1), [], [], false, [], 0)
+  core.submit('owner', header(), tasks(1), 0)
+  core.schedulePass(0)
+  const [a] = comm.take()
+  assert.equal(core.heartbeatOnly('A', [a.attemptId], 1000), true)
+  assert.equal(core.state.agents.get('A')!.lastSeen, 1000)
+  assert.equal(core.heartbeatOnly('A', [a.attemptId + 99], 1500), false, 'an attempt that is not its own needs a cancel')
+  assert.equal(core.heartbeatOnly('B', [], 1500), false, 'unknown agent')
+  core.tick(6000) // silent past the timeout: lost
+  assert.equal(core.heartbeatOnly('A', [a.attemptId], 6000), false, 'a lost agent coming back needs the full path')
+  assert.equal(comm.sent.length, 0)
 })
 
 test('priority orders one member\'s jobs (higher first, then the earlier); fair share orders members, and why says so', () => {

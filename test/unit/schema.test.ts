@@ -7,9 +7,10 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import {
   AGENT_MESSAGES, BLOB_REPLIES, BLOB_REQUESTS, CLIENT_REPLIES, CLIENT_REQUESTS, COORD_MESSAGES, ROSTER_MESSAGES,
-  checkAttemptResult, checkTaskSpec, type MessageSet
+  checkAttemptResult, checkTaskBlock, checkTaskSpec, type MessageSet
 } from '../../shared/protocol/schema.ts'
 import { isMeshfarmError } from '../../shared/util/errors.ts'
+import { specsOf, toBlock, type TaskBlock } from '../../shared/protocol/task-blocks.ts'
 
 const HASH = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'
 const PEER = '12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo'
@@ -42,6 +43,7 @@ const EXAMPLES: Record<string, { ok: Record<string, unknown>, bad: [path: string
   'client.blobs.missing': { ok: { hashes: [HASH] }, bad: ['hashes.0', 'abc'] },
   'client.submit.begin': { ok: { job: HEADER, total: 1 }, bad: ['job.layout', 'sideways'] },
   'client.submit.tasks': { ok: { tasks: [TASK] }, bad: ['tasks', 'all'] },
+  'client.submit.block': { ok: { first: 0, count: 2, base: { commands: ['true'], env: {}, inputs: [], outputs: [], timeoutMs: 0, constraints: {}, cores: 1, gpus: 0, memoryMb: 0 }, cols: { name: ['a', 'b'], affinity: ['x', null] } }, bad: ['cols.name.1', 5] },
   'client.submit.end': { ok: {}, bad: ['x', true] },
   'client.status': { ok: { jobId: 1 }, bad: ['jobId', 0] },
   'client.tasks': { ok: { jobId: 1, after: 0, limit: 10, states: ['queued'] }, bad: ['states.0', 'sleeping'] },
@@ -160,4 +162,60 @@ test('tasks are checked at their place, with names that stay inside the task fol
   assert.throws(() => checkTaskSpec({ ...TASK, commands: ['a\u0000b'] }, 0), /NUL/)
   assert.throws(() => checkTaskSpec({ ...TASK, cores: 1e12 }, 0), /task 0: cores/)
   assert.throws(() => checkTaskSpec({ ...TASK, inputs: [{ ...FILE, size: 3, data: new Uint8Array(1) }] }, 0), /inline data of 1 bytes for a file of 3/)
+})
+
+test('a block of tasks is checked at its place and refused whole, naming the first bad task and field in one line', () => {
+  const specs = [0, 1, 2].map(i => ({ ...TASK, index: i, name: `t${i}`, outputs: [`out${i}.txt`] }))
+  const block = (): TaskBlock => structuredClone(toBlock(specs))
+  assert.deepEqual(specsOf(checkTaskBlock(block(), 0, 3)), specs, 'a valid block comes back as its tasks')
+  const refused = (b: TaskBlock, re: RegExp, first = 0, total = 3): void => {
+    assert.throws(() => checkTaskBlock(b, first, total), (err: unknown) => isMeshfarmError(err) && ['PROTOCOL', 'UNSAFE_PATH'].includes(err.code) && re.test(err.message) && !err.message.includes('\n'), re.source)
+  }
+  refused(block(), /tasks 0-2: expected task 5 next/, 5)
+  refused(block(), /more tasks than the announced 2/, 0, 2)
+  refused({ ...block(), cols: { ...block().cols, name: ['a'] } }, /name: 1 values for 3 tasks/)
+  const noCommands = block()
+  delete noCommands.base.commands
+  refused(noCommands, /commands: missing/)
+  refused({ ...block(), base: { ...block().base, name: 'x' } }, /name: given for the block and for each task/)
+  refused({ ...block(), cols: { ...block().cols, outputs: [['a'], ['../../etc/passwd'], ['c']] } }, /task 1\.outputs\[0\].*'\.\.' segment/)
+  const nul = block()
+  delete nul.base.commands
+  refused({ ...nul, cols: { ...nul.cols, commands: [['true'], ['true'], ['a\u0000b']] } }, /task 2: a command holds a NUL byte/)
+  refused({ ...block(), base: { ...block().base, env: { A: 'x\u0000' } } }, /tasks 0-2: a variable holds a NUL byte/)
+  refused({ ...block(), base: { ...block().base, inputs: [{ ...FILE, name: '/etc/passwd' }] } }, /tasks 0-2\.inputs\[0\].*absolute path/)
+  const cores = block()
+  delete cores.base.cores
+  refused({ ...cores, cols: { ...cores.cols, cores: [1, null, 1] } }, /task 1: cores: missing/)
+  // The message's own schema refuses what is not a task's field, or a value out of bounds, before this check.
+  assert.throws(() => CLIENT_REQUESTS.check({ t: 'client.submit.block', ...block(), cols: { ...block().cols, shell: ['x', 'y', 'z'] } }), /client.submit.block: cols.*unknown field/)
+  assert.throws(() => CLIENT_REQUESTS.check({ t: 'client.submit.block', ...block(), count: 20_000 }), /client.submit.block: count/)
+})
+
+test('hostile blocks: counts past the bounds, columns longer or shorter than the block, a block past the end', () => {
+  const specs = [0, 1].map(i => ({ ...TASK, index: i, name: `t${i}` }))
+  const block = (): TaskBlock => structuredClone(toBlock(specs))
+  const wire = (b: Record<string, unknown>): unknown => ({ t: 'client.submit.block', ...block(), ...b })
+  const schemaRefuses = (b: Record<string, unknown>, re: RegExp): void => {
+    assert.throws(() => CLIENT_REQUESTS.check(wire(b)), (err: unknown) => isMeshfarmError(err) && re.test(err.message) && !err.message.includes('\n'), re.source)
+  }
+  // Counts a peer could use to make the coordinator allocate or loop: refused by the message's schema.
+  for (const count of [10_001, 1e9, 2 ** 53, -1, 0, 1.5, Number.NaN, Infinity]) schemaRefuses({ count }, /client.submit.block: count/)
+  for (const first of [-1, 2 ** 31, 1e300, 0.5]) schemaRefuses({ first }, /client.submit.block: first/)
+  schemaRefuses({ cols: { name: Array.from({ length: 10_001 }, (_, i) => `t${i}`) } }, /client.submit.block: cols.name/)
+  assert.throws(() => CLIENT_REQUESTS.check({ t: 'client.submit.begin', job: {}, total: 1e12 }), /client.submit.begin: /)
+  // Within the schema's bounds but not the block's own: one line naming the block, never a throw from deep inside.
+  const refused = (b: TaskBlock, re: RegExp, first = 0, total = 2): void => {
+    assert.doesNotThrow(() => CLIENT_REQUESTS.check({ t: 'client.submit.block', ...b }))
+    assert.throws(() => checkTaskBlock(b, first, total), (err: unknown) => isMeshfarmError(err) && re.test(err.message) && !err.message.includes('\n'), re.source)
+  }
+  refused({ ...block(), count: 10_000 }, /name: 2 values for 10000 tasks/, 0, 10_000)
+  refused({ ...block(), cols: { name: ['a', 'b', 'c'] } }, /name: 3 values for 2 tasks/)
+  refused({ ...block(), cols: { name: ['a'] } }, /name: 1 values for 2 tasks/)
+  const mixed = block()
+  delete mixed.base.cores
+  refused({ ...mixed, cols: { ...mixed.cols, cores: [1, 1, 1] } }, /cores: 3 values for 2 tasks/)
+  refused({ ...block(), first: 2 ** 31 - 2 }, /expected task 0 next/)
+  refused({ ...block(), first: 2 ** 31 - 2 }, /more tasks than the announced 10000000/, 2 ** 31 - 2, 10_000_000)
+  refused({ ...block(), first: 1, count: 1, cols: { name: ['only'] } }, /more tasks than the announced 1/, 1, 1)
 })
