@@ -15,6 +15,7 @@ import { fmt } from './stats.ts'
 import { markdownTable, type Row } from './report.ts'
 import { farmSection, dispatchSection, shortTasksSection } from './farm.ts'
 import { stagingSection } from './staging.ts'
+import { spreadSection } from './spread.ts'
 import { curveSection, scaleSection, recoverySection } from './scale.ts'
 import { slurmSection } from './slurm.ts'
 import { workloadSection } from './workload.ts'
@@ -36,6 +37,7 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<void>> = {
   dispatch: dispatchSection,
   short: shortTasksSection,
   staging: stagingSection,
+  spread: spreadSection,
   workload: workloadSection,
   scale: scaleSection,
   recovery: recoverySection,

@@ -38,6 +38,8 @@ export interface CoordinatorSettings {
   readonly debug: boolean
   /** The dashboard's port on 127.0.0.1 (0: any free one); null: no dashboard. */
   readonly dashboardPort: number | null
+  /** MESHFARM_SPREAD=off: agents fetch shared inputs from the coordinator alone (the benchmark's comparison). */
+  readonly spread: boolean
 }
 
 export function compileCoordinator (f: CoordinatorFlags, env: Env): CoordinatorSettings {
@@ -52,8 +54,17 @@ export function compileCoordinator (f: CoordinatorFlags, env: Env): CoordinatorS
     crashLimit: f.crashLimit != null ? parseWholeNumber(f.crashLimit, '--crash-limit', 1, 100) : DEFAULTS.crashLimit,
     prefetch: f.prefetch != null ? parseWholeNumber(f.prefetch, '--prefetch', 0, 64) : DEFAULTS.prefetch,
     debug: env.MESHFARM_LOG === 'debug',
-    dashboardPort: compileDashboardPort(f.dashboard)
+    dashboardPort: compileDashboardPort(f.dashboard),
+    spread: compileOnOff(env.MESHFARM_SPREAD, 'MESHFARM_SPREAD', true)
   })
+}
+
+/** An on/off switch from the environment. */
+function compileOnOff (v: string | undefined, name: string, fallback: boolean): boolean {
+  if (v == null || v === '') return fallback
+  if (v === 'on' || v === '1') return true
+  if (v === 'off' || v === '0') return false
+  throw bad(`${name}: must be on or off, got ${JSON.stringify(v.slice(0, 40))}`)
 }
 
 /** `--dashboard [PORT]`: absent, no dashboard; without a port, the default one; 0, any free port. */

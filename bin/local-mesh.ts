@@ -22,12 +22,17 @@ export interface LocalAgentSpec {
   extraArgs?: string[]
   /** Laid over the mesh's environment for this agent alone. */
   env?: NodeJS.ProcessEnv
+  /** Run through this command first (`ip netns exec <host>`: a host of a simulated LAN). */
+  wrap?: string[]
 }
 
 export interface LocalMeshOptions {
   dir: string
   coordinatorIp?: string
   coordinatorArgs?: string[]
+  /** A fixed port (where the coordinator's address is not this namespace's to probe); default: a free one. */
+  coordinatorPort?: number
+  coordinatorWrap?: string[]
   /** Run the coordinator from this build of the CLI (the bundle) instead of the sources. */
   coordinatorEntry?: string
   agents: LocalAgentSpec[]
@@ -58,7 +63,7 @@ export async function startLocalMesh (opts: LocalMeshOptions): Promise<LocalMesh
   mkdirSync(homePaths(coordinatorHome).coordinatorDir, { recursive: true, mode: 0o700 })
   const access = new AccessList(join(homePaths(coordinatorHome).coordinatorDir, 'access.json'), coordId.toString())
   const ip = opts.coordinatorIp ?? '127.0.0.1'
-  const port = await freePort(ip)
+  const port = opts.coordinatorPort ?? await freePort(ip)
   const bootstrap = `/ip4/${ip}/tcp/${port}/p2p/${coordId.toString()}`
   const newHome = async (name: string, o: { bootstrap?: string[], roles?: Role[] } = {}): Promise<string> => {
     const home = join(opts.dir, name)
@@ -80,7 +85,7 @@ export async function startLocalMesh (opts: LocalMeshOptions): Promise<LocalMesh
     newHome,
     startCoordinator: async () => {
       const p = startMeshfarm(['coordinator', '--listen', `/ip4/${ip}/tcp/${port}`, ...(opts.coordinatorArgs ?? [])], {
-        home: coordinatorHome, env: opts.env, logFile: join(opts.dir, 'coordinator.log'), entry: opts.coordinatorEntry
+        home: coordinatorHome, env: opts.env, logFile: join(opts.dir, 'coordinator.log'), wrap: opts.coordinatorWrap, entry: opts.coordinatorEntry
       })
       await readyOrKilled(p, /coordinator: ready/)
       mesh.coordinator = p
@@ -95,7 +100,7 @@ export async function startLocalMesh (opts: LocalMeshOptions): Promise<LocalMesh
       for (const l of spec.labels ?? []) args.push('--label', l)
       if (process.getuid?.() === 0) args.push('--allow-root')
       args.push(...(spec.extraArgs ?? []))
-      const p = startMeshfarm(args, { home, env: { ...opts.env, ...spec.env }, logFile: join(opts.dir, `agent-${spec.hostname}.log`) })
+      const p = startMeshfarm(args, { home, env: { ...opts.env, ...spec.env }, logFile: join(opts.dir, `agent-${spec.hostname}.log`), wrap: spec.wrap })
       await readyOrKilled(p, /agent: connected to coordinator/)
       agents.push(p)
       return p

@@ -21,7 +21,7 @@ import { AccessList } from './access.ts'
 import { CommitLoop } from './commit-loop.ts'
 import { AgentSessions } from './agent-sessions.ts'
 import { serveClientRequest } from './client-requests.ts'
-import { serveBlobs } from './blob-service.ts'
+import { startBlobService, type BlobService } from './blob-service.ts'
 import { EventFeed } from './event-feed.ts'
 import { LogRelay } from './log-relay.ts'
 import { createInvites } from './invites.ts'
@@ -41,6 +41,8 @@ export interface CoordinatorConfig {
   debug?: boolean
   /** Serve the dashboard on 127.0.0.1 at this port (0: any free one); absent or null: no dashboard. */
   dashboardPort?: number | null
+  /** Tell agents which peers hold a large blob, so shared inputs spread peer to peer (default true). */
+  spread?: boolean
 }
 
 export class Coordinator {
@@ -49,7 +51,7 @@ export class Coordinator {
   readonly core: CoordinatorCore
   /** Resolves when the coordinator has stopped: null after stop(), the failure when it failed. */
   readonly ended: Promise<MeshfarmError | null>
-  private readonly parts: { store: Store, loop: CommitLoop, sessions: AgentSessions, ticker: NodeJS.Timeout, dashboard: CoordinatorDashboard | null }
+  private readonly parts: { store: Store, loop: CommitLoop, sessions: AgentSessions, ticker: NodeJS.Timeout, dashboard: CoordinatorDashboard | null, blobService: BlobService }
   private endWith!: (err: MeshfarmError | null) => void
   private failure: MeshfarmError | null = null
 
@@ -123,7 +125,8 @@ export class Coordinator {
     }
     await node.handle(PROTOCOL_AGENT, (stream, connection) => { void sessions?.serve(stream, connection) }, STREAM_LIMITS.agent)
     await node.handle(PROTOCOL_CLIENT, (stream, connection) => { void serveClientRequest(clientDeps, stream, connection) }, STREAM_LIMITS.client)
-    await node.handle(PROTOCOL_BLOB, serveBlobs(blobs, acl, log, config.debug === true), STREAM_LIMITS.blob)
+    const blobService = await startBlobService({ node, blobs, acl, log, debug: config.debug === true, listen: config.listen, spread: config.spread !== false })
+    await node.handle(PROTOCOL_BLOB, blobService.handler, STREAM_LIMITS.blob)
     await node.handle(PROTOCOL_ROSTER, (stream) => { serveRoster(stream, self) }, STREAM_LIMITS.roster)
 
     // Agents admit the mesh's members: when the access list changes on disk (an edit, a join), tell them.
@@ -134,6 +137,8 @@ export class Coordinator {
         members = now
         sessions?.broadcastMembers()
       }
+      // Every tick, not on a change of the member set: a peer added and removed between two ticks had tickets too.
+      void blobService.membersChanged().catch(err => { log(`coordinator: bulk: ${errorMessage(err)}`) })
       loop.run(() => core.tick(Date.now())).then(lost => {
         for (const id of lost) log(`coordinator: agent ${id.slice(-8)} lost; its tasks go back to the front of the queue`)
         if (core.hasQueued()) loop.kick()
@@ -141,7 +146,7 @@ export class Coordinator {
       store.pruneEvents()
     }, Math.max(100, Math.floor(config.heartbeatMs / 2)))
 
-    coordinator = new Coordinator(node, core, { store, loop, sessions, ticker, dashboard })
+    coordinator = new Coordinator(node, core, { store, loop, sessions, ticker, dashboard, blobService })
     log(`coordinator: listening on ${node.getMultiaddrs().map(String).join(' ')}`)
     // The CLI on this machine finds us here, without mDNS or a bootstrap list.
     rememberCoordinator(config.mesh.home, { peerId: selfId, addrs: node.getMultiaddrs().map(String) })
@@ -165,9 +170,10 @@ export class Coordinator {
   }
 
   private async shutdown (): Promise<void> {
-    const { store, loop, sessions, ticker, dashboard } = this.parts
+    const { store, loop, sessions, ticker, dashboard, blobService } = this.parts
     clearInterval(ticker)
     await dashboard?.close().catch(() => {})
+    await blobService.close().catch(() => {})
     loop.close(this.failure ?? new MeshfarmError('NO_COORDINATOR', 'the coordinator is stopping'))
     sessions.closeAll()
     try { await this.node.stop() } catch { /* already stopped */ }

@@ -7,11 +7,11 @@
 import { chmodSync, existsSync, readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { INLINE_BLOB_BYTES, PROTOCOL_ROSTER } from '../shared/protocol/constants.ts'
+import { INLINE_BLOB_BYTES, PROTOCOL_BLOB, PROTOCOL_ROSTER } from '../shared/protocol/constants.ts'
 import { MeshfarmError, errorMessage } from '../shared/util/errors.ts'
 import { homePaths } from '../shared/local/home.ts'
 import { identityFor, loadOrCreateIdentity } from '../shared/local/identity.ts'
-import { createMeshNode, type MeshNode } from '../shared/net/mesh.ts'
+import { createMeshNode, STREAM_LIMITS, type MeshNode } from '../shared/net/mesh.ts'
 import type { MeshConfig } from '../shared/local/mesh-config.ts'
 import type { AgentResources } from '../shared/protocol/messages.ts'
 import { BlobStore } from '../shared/files/blob-store.ts'
@@ -20,6 +20,7 @@ import { AgentReactor, type AgentLifecycle } from './reactor.ts'
 import { AgentIO } from './agent-io.ts'
 import { CoordinatorLink } from './coordinator-link.ts'
 import { fetchBlob } from './blob-fetch.ts'
+import { BlobPeer } from './blob-peer.ts'
 import { Outbox } from './outbox.ts'
 import { Stager } from './staging.ts'
 import { MemberGate } from './gate.ts'
@@ -118,9 +119,17 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
     mesh: opts.mesh, listen: opts.listen, log, privateKey: await identityFor(opts.mesh.home, opts.mesh.coordinator, 'agent'),
     allowInbound: peer => gate.allows(peer.toString())
   })
+  // Peers fetch the chunks of shared inputs this agent holds or is fetching (blob-peer.ts).
+  const blobPeer = new BlobPeer({ node, cache, admits: peer => gate.allows(peer), listen: opts.listen, log })
+  await blobPeer.start()
+  await node.handle(PROTOCOL_BLOB, blobPeer.handler, STREAM_LIMITS.blob)
+
   // Downloads wait for a session of the link, which is made below, once the reactor exists to run it.
   const fetch = async (hash: string, signal: AbortSignal): Promise<void> => {
-    await fetchBlob({ node, cache, nextCoordinator: async (sig: AbortSignal) => (await link.nextSession(sig))?.coordinator ?? null }, hash, signal)
+    await fetchBlob({
+      node, cache, nextCoordinator: async (sig: AbortSignal) => (await link.nextSession(sig))?.coordinator ?? null,
+      download: async (coordinator, h, tmp, sig) => { await blobPeer.fetch(coordinator, h, tmp, sig) }
+    }, hash, signal)
   }
 
   const stager = new Stager({ paths, cache, isolation, fetch })
@@ -183,6 +192,7 @@ async function startWithLock (opts: AgentOptions, log: (line: string) => void, p
       await backend.close()
       await machine.close().catch(err => { log(`agent: ${errorMessage(err)}`) })
       await stager.close(new Set(reactor.pendingIds())).catch(err => { log(`agent: cleaning the work folder failed: ${errorMessage(err)}`) })
+      await blobPeer.close()
       await node.stop()
       await link.ended
       reactor.closed()

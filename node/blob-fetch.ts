@@ -16,6 +16,8 @@ export interface BlobFetchDeps {
   cache: BlobStore
   /** The coordinator of the session now or the next one; null when the agent stops first. */
   nextCoordinator: (signal: AbortSignal) => Promise<PeerId | null>
+  /** Fetches into `tmp`, going on from what it holds (default: whole from the coordinator; agents: blob-peer.ts). */
+  download?: (coordinator: PeerId, hash: string, tmp: string, signal: AbortSignal) => Promise<void>
 }
 
 const FINAL = new Set(['NOT_FOUND', 'DISK', 'FORBIDDEN', 'UNSAFE_PATH'])
@@ -30,7 +32,8 @@ export async function fetchBlob (deps: BlobFetchDeps, hash: string, signal: Abor
     if (coordinator == null) continue
     const tmp = deps.cache.downloadPath(hash)
     try {
-      await downloadBlob(deps.node, coordinator, hash, tmp, (await stat(tmp).catch(() => null))?.size ?? 0)
+      if (deps.download != null) await deps.download(coordinator, hash, tmp, signal)
+      else await downloadBlob(deps.node, coordinator, hash, tmp, (await stat(tmp).catch(() => null))?.size ?? 0)
       await deps.cache.adopt(hash, tmp)
       return
     } catch (err) {

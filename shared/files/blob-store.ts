@@ -6,9 +6,12 @@ import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream, existsSync, mkdirSync, statSync, type ReadStream } from 'node:fs'
 import { open, rename, rm, link, copyFile, chmod } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import { hostname } from 'node:os'
 import { MeshfarmError } from '../util/errors.ts'
 import { isHash } from '../protocol/schema.ts'
+import { FileWriter } from './file-writer.ts'
+import { translateDiskError } from './disk-error.ts'
+
+export { translateDiskError }
 
 export class BlobStore {
   readonly dir: string
@@ -57,19 +60,25 @@ export class BlobStore {
     const tmp = join(this.dir, 'tmp', `${hash}.${randomBytes(6).toString('hex')}`)
     const digest = createHash('sha256')
     const fh = await open(tmp, 'wx', 0o444)
+    // The next piece is hashed (and received) while the disk takes this one.
+    const writer = new FileWriter(fh)
     let written = 0
     try {
       for await (const chunk of chunks) {
-        written += chunk.byteLength
-        if (written > size) throw new MeshfarmError('HASH_MISMATCH', `blob ${hash.slice(0, 12)}: more bytes than the announced ${size}`)
+        if (written + chunk.byteLength > size) throw new MeshfarmError('HASH_MISMATCH', `blob ${hash.slice(0, 12)}: more bytes than the announced ${size}`)
         digest.update(chunk)
-        await fh.write(chunk)
+        void writer.write(chunk, written)
+        written += chunk.byteLength
+        const full = writer.pressure()
+        if (full != null) await full
       }
       if (written !== size) throw new MeshfarmError('PROTOCOL', `blob ${hash.slice(0, 12)}: transfer ended after ${written} of ${size} bytes`)
       const got = digest.digest('hex')
       if (got !== hash) throw new MeshfarmError('HASH_MISMATCH', `blob ${hash.slice(0, 12)}: content hashes to ${got.slice(0, 12)}`)
+      await writer.flush()
       await fh.sync()
     } catch (err) {
+      await writer.flush().catch(() => {})
       await fh.close()
       await rm(tmp, { force: true })
       throw translateDiskError(err, this.dir)
@@ -91,6 +100,11 @@ export class BlobStore {
     if (created) await syncDir(this.dir)
   }
 
+  /** A new temp file name for an upload of this blob (written elsewhere, then checked and adopted). */
+  tempPath (hash: string): string {
+    return join(this.dir, 'tmp', `${this.path(hash).slice(-64)}.${randomBytes(6).toString('hex')}`)
+  }
+
   /** Where a download of this blob lands before it is verified and adopted. */
   downloadPath (hash: string): string {
     return join(this.dir, 'tmp', `${this.path(hash).slice(-64)}.download`)
@@ -100,6 +114,16 @@ export class BlobStore {
   async adopt (hash: string, file: string): Promise<void> {
     await chmod(file, 0o444)
     await this.moveIntoPlace(file, this.path(hash))
+  }
+
+  /** Where a stored blob is, for serving it: whole, so any range may be served. */
+  locate (hash: string): { path: string, size: number, holds: () => boolean } | null {
+    if (!isHash(hash) || !this.has(hash)) return null
+    try {
+      return { path: this.path(hash), size: this.size(hash), holds: () => true }
+    } catch {
+      return null
+    }
   }
 
   read (hash: string, offset = 0): ReadStream {
@@ -125,11 +149,4 @@ async function syncDir (dir: string): Promise<void> {
   } finally {
     await fh.close()
   }
-}
-
-/** ENOSPC and EDQUOT as one clear line that says where: on a mesh, "disk full" alone does not say whose disk. */
-export function translateDiskError (err: unknown, dir: string): unknown {
-  const code = (err as NodeJS.ErrnoException)?.code
-  if (code === 'ENOSPC' || code === 'EDQUOT') return new MeshfarmError('DISK', `disk full on ${hostname()} (${dir}): ${code === 'EDQUOT' ? 'quota exceeded' : 'no space left'}; nothing was stored`)
-  return err
 }

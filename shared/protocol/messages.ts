@@ -152,17 +152,43 @@ export const CLIENT_REPLIES = {
   'reply.ok': msg('reply.ok', {})
 }
 
-// ---- blobs (PROTOCOL_BLOB, one stream per transfer) ----
+// ---- blobs (PROTOCOL_BLOB, one stream per transfer; the coordinator serves them, agents serve chunks to peers) ----
+
+const Bytes32 = T.Uint8Array({ minByteLength: 32, maxByteLength: 32 })
+/** A peer that holds a blob or chunks of it, with the addresses the coordinator knows for it. */
+const BlobPeer = T.Object({
+  peerId: PeerIdText,
+  addrs: T.Array(T.String({ maxLength: 512 }), { maxItems: 16 })
+}, { additionalProperties: false })
 
 export const BLOB_REQUESTS = {
-  'blob.get': msg('blob.get', { hash: Hash, offset: Millis }),
-  'blob.put': msg('blob.put', { hash: Hash, size: Millis })
+  /** Bytes from `offset` (to the end, or `length` of them); `bulk`: the asker can take them over the bulk channel. */
+  'blob.get': msg('blob.get', { hash: Hash, offset: Millis, length: T.Optional(Millis), bulk: T.Optional(T.Boolean()) }),
+  'blob.put': msg('blob.put', { hash: Hash, size: Millis, bulk: T.Optional(T.Boolean()) }),
+  /** To the coordinator: who else holds or is fetching this blob; the asker is recorded as one of them. */
+  'blob.sources': msg('blob.sources', { hash: Hash }),
+  /** To a peer: which chunks of this blob it can serve now. */
+  'blob.have': msg('blob.have', { hash: Hash })
 }
 
 export const BLOB_REPLIES = {
-  'blob.header': msg('blob.header', { size: Millis, offset: Millis }),
+  'blob.header': msg('blob.header', { size: Millis, offset: Millis, length: T.Optional(Millis) }),
+  /**
+   * A one-time bulk transfer instead of bytes on this stream: connect to `port` at this connection's address,
+   * present `token`; records are sealed under a key derived from `key` (shared/net/bulk/records.ts).
+   */
+  'blob.bulk': msg('blob.bulk', { size: Millis, offset: Millis, length: Millis, port: T.Integer({ minimum: 1, maximum: 65535 }), token: Bytes32, key: Bytes32 }),
   'blob.stored': msg('blob.stored', { hash: Hash }),
-  'blob.error': msg('blob.error', { code: ShortText, message: Text })
+  'blob.error': msg('blob.error', { code: ShortText, message: Text }),
+  /**
+   * Peers to fetch chunks from, where in the blob this asker starts, and the chunk manifest
+   * (shared/files/manifest.ts) when the blob is spread (without one: fetch it whole from the coordinator).
+   */
+  'blob.sources.reply': msg('blob.sources.reply', {
+    size: Millis, start: Count, peers: T.Array(BlobPeer, { maxItems: 64 }), manifest: T.Optional(T.Uint8Array({ maxByteLength: 20 + 4096 * 32 }))
+  }),
+  /** One bit per chunk held (bit i of byte i >> 3, lowest first), or `complete`; `coming`: those on their way. */
+  'blob.have.reply': msg('blob.have.reply', { size: Millis, complete: T.Boolean(), chunks: T.Uint8Array({ maxByteLength: 512 }), coming: T.Optional(T.Uint8Array({ maxByteLength: 512 })) })
 }
 
 // ---- roster (PROTOCOL_ROSTER): any peer tells who the coordinator is ----

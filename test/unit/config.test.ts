@@ -25,7 +25,8 @@ test('coordinator flags: defaults in one place, values converted, the result fro
   assert.equal(c.crashLimit, 3)
   assert.ok(Object.isFrozen(c))
   const d = compileCoordinator({ listen: ['/ip4/127.0.0.1/tcp/0'], agentLost: '1m', heartbeat: '500ms', crashLimit: '5', prefetch: '0' }, { MESHFARM_LOG: 'debug' })
-  assert.deepEqual({ ...d, listen: [...d.listen] }, { listen: ['/ip4/127.0.0.1/tcp/0'], agentLostMs: 60_000, heartbeatMs: 500, crashLimit: 5, prefetch: 0, debug: true, dashboardPort: null })
+  assert.deepEqual({ ...d, listen: [...d.listen] }, { listen: ['/ip4/127.0.0.1/tcp/0'], agentLostMs: 60_000, heartbeatMs: 500, crashLimit: 5, prefetch: 0, debug: true, dashboardPort: null, spread: true })
+  assert.equal(compileCoordinator({ listen: [] }, { MESHFARM_SPREAD: 'off' }).spread, false)
 })
 
 test('each bad coordinator flag is named', () => {
@@ -36,6 +37,7 @@ test('each bad coordinator flag is named', () => {
   refused(() => compileCoordinator({ listen: [], heartbeat: '1ms' }, {}), '--heartbeat')
   refused(() => compileCoordinator({ listen: [], prefetch: '-1' }, {}), '--prefetch')
   refused(() => compileCoordinator({ listen: ['tcp://0.0.0.0:7341'] }, {}), '--listen')
+  refused(() => compileCoordinator({ listen: [] }, { MESHFARM_SPREAD: 'maybe' }), 'MESHFARM_SPREAD')
 })
 
 test('agent flags: compiled once (the agent and its service unit use the same), frozen, each bad one named', () => {

@@ -89,6 +89,11 @@ const EXAMPLES: Record<string, { ok: Record<string, unknown>, bad: [path: string
   'blob.header': { ok: { size: 1, offset: 0 }, bad: ['offset', 'start'] },
   'blob.stored': { ok: { hash: HASH }, bad: ['hash', 1] },
   'blob.error': { ok: { code: 'NOT_FOUND', message: 'no' }, bad: ['code', 404] },
+  'blob.sources': { ok: { hash: HASH }, bad: ['hash', 'x'] },
+  'blob.have': { ok: { hash: HASH }, bad: ['hash', 7] },
+  'blob.bulk': { ok: { size: 9, offset: 0, length: 9, port: 4000, token: new Uint8Array(32), key: new Uint8Array(32) }, bad: ['token', new Uint8Array(31)] },
+  'blob.sources.reply': { ok: { size: 9, start: 0, peers: [{ peerId: PEER, addrs: ['/ip4/10.0.0.2/tcp/7341'] }] }, bad: ['peers.0.peerId', 'not a peer'] },
+  'blob.have.reply': { ok: { size: 9, complete: false, chunks: new Uint8Array(1) }, bad: ['chunks', new Uint8Array(513)] },
   'roster.query': { ok: {}, bad: ['x', 1] },
   'roster.answer': { ok: { coordinator: { peerId: PEER, addrs: ['/ip4/127.0.0.1/tcp/1'] } }, bad: ['coordinator.addrs.0', 7] }
 }
