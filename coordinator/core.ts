@@ -12,17 +12,18 @@
 import type { AgentResources, AgentStatus, AttemptResult, CoordMessage, Failure, JobHeader, TaskSpec } from '../shared/protocol/messages.ts'
 import type { MeshEvent } from '../shared/protocol/events.ts'
 import { MeshfarmError } from '../shared/util/errors.ts'
-import { schedule, type OwnerQueue, type SchedTask } from './scheduler.ts'
+import { schedule } from './scheduler.ts'
 import type { Store } from './store.ts'
 import { TaskTable, addBlock, emptyCounts, type JobRuntime } from './job-table.ts'
 import { toBlocks, type TaskBlock } from '../shared/protocol/task-blocks.ts'
 import { schedView, type AgentRuntime } from './agent-registry.ts'
-import { addAttempt, attemptsOf, runningCores, taskKey, type Attempt, type CoreOptions, type CoreState } from './core-state.ts'
+import { addAttempt, attemptsOf, type Attempt, type CoreOptions, type CoreState } from './core-state.ts'
 import { recoverState } from './recovery.ts'
 import { perAgentLimits } from './job-limits.ts'
 import { backlogFor, isBridge } from './backlog.ts'
 import { TaskLedger } from './task-ledger.ts'
 import * as queries from './queries.ts'
+import { hasQueued, memberQueues, queuedTasks } from './member-queues.ts'
 
 export type { CoreOptions } from './core-state.ts'
 
@@ -277,7 +278,7 @@ export class CoordinatorCore {
 
   /** One scheduling pass: places queued tasks on agents and sends the assignments. Returns how many were placed. */
   schedulePass (now: number): number {
-    const queues = this.queues(now)
+    const queues = memberQueues(this.s, now)
     if (queues.length === 0) {
       this.sendBacklogs(now)
       return 0
@@ -332,7 +333,7 @@ export class CoordinatorCore {
       scans ??= new Map()
       const labels = JSON.stringify(agent.resources.labels)
       let backlog = scans.get(labels)
-      if (backlog == null) scans.set(labels, backlog = backlogFor(this.queuedTasks([...this.s.jobs.values()].filter(j => !j.held).sort((x, y) => x.id - y.id)), agent.resources.labels))
+      if (backlog == null) scans.set(labels, backlog = backlogFor(queuedTasks([...this.s.jobs.values()].filter(j => !j.held).sort((x, y) => x.id - y.id)), agent.resources.labels))
       const key = JSON.stringify(backlog)
       if (this.backlogSent.get(agent.id) === key) continue
       this.backlogSent.set(agent.id, key)
@@ -340,51 +341,7 @@ export class CoordinatorCore {
     }
   }
 
-  /**
-   * One queue per member: their active, unheld jobs by priority (higher first), then in submission order, each
-   * job's tasks in its queue order (requeued ones first); with the member's load for fair share.
-   */
-  private queues (now: number): OwnerQueue[] {
-    const byOwner = new Map<string, JobRuntime[]>()
-    for (const job of this.s.jobs.values()) {
-      if (job.tasks == null || job.held || job.counts.queued === 0) continue
-      const list = byOwner.get(job.owner)
-      if (list == null) byOwner.set(job.owner, [job])
-      else list.push(job)
-    }
-    const running = runningCores(this.s)
-    return [...byOwner.entries()].map(([owner, jobs]) => {
-      jobs.sort((a, b) => (b.header.priority ?? 0) - (a.header.priority ?? 0) || a.id - b.id)
-      return { owner, load: this.s.usage.load(owner, running.get(owner) ?? 0, now), tasks: this.queuedTasks(jobs) }
-    })
-  }
-
-  /** The queued tasks of these jobs, in order, lazily. */
-  private * queuedTasks (jobs: JobRuntime[]): Generator<SchedTask> {
-    for (const job of jobs) {
-      const t = job.tasks
-      if (t == null || job.counts.queued === 0) continue
-      for (const index of t.queued()) {
-        const shape = t.shape(index)
-        const affinity = t.affinity.get(index)
-        yield {
-          key: taskKey(job.id, index),
-          cores: shape.cores,
-          gpus: shape.gpus,
-          memoryMb: shape.memoryMb,
-          timeoutMs: shape.timeoutMs,
-          constraints: shape.constraints,
-          affinity: affinity != null ? `${job.id}\u0000${affinity}` : undefined,
-          group: job.id
-        }
-      }
-    }
-  }
-
-  hasQueued (): boolean {
-    for (const job of this.s.jobs.values()) if (job.counts.queued > 0 && !job.held) return true
-    return false
-  }
+  hasQueued (): boolean { return hasQueued(this.s) }
 
   // ---- client actions ----
 
