@@ -15,7 +15,14 @@ import { since } from './stats.ts'
 
 const here = (name: string): string => fileURLToPath(new URL(name, import.meta.url))
 
+/** Tools the run treats as absent (`--without parallel,sshd`): a machine without them, measured as it would be. */
+const hidden = new Set<string>()
+export function hideTools (names: string[]): void {
+  for (const n of names) hidden.add(n)
+}
+
 export function have (command: string): boolean {
+  if (hidden.has(command)) return false
   return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0
 }
 
@@ -66,7 +73,7 @@ export interface Sshd {
 
 /** An sshd of our own on 127.0.0.1 with a throwaway host key and client key, or null where sshd is missing. */
 export async function startSshd (dir: string, port: number): Promise<Sshd | null> {
-  const sshd = ['/usr/sbin/sshd', '/usr/bin/sshd'].find(p => existsSync(p))
+  const sshd = hidden.has('sshd') ? undefined : ['/usr/sbin/sshd', '/usr/bin/sshd'].find(p => existsSync(p))
   if (sshd == null || !have('ssh') || !have('scp')) return null
   mkdirSync(dir, { recursive: true })
   for (const key of ['host_key', 'id']) {

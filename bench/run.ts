@@ -5,6 +5,7 @@
  *   npm run bench                     # the full suite, a few minutes on 2 cores
  *   npm run bench -- --quick          # a smoke test with small sizes (CI runs it)
  *   npm run bench -- --only farm,staging --out results.json
+ *   npm run bench -- --quick --without parallel,sshd,xz   # as on a machine without those tools
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, hostname, release, tmpdir, totalmem } from 'node:os'
@@ -12,6 +13,7 @@ import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import Table from 'cli-table3'
 import { fmt } from './stats.ts'
+import { hideTools } from './baselines.ts'
 import { markdownTable, type Row } from './report.ts'
 import { farmSection, dispatchSection, shortTasksSection } from './farm.ts'
 import { stagingSection } from './staging.ts'
@@ -50,10 +52,13 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false },
     only: { type: 'string' },
     out: { type: 'string' },
-    keep: { type: 'boolean', default: false }
+    keep: { type: 'boolean', default: false },
+    without: { type: 'string' }
   }
 })
 const quick = values.quick === true
+// Measured as a machine without these tools would be (the smoke test checks a fresh machine's path this way).
+if (values.without != null) hideTools(values.without.split(',').map(s => s.trim()).filter(s => s !== ''))
 const only = values.only != null ? values.only.split(',').map(s => s.trim()) : Object.keys(SECTIONS)
 for (const name of only) {
   if (SECTIONS[name] == null) {
