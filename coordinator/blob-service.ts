@@ -28,6 +28,8 @@ export interface BlobServiceOptions {
   listen: readonly string[]
   /** Hand out peer sources for large blobs (false: every agent fetches from the coordinator alone). */
   spread: boolean
+  /** An uploaded file is stored durably (tasks waiting for it may start). */
+  onStored?: (hash: string) => void
 }
 
 export interface BlobService {
@@ -111,7 +113,10 @@ export async function startBlobService (opts: BlobServiceOptions): Promise<BlobS
       },
       onServed: (p, hash, bytes) => { if (opts.debug) log(`blob-sent ${hash} ${p} ${bytes}`) },
       // The manifest is read from the stored blob now, off the path of the first agent that asks for it.
-      onStored: (hash, size) => { if (opts.spread && size >= SPREAD_MIN_BYTES) manifestFor(hash, size).catch(() => {}) }
+      onStored: (hash, size) => {
+        opts.onStored?.(hash)
+        if (opts.spread && size >= SPREAD_MIN_BYTES) manifestFor(hash, size).catch(() => {})
+      }
     })
   }
   return {

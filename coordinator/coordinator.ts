@@ -92,7 +92,8 @@ export class Coordinator {
     })
     // Recovery may requeue tasks: like every change, through the loop (its effects reach nobody yet).
     const core: CoordinatorCore = loop.runNow(() => new CoordinatorCore(store, loop.comm, {
-      agentLostMs: config.agentLostMs, crashLimit: config.crashLimit, prefetch: config.prefetch, nameOf: peer => acl.nameOf(peer)
+      agentLostMs: config.agentLostMs, crashLimit: config.crashLimit, prefetch: config.prefetch, nameOf: peer => acl.nameOf(peer),
+      hasBlob: hash => blobs.has(hash)
     }, startedAt))
     log(`coordinator: state loaded in ${Date.now() - startedAt} ms`)
 
@@ -125,7 +126,11 @@ export class Coordinator {
     }
     await node.handle(PROTOCOL_AGENT, (stream, connection) => { void sessions?.serve(stream, connection) }, STREAM_LIMITS.agent)
     await node.handle(PROTOCOL_CLIENT, (stream, connection) => { void serveClientRequest(clientDeps, stream, connection) }, STREAM_LIMITS.client)
-    const blobService = await startBlobService({ node, blobs, acl, log, debug: config.debug === true, listen: config.listen, spread: config.spread !== false })
+    // A stored file may be what tasks of a job submitted before its files were waiting for.
+    const onStored = (hash: string): void => {
+      loop.run(() => core.inputArrived(hash)).catch(err => { log(`coordinator: ${errorMessage(err)}`) })
+    }
+    const blobService = await startBlobService({ node, blobs, acl, log, debug: config.debug === true, listen: config.listen, spread: config.spread !== false, onStored })
     await node.handle(PROTOCOL_BLOB, blobService.handler, STREAM_LIMITS.blob)
     await node.handle(PROTOCOL_ROSTER, (stream) => { serveRoster(stream, self) }, STREAM_LIMITS.roster)
 

@@ -19,6 +19,8 @@ export interface CoreOptions {
   prefetch: number
   /** A member's name on the access list, for task records and summaries. */
   nameOf?: (peerId: string) => string | undefined
+  /** Whether the coordinator's store holds a file: jobs whose files are still being uploaded wait for them. */
+  hasBlob?: (hash: string) => boolean
 }
 
 export interface CoreState {

@@ -24,6 +24,7 @@ import { backlogFor, isBridge } from './backlog.ts'
 import { TaskLedger } from './task-ledger.ts'
 import * as queries from './queries.ts'
 import { hasQueued, memberQueues, queuedTasks } from './member-queues.ts'
+import { InputWait } from './input-wait.ts'
 
 export type { CoreOptions } from './core-state.ts'
 
@@ -51,7 +52,7 @@ export class CoordinatorCore {
     this.store = store
     this.comm = comm
     this.opts = opts
-    const { state, stranded } = recoverState(store, now)
+    const { state, stranded } = recoverState(store, now, opts.hasBlob)
     this.s = state
     this.ledger = new TaskLedger(store, comm, opts, () => this.s)
     for (const { jobId, index } of stranded) this.ledger.requeue(this.s.jobs.get(jobId)!, index, 'lose', 'no attempt was in flight', now)
@@ -60,7 +61,7 @@ export class CoordinatorCore {
   /** Rebuilds memory from the store: after a handler failed half-way, memory must not drift from disk. */
   resync (now: number): void {
     const agents = this.s.agents
-    this.s = recoverState(this.store, now).state
+    this.s = recoverState(this.store, now, this.opts.hasBlob).state
     for (const a of agents.all()) {
       const fresh = this.s.agents.ensure(a.id, a.resources.hostname, now)
       Object.assign(fresh, { ...a, attempts: fresh.attempts, held: fresh.held })
@@ -92,10 +93,22 @@ export class CoordinatorCore {
     }
     const counts = emptyCounts()
     counts.queued = total
-    this.s.jobs.set(id, { id, owner, header, submittedAt: now, total, state: 'active', held: false, counts, tasks: t, cancelRequested: false, notes: { failures: [], missingOutputs: [] } })
+    const inputs = header.inputsToFollow === true && this.opts.hasBlob != null ? InputWait.of(header, blocks, this.opts.hasBlob) : null
+    this.s.jobs.set(id, { id, owner, header, submittedAt: now, total, state: 'active', held: false, counts, tasks: t, cancelRequested: false, notes: { failures: [], missingOutputs: [] }, ...(inputs != null ? { inputs } : {}) })
     this.s.nextJobId++
     this.ledger.emit({ time: now, type: 'job.submitted', jobId: id, data: { name: header.name, total, owner: this.ledger.name(owner) } })
     return id
+  }
+
+  /** A file reached the store: tasks that waited only for it can be placed (the pass after this handler). */
+  inputArrived (hash: string): number {
+    let freed = 0
+    for (const job of this.s.jobs.values()) {
+      if (job.inputs == null) continue
+      freed += job.inputs.arrived(hash)
+      if (job.inputs.done) delete job.inputs
+    }
+    return freed
   }
 
   // ---- agents ----

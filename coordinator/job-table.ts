@@ -9,6 +9,7 @@ import type { JobHeader, JobState, TaskState } from '../shared/protocol/data.ts'
 import { TASK_STATES } from '../shared/protocol/data.ts'
 import type { TaskCounters } from './task-store.ts'
 import { fieldAt, uniformShape, type TaskBlock } from '../shared/protocol/task-blocks.ts'
+import type { InputWait } from './input-wait.ts'
 
 export interface Shape { cores: number, gpus: number, memoryMb: number, timeoutMs: number, constraints: Record<string, string> }
 
@@ -153,6 +154,8 @@ export interface JobRuntime {
   counts: Record<TaskState, number>
   /** Absent for finished jobs. */
   tasks?: TaskTable
+  /** Tasks whose files are still on their way from the submitter (`inputsToFollow`); absent when none wait. */
+  inputs?: InputWait
   cancelRequested: boolean
   /**
    * What the summary of the ended job names (its first failed tasks, its first missing outputs), gathered as its

@@ -30,7 +30,9 @@ export function * queuedTasks (jobs: JobRuntime[]): Generator<SchedTask> {
   for (const job of jobs) {
     const t = job.tasks
     if (t == null || job.counts.queued === 0) continue
+    const inputs = job.inputs
     for (const index of t.queued()) {
+      if (inputs?.waits(index) === true) continue
       const shape = t.shape(index)
       const affinity = t.affinity.get(index)
       yield {

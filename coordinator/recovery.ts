@@ -9,8 +9,9 @@ import { addAttempt, attemptsOf, emptyState, type CoreState } from './core-state
 import { IN_FLIGHT } from './task-states.ts'
 import { TERMINAL_STATES } from '../shared/protocol/data.ts'
 import { UsageBook } from './fair-share.ts'
+import { InputWait } from './input-wait.ts'
 
-export function recoverState (store: Store, now: number): { state: CoreState, stranded: Array<{ jobId: number, index: number }> } {
+export function recoverState (store: Store, now: number, hasBlob?: (hash: string) => boolean): { state: CoreState, stranded: Array<{ jobId: number, index: number }> } {
   const s = emptyState(store.nextJobId(), new UsageBook(undefined, store.loadUsage()))
   for (const job of store.loadJobs()) {
     const rt: JobRuntime = { ...job, counts: emptyCounts(), cancelRequested: job.state === 'cancelled' }
@@ -21,7 +22,11 @@ export function recoverState (store: Store, now: number): { state: CoreState, st
       continue
     }
     const t = rt.tasks = new TaskTable(job.total)
-    for (const b of store.tasks.blocks(job.id)) addBlock(t, b)
+    const blocks = [...store.tasks.blocks(job.id)]
+    for (const b of blocks) addBlock(t, b)
+    // Files the submitter was still uploading when the coordinator stopped: those tasks wait for them again.
+    const inputs = job.header.inputsToFollow === true && hasBlob != null ? InputWait.of(job.header, blocks, hasBlob) : null
+    if (inputs != null) rt.inputs = inputs
     for (const row of store.tasks.states(job.id)) {
       t.setState(row.index, row.state)
       t.setCounts(row.index, row)

@@ -45,7 +45,8 @@ export async function receiveSubmission (deps: ClientRequestDeps, peer: string, 
   const missing = new Set<string>()
   for (const f of header.shared) if (!deps.blobs.has(f.hash)) missing.add(f.name)
   for (const f of inputsOf(blocks)) if (!deps.blobs.has(f.hash)) missing.add(f.name)
-  if (missing.size > 0) throw new MeshfarmError('FILE_MISSING', `input files were not uploaded: ${[...missing].slice(0, 5).join(', ')}`)
+  // A job whose files follow (the submitter uploads them after this) waits for them task by task (input-wait.ts).
+  if (missing.size > 0 && header.inputsToFollow !== true) throw new MeshfarmError('FILE_MISSING', `input files were not uploaded: ${[...missing].slice(0, 5).join(', ')}`)
   if (header.allowUnplaceable !== true) {
     const why = unplaceableReason(deps.core, demandsOf(blocks))
     if (why != null) throw new MeshfarmError('SPEC_INVALID', `${why}; nothing was submitted (--allow-unplaceable keeps such tasks queued for agents yet to come)`)

@@ -353,6 +353,7 @@ export class TaskLedger {
     job.state = job.cancelRequested ? 'cancelled' : c.failed > 0 ? 'failed' : 'done'
     this.store.setJobState(job.id, job.state)
     delete job.tasks
+    delete job.inputs
     this.emit({ time: now, type: 'job.done', jobId: job.id, data: { state: job.state, done: c.done, failed: c.failed, cancelled: c.cancelled } })
   }
 

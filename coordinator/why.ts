@@ -54,14 +54,23 @@ export function whyWaiting (core: CoordinatorCore, jobId: number, index: number 
   if (index != null) {
     if (index >= job.total) return []
     const state = t.state(index)
-    const reason = state === 'queued' ? queuedReason(core, job, t.shape(index), positionOf(job, index), now) : reasonInState(core, job, index, state)
+    const awaited = state === 'queued' ? job.inputs?.waits(index) === true ? job.inputs.waitingFor(index) : null : null
+    const reason = awaited != null
+      ? inputReason(awaited)
+      : state === 'queued' ? queuedReason(core, job, t.shape(index), positionOf(job, index), now) : reasonInState(core, job, index, state)
     return reason == null ? [] : [{ index, state, reason }]
   }
   const lines: WhyLine[] = []
   const inStates = new Map<TaskState, number>()
   const firstOfShape = new Map<Shape, { index: number, position: number, count: number }>()
   let position = 0
+  let awaiting: { index: number, count: number } | null = null
   for (const i of t.queued()) {
+    if (job.inputs?.waits(i) === true) {
+      if (awaiting == null) awaiting = { index: i, count: 0 }
+      awaiting.count++
+      continue
+    }
     const shape = t.shape(i)
     const g = firstOfShape.get(shape)
     if (g == null) firstOfShape.set(shape, { index: i, position, count: 1 })
@@ -72,6 +81,10 @@ export function whyWaiting (core: CoordinatorCore, jobId: number, index: number 
     const s = t.state(i)
     if (s !== 'queued') inStates.set(s, (inStates.get(s) ?? 0) + 1)
   }
+  if (awaiting != null) {
+    const name = job.inputs?.waitingFor(awaiting.index) ?? 'a file'
+    lines.push({ index: awaiting.index, state: 'queued', reason: `${awaiting.count === 1 ? '' : `${awaiting.count} tasks: `}${inputReason(name)}` })
+  }
   for (const [shape, g] of firstOfShape) {
     lines.push({ index: g.index, state: 'queued', reason: `${g.count === 1 ? '' : `${g.count} tasks like this one: `}${queuedReason(core, job, shape, g.position, now)}` })
   }
@@ -80,6 +93,11 @@ export function whyWaiting (core: CoordinatorCore, jobId: number, index: number 
     if (n > 0) lines.push({ state: s, reason: `${n} task(s) ${s === 'held' ? `held (meshfarm release ${jobId} TASK)` : s === 'suspended' ? 'suspended: their desktops\' owners came back' : s}` })
   }
   return lines
+}
+
+/** A task whose files are still being uploaded by the submitter. */
+function inputReason (name: string): string {
+  return `waiting for its input ${name} to arrive from the submitter (still uploading; if that stopped, cancel the job and submit again)`
 }
 
 /** A task's place in its job's queue. */

@@ -12,7 +12,7 @@ import type { PeerId } from '@libp2p/interface'
 import { MAX_FRAME_BYTES } from '../protocol/constants.ts'
 import { blockFrames } from '../protocol/task-blocks.ts'
 import { encodeMessage } from '../protocol/codec.ts'
-import { MeshfarmError, isMeshfarmError } from '../util/errors.ts'
+import { MeshfarmError, errorMessage, isMeshfarmError } from '../util/errors.ts'
 import { resolveHome } from '../local/home.ts'
 import { identityFor } from '../local/identity.ts'
 import { createMeshNode, type MeshNode } from '../net/mesh.ts'
@@ -82,7 +82,11 @@ export class MeshClient {
     return await this.submit(parseJobFile(path, overrides), onProgress)
   }
 
-  /** Hashes the job's files, uploads those the coordinator lacks, then submits; resolves once the job is durable. */
+  /**
+   * Hashes the job's files and submits the job; the files the coordinator lacks are uploaded after it is stored
+   * (in task order), so each task starts as soon as its own files have arrived rather than after the last one.
+   * Resolves once the job is durable and every file is uploaded; a failed upload cancels the job and throws.
+   */
   async submit (job: ParsedJob, onProgress?: (p: SubmitProgress) => void, opts: { priority?: number, allowUnplaceable?: boolean } = {}): Promise<{ jobId: number, total: number }> {
     const names = new Set<string>()
     for (const t of job.tasks) {
@@ -94,22 +98,35 @@ export class MeshClient {
     const missing = await request(this.node, this.coordinator, { t: 'client.blobs.missing', hashes: [...new Set([...refs.values()].map(r => r.hash))] }, 'reply.blobs.missing')
     const need = new Set(missing.hashes)
     const uploads = [...refs.entries()].filter(([, r]) => need.delete(r.hash))
-    let uploaded = 0
-    onProgress?.({ phase: 'uploading', done: 0, total: uploads.length })
-    // Several at once: a thousand small inputs must not cost a thousand round trips one after another.
-    await runLimited(uploads, UPLOAD_CONCURRENCY, async ([src, r]) => {
-      await uploadBlob(this.node, this.coordinator, r.hash, r.size, src)
-      onProgress?.({ phase: 'uploading', done: ++uploaded, total: uploads.length })
-    })
     const header: JobHeader = {
       name: job.name, label: job.label, layout: job.layout, retries: job.retries, shared: job.shared.map(toRef),
       specText: job.specText, specFile: job.specFile,
       ...(opts.priority != null ? { priority: opts.priority } : {}),
       ...(opts.allowUnplaceable === true ? { allowUnplaceable: true } : {}),
       ...(job.perAgent != null ? { perAgent: job.perAgent } : {}),
-      ...(job.logNames != null ? { logNames: { ...job.logNames } } : {})
+      ...(job.logNames != null ? { logNames: { ...job.logNames } } : {}),
+      ...(uploads.length > 0 ? { inputsToFollow: true } : {})
     }
     const tasks: TaskSpec[] = job.tasks.map(t => ({ ...t, inputs: t.inputs.map(toRef) }))
+    const submitted = await this.sendJob(header, tasks, onProgress)
+    let uploaded = 0
+    onProgress?.({ phase: 'uploading', done: 0, total: uploads.length })
+    try {
+      // Several at once: a thousand small inputs must not cost a thousand round trips one after another.
+      await runLimited(uploads, UPLOAD_CONCURRENCY, async ([src, r]) => {
+        await uploadBlob(this.node, this.coordinator, r.hash, r.size, src)
+        onProgress?.({ phase: 'uploading', done: ++uploaded, total: uploads.length })
+      })
+    } catch (err) {
+      // Its tasks would wait for a file that is not coming: the job goes, and the user hears why.
+      await this.cancel(submitted.jobId).catch(() => {})
+      throw new MeshfarmError(isMeshfarmError(err) ? err.code : 'FILE_MISSING', `job ${submitted.jobId} cancelled: an input file could not be uploaded: ${errorMessage(err)}`)
+    }
+    return submitted
+  }
+
+  /** The job's header and its tasks in blocks, over one channel; resolves once the coordinator has stored it. */
+  private async sendJob (header: JobHeader, tasks: TaskSpec[], onProgress?: (p: SubmitProgress) => void): Promise<{ jobId: number, total: number }> {
     const ch = await openClientChannel(this.node, this.coordinator)
     try {
       await ch.write({ t: 'client.submit.begin', job: header, total: tasks.length })

@@ -71,6 +71,8 @@ export const JobHeader = T.Object({
   priority: T.Optional(T.Integer({ minimum: -1000, maximum: 1000 })),
   /** Keep tasks no agent of the mesh could run today, for agents yet to come. */
   allowUnplaceable: T.Optional(T.Boolean()),
+  /** The submitter uploads the job's files after storing it: each task waits only for its own files. */
+  inputsToFollow: T.Optional(T.Boolean()),
   /** At most this many of the job's tasks at once on one agent (ictasks' workers per node, `parallel -j N`). */
   perAgent: T.Optional(T.Integer({ minimum: 1, maximum: 4096 })),
   /** The names a task's stdout and stderr take in the ictasks results layout (ictasks' stdout_filename/stderr_filename). */

@@ -8,6 +8,10 @@ import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, readdirSync, exist
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { unlinkSync } from 'node:fs'
+import { connect } from '../../shared/client/client.ts'
+import type { MeshEvent } from '../../shared/protocol/events.ts'
 import { startLocalMesh, type LocalMesh } from '../../bin/local-mesh.ts'
 import { hashFile } from '../../shared/files/hash.ts'
 import type { JobSummary, TaskRecord, AgentSummary } from '../../shared/protocol/messages.ts'
@@ -87,6 +91,50 @@ sweep:
   const shared = await hashFile(join(job, 'shared.bin'))
   const sends = mesh.coordinator.output().split('\n').filter(l => l.startsWith(`blob-sent ${shared.hash}`))
   assert.equal(sends.length, hosts.size, `shared file sent ${sends.length} times for ${hosts.size} machines`)
+})
+
+test('tasks start as their own files arrive, before the last upload ends; a file gone mid-upload cancels the job', async () => {
+  const src = join(dir, 'stream')
+  mkdirSync(src, { recursive: true })
+  const n = 64
+  for (let i = 0; i < n; i++) writeFileSync(join(src, `f${i}.bin`), randomBytes(2 * 2 ** 20))
+  const yaml = (name: string): string => `name: ${name}\nsweep:\n  parameters: { i: { range: [0, ${n}, 1] } }\n  task: { name: "s{i}", command: "sha256sum f{i}.bin > sum.txt", inputs: ["f{i}.bin"], outputs: [sum.txt] }\n`
+  writeFileSync(join(src, 'stream.yaml'), yaml('stream'))
+  const client = await connect({ home: mesh.clientHome })
+  try {
+    const { jobId } = await client.submitFile(join(src, 'stream.yaml'))
+    const uploadedAt = Date.now()
+    const summary = await client.watch(jobId)
+    assert.equal(summary.counts.done, n)
+    const events: MeshEvent[] = []
+    await client.events({ after: 0, jobId }, es => { events.push(...es) })
+    const firstStart = Math.min(...events.filter(e => e.type === 'task.started').map(e => e.time))
+    assert.ok(firstStart < uploadedAt, `the first task started ${uploadedAt - firstStart} ms before the last file was uploaded`)
+    // Each task got its own file: the sums came back right.
+    const dest = join(dir, 'stream-results')
+    await client.fetch(jobId, dest)
+    for (const r of readRecords(dest)) {
+      const i = Number(r.name.slice(1))
+      const sum = readFileSync(join(dest, r.name, 'sum.txt'), 'utf8').split(' ')[0]
+      assert.equal(sum, (await hashFile(join(src, `f${i}.bin`))).hash, r.name)
+    }
+
+    // A file removed after hashing, before its upload: the job is cancelled, in one line that says so.
+    for (let i = 0; i < n; i++) writeFileSync(join(src, `f${i}.bin`), randomBytes(64 * 1024))
+    writeFileSync(join(src, 'gone.yaml'), yaml('gone'))
+    let removed = false
+    const failed = await client.submitFile(join(src, 'gone.yaml'), undefined, p => {
+      if (p.phase === 'uploading' && !removed) { removed = true; unlinkSync(join(src, `f${n - 1}.bin`)) }
+    }).then(() => null, (err: Error) => err)
+    assert.ok(failed != null, 'submit fails')
+    const m = /^job (\d+) cancelled: an input file could not be uploaded: /.exec(failed.message)
+    assert.ok(m != null, failed.message)
+    assert.ok(!failed.message.includes('\n'))
+    const gone = await client.watch(Number(m[1]))
+    assert.equal(gone.state, 'cancelled')
+  } finally {
+    await client.close()
+  }
 })
 
 test('GPU tasks get distinct GPU ids in CUDA_VISIBLE_DEVICES and gpu_ids.txt', async () => {

@@ -59,11 +59,11 @@ function result (a: Assignment, exitCode = 0): AttemptResult {
   }
 }
 
-function setup (opts: { crashLimit?: number, nameOf?: (peer: string) => string | undefined } = {}): { core: CoordinatorCore, comm: Recorder, store: Store, path: string } {
+function setup (opts: { crashLimit?: number, nameOf?: (peer: string) => string | undefined, hasBlob?: (hash: string) => boolean } = {}): { core: CoordinatorCore, comm: Recorder, store: Store, path: string } {
   const path = join(mkdtempSync(join(tmpdir(), 'meshfarm-core-')), 'state.db')
   const store = new Store(path)
   const comm = new Recorder()
-  const core = new CoordinatorCore(store, comm, { agentLostMs: 1000, crashLimit: opts.crashLimit ?? 3, prefetch: 0, nameOf: opts.nameOf }, 0)
+  const core = new CoordinatorCore(store, comm, { agentLostMs: 1000, crashLimit: opts.crashLimit ?? 3, prefetch: 0, nameOf: opts.nameOf, hasBlob: opts.hasBlob }, 0)
   return { core, comm, store, path }
 }
 
@@ -381,4 +381,37 @@ test('priority orders one member\'s jobs (higher first, then the earlier); fair 
   core.onResults('A', first.map(a => result(a)), 0)
   core.schedulePass(0)
   assert.deepEqual(comm.take().map(a => a.jobId), [bobs], 'the freed slot goes to bob')
+})
+
+test('a job whose files follow: each task waits only for its own files, and after a restart too', () => {
+  const here = new Set<string>(['a'.repeat(64)])
+  const { core, comm, store, path } = setup({ hasBlob: h => here.has(h) })
+  const ref = (c: string, name: string): { name: string, hash: string, size: number } => ({ name, hash: c.repeat(64), size: 1 })
+  core.onAgentHello('A', resources('a', 4), [], [], false, [], 0)
+  const jobTasks = tasks(3).map((t, i) => ({ ...t, inputs: [[ref('a', 'in0')], [ref('b', 'in1')], [ref('b', 'in1'), ref('c', 'in2')]][i] }))
+  const jobId = core.submit('owner', { ...header(), inputsToFollow: true }, jobTasks, 0)
+  core.schedulePass(0)
+  const first = comm.take()
+  assert.deepEqual(first.map(a => a.index), [0], 'only the task whose file is here')
+  assert.match(whyWaiting(core, jobId, 1, 0)[0].reason, /waiting for its input in1 to arrive from the submitter/)
+  // A restart while the files are on their way: the new core waits for the same files.
+  here.add('b'.repeat(64))
+  store.close()
+  const again = new CoordinatorCore(new Store(path), comm, { agentLostMs: 1000, crashLimit: 3, prefetch: 0, hasBlob: h => here.has(h) }, 1)
+  again.onAgentHello('A', resources('a', 4), [first[0].attemptId], [], false, [], 1)
+  again.schedulePass(1)
+  assert.deepEqual(comm.take().map(a => a.index), [1], 'task 1 has its file since the restart; task 2 still waits for in2')
+  assert.equal(again.inputArrived('f'.repeat(64)), 0, 'a file nobody waits for')
+  assert.equal(again.inputArrived('c'.repeat(64)), 1)
+  again.schedulePass(1)
+  assert.deepEqual(comm.take().map(a => a.index), [2])
+  assert.equal(again.getJob(jobId).inputs, undefined, 'nothing left to wait for')
+})
+
+test('without inputsToFollow nothing waits: the job was refused at submission unless its files were there', () => {
+  const { core, comm } = setup({ hasBlob: () => false })
+  core.onAgentHello('A', resources('a', 2), [], [], false, [], 0)
+  core.submit('owner', header(), tasks(2).map(t => ({ ...t, inputs: [{ name: 'x', hash: 'd'.repeat(64), size: 1 }] })), 0)
+  core.schedulePass(0)
+  assert.equal(comm.take().length, 2)
 })
