@@ -35,9 +35,12 @@ test('a full coordinator disk: one clear line, nothing half-stored, the coordina
     assert.equal(r.code, 8, r.stderr)
     const lines = r.stderr.trim().split('\n')
     assert.equal(lines.length, 1, r.stderr)
-    assert.match(lines[0], /^error: disk full on .* no space left; nothing was stored$/)
+    // The job is stored before its files (its tasks start as their files arrive): the upload that cannot be stored
+    // cancels it, and says so in the one line.
+    assert.match(lines[0], /^error: job (\d+) cancelled: an input file could not be uploaded: disk full on .* no space left; nothing was stored$/)
     assert.deepEqual(readdirSync(join(coordinatorHome, 'coordinator', 'blobs', 'tmp')), [], 'no partial upload left')
-    assert.deepEqual(await runCliJson(mesh.clientHome, ['status']), [], 'no job was created')
+    const jobs = await runCliJson(mesh.clientHome, ['status']) as Array<{ state: string, counts: { done: number, running: number } }>
+    assert.deepEqual(jobs.map(j => [j.state, j.counts.done, j.counts.running]), [['cancelled', 0, 0]], 'the job was cancelled before any task ran')
     // Still serving: a job without the big file runs.
     writeFileSync(join(dir, 'small.yaml'), 'name: small\ntasks:\n  - command: "echo fine"\n')
     const ok = await runCli(mesh.clientHome, ['submit', 'small.yaml', '--wait'], { cwd: dir })
