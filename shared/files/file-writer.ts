@@ -12,6 +12,20 @@ const HIGH_WATER = 8 * 1024 * 1024
  */
 const DEFAULT_FLUSH_EVERY = 64 * 1024 * 1024
 
+/** Where received bytes go: a file from `position` on, as a blob download and the bulk worker both write it. */
+export interface FileTarget {
+  file: string
+  position: number
+  /** Empty the file first. */
+  truncate?: boolean
+  /** fsync it once the range is in. */
+  sync?: boolean
+  /** A bulk digest session (bulk/engine.ts) fed with the bytes that land where it stands. */
+  feed?: number
+  /** The range starts at chunk `first`: each chunk reported once written, and checked against `expected`. */
+  chunks?: { chunkBytes: number, first: number, expected: Uint8Array | null }
+}
+
 export class FileWriter {
   private readonly fh: FileHandle
   private chain: Promise<void> = Promise.resolve()

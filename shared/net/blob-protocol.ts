@@ -16,7 +16,7 @@ import { MeshfarmError, errorMessage, type ErrorCode } from '../util/errors.ts'
 import type { MeshNode } from './mesh.ts'
 import type { BlobReply, BlobRequest } from '../protocol/messages.ts'
 import { BLOB_REPLIES } from '../protocol/schema.ts'
-import { FileWriter } from '../files/file-writer.ts'
+import { FileWriter, type FileTarget } from '../files/file-writer.ts'
 import { ipOf } from './addresses.ts'
 import { bulkKey } from './bulk/records.ts'
 import { BulkError, bulkEngine } from './bulk/engine.ts'
@@ -35,18 +35,8 @@ export interface BlobTransferOptions {
   signal?: AbortSignal
 }
 
-/** Where a fetched range goes: a file, from `position` on. */
-export interface RangeTarget {
-  file: string
-  position: number
-  /** Empty the file first. */
-  truncate?: boolean
-  /** fsync it once the range is in. */
-  sync?: boolean
-  /** A bulk digest session (engine.ts) fed with the bytes that land where it stands. */
-  feed?: number
-  /** The range starts at chunk `first`: each chunk reported once written, and checked against `expected`. */
-  chunks?: { chunkBytes: number, first: number, expected: Uint8Array | null }
+/** Where a fetched range goes: a file, from `position` on; `onChunk` hears each chunk once it is written. */
+export interface RangeTarget extends FileTarget {
   onChunk?: (index: number) => void
 }
 

@@ -11,18 +11,17 @@ import { connect as tcpConnect, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PeerId } from '@libp2p/interface'
 import { startLocalMesh, type LocalMesh } from '../../bin/local-mesh.ts'
 import { AccessList } from '../../coordinator/access.ts'
 import { homePaths } from '../../shared/local/home.ts'
-import { loadMeshConfig } from '../../shared/local/mesh-config.ts'
-import { createMeshNode, type MeshNode } from '../../shared/net/mesh.ts'
+import type { MeshNode } from '../../shared/net/mesh.ts'
 import { downloadBlob, fetchRange, openBlobChannel, uploadBlob } from '../../shared/net/blob-protocol.ts'
 import { PREFACE } from '../../shared/net/bulk/records.ts'
 import { bulkEngine } from '../../shared/net/bulk/engine.ts'
 import { until } from '../helpers/cli.ts'
+import { coordinatorLog, nodeFor } from '../helpers/mesh-node.ts'
 
 let mesh: LocalMesh
 let dir: string
@@ -36,7 +35,7 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'meshfarm-bulk-'))
   mesh = await startLocalMesh({ dir, agents: [] })
   coord = peerIdFromString(mesh.bootstrap.split('/p2p/')[1])
-  member = await nodeFor(mesh.clientHome)
+  member = await nodeFor(mesh, mesh.clientHome)
   data = randomBytes(SIZE)
   hash = createHash('sha256').update(data).digest('hex')
   writeFileSync(join(dir, 'big.bin'), data)
@@ -49,15 +48,6 @@ after(async () => {
   if (process.env.KEEP_TEST_DIR == null) rmSync(dir, { recursive: true, force: true })
 })
 
-async function nodeFor (home: string): Promise<MeshNode> {
-  const node = await createMeshNode({ mesh: loadMeshConfig(home), listen: [] })
-  await node.peerStore.merge(coord, { multiaddrs: [multiaddr(mesh.bootstrap.split('/p2p/')[0])] })
-  return node
-}
-
-function coordinatorLog (): string {
-  return readFileSync(join(dir, 'coordinator.log'), 'utf8')
-}
 
 /** Asks for a bulk ticket to get the whole blob, without redeeming it. */
 async function ticketFor (node: MeshNode): Promise<{ port: number, token: Uint8Array }> {
@@ -85,7 +75,7 @@ async function knock (port: number, bytes: Uint8Array): Promise<number> {
 }
 
 test('a large blob goes up and down over the bulk channel, hash-checked at both ends', async () => {
-  assert.ok(coordinatorLog().includes('bulk transfers on port'), 'the bulk listener runs')
+  assert.ok(coordinatorLog(dir).includes('bulk transfers on port'), 'the bulk listener runs')
   const dest = join(dir, 'down.bin')
   const r = await fetchRange(member, coord, hash, 0, undefined, { file: dest, position: 0, truncate: true, sync: true })
   assert.equal(r.bulk, true, 'the download took the bulk channel')
@@ -107,7 +97,7 @@ test('a large blob goes up and down over the bulk channel, hash-checked at both 
 test('the bulk port takes nothing but a live ticket: guessed, garbage and replayed tokens are refused', async () => {
   const { port, token } = await ticketFor(member)
   assert.equal(await knock(port, Buffer.concat([PREFACE, randomBytes(32)])), 0, 'a guessed token: closed, nothing sent back')
-  await until(() => coordinatorLog().includes('bulk: refused a connection from 127.0.0.1: unknown or used token'), 10_000, 'the refusal')
+  await until(() => coordinatorLog(dir).includes('bulk: refused a connection from 127.0.0.1: unknown or used token'), 10_000, 'the refusal')
   assert.equal(await knock(port, Buffer.from('GET / HTTP/1.1\r\n\r\n')), 0, 'not a bulk connection: closed')
   // The real ticket works once (the records come back), then never again.
   assert.ok(await knock(port, Buffer.concat([PREFACE, token])) > SIZE, 'the ticket carried the blob')
@@ -116,12 +106,12 @@ test('the bulk port takes nothing but a live ticket: guessed, garbage and replay
 
 test('a bulk transfer for a peer taken off the access list is refused', async () => {
   const home = await mesh.newHome('leaver', { roles: ['submitter'] })
-  const leaver = await nodeFor(home)
+  const leaver = await nodeFor(mesh, home)
   try {
     const { port, token } = await ticketFor(leaver)
     const access = new AccessList(join(homePaths(mesh.coordinatorHome).coordinatorDir, 'access.json'), coord.toString())
     assert.ok(access.remove(leaver.peerId.toString()))
-    await until(() => coordinatorLog().includes(`bulk: ended the tickets and transfers of ${leaver.peerId.toString().slice(-8)}`), 20_000, 'the revocation')
+    await until(() => coordinatorLog(dir).includes(`bulk: ended the tickets and transfers of ${leaver.peerId.toString().slice(-8)}`), 20_000, 'the revocation')
     assert.equal(await knock(port, Buffer.concat([PREFACE, token])), 0, 'the revoked ticket gets nothing')
     // Nor a new ticket on the connection it still has.
     await assert.rejects(fetchRange(leaver, coord, hash, 0, undefined, { file: join(dir, 'leaver.bin'), position: 0 }), /not on this mesh's access list/)

@@ -23,6 +23,7 @@ import type { AgentMessage, CoordMessage } from '../../shared/protocol/messages.
 import { connect, type MeshClient } from '../../shared/client/client.ts'
 import { parseTasklist } from '../../shared/client/spec.ts'
 import { until } from '../helpers/cli.ts'
+import { coordinatorLog, nodeFor } from '../helpers/mesh-node.ts'
 
 let mesh: LocalMesh
 let dir: string
@@ -45,15 +46,6 @@ after(async () => {
   if (process.env.KEEP_TEST_DIR == null) rmSync(dir, { recursive: true, force: true })
 })
 
-async function nodeFor (home: string): Promise<MeshNode> {
-  const node = await createMeshNode({ mesh: loadMeshConfig(home), listen: [] })
-  await node.peerStore.merge(coord, { multiaddrs: [multiaddr(mesh.bootstrap.split('/p2p/')[0])] })
-  return node
-}
-
-function coordinatorLog (): string {
-  return readFileSync(join(dir, 'coordinator.log'), 'utf8')
-}
 
 /** Commit counts and job states, straight from the coordinator's database (read-only, beside it). */
 function dbState (): string {
@@ -95,35 +87,35 @@ test('a peer with the swarm key but not on the list gets no connection, and the 
   } finally {
     await node.stop()
   }
-  await until(() => coordinatorLog().includes(`refused a connection from ${node.peerId.toString()}: not on the access list`), 10_000, 'the audit line')
-  const lines = coordinatorLog().split('\n').filter(l => l.includes(node.peerId.toString()))
+  await until(() => coordinatorLog(dir).includes(`refused a connection from ${node.peerId.toString()}: not on the access list`), 10_000, 'the audit line')
+  const lines = coordinatorLog(dir).split('\n').filter(l => l.includes(node.peerId.toString()))
   assert.equal(lines.length, 1, 'one audit line for three attempts')
 })
 
 test('a member who may not do something is refused with the role named, and it is logged', async () => {
   const home = await mesh.newHome('agent-only', { roles: ['agent'] })
-  const node = await nodeFor(home)
+  const node = await nodeFor(mesh, home)
   try {
     const submit = await probe(node, PROTOCOL_CLIENT, CLIENT_REPLIES, encodeMessage({ t: 'client.blobs.missing', hashes: [] }))
     assert.match(submit, /^reply\.error: submitting a job needs the submitter role/)
     const drain = await probe(node, PROTOCOL_CLIENT, CLIENT_REPLIES, encodeMessage({ t: 'client.drain', peerId: 'worker' }))
     assert.match(drain, /^reply\.error: draining an agent needs the admin role/)
-    const submitter = await nodeFor(await mesh.newHome('only-submits', { roles: ['submitter'] }))
+    const submitter = await nodeFor(mesh, await mesh.newHome('only-submits', { roles: ['submitter'] }))
     try {
       const hello = await probe(submitter, PROTOCOL_AGENT, COORD_MESSAGES, encodeMessage({ t: 'agent.hello', resources: RESOURCES, running: [], pending: [], draining: false }))
       assert.match(hello, /^aborted|^closed/)
     } finally {
       await submitter.stop()
     }
-    await until(() => /refused .*: submitting a job needs the submitter role/.test(coordinatorLog()), 10_000, 'the refusal in the log')
-    assert.match(coordinatorLog(), /running tasks needs the agent role/)
+    await until(() => /refused .*: submitting a job needs the submitter role/.test(coordinatorLog(dir)), 10_000, 'the refusal in the log')
+    assert.match(coordinatorLog(dir), /running tasks needs the agent role/)
   } finally {
     await node.stop()
   }
 })
 
 test('malformed frames on every protocol are refused where they arrive; the coordinator keeps serving', async () => {
-  const node = await nodeFor(mesh.clientHome)
+  const node = await nodeFor(mesh, mesh.clientHome)
   const before = dbState()
   try {
     const huge = new Uint8Array(4)
@@ -161,7 +153,7 @@ async function client_ping (): Promise<number> {
 
 /** A rogue agent: an agent-role peer that speaks the agent protocol by hand. */
 async function rogueSession (name: string): Promise<{ node: MeshNode, ch: Channel<CoordMessage, AgentMessage>, send: (m: object) => void }> {
-  const node = await nodeFor(await mesh.newHome(name, { roles: ['agent'] }))
+  const node = await nodeFor(mesh, await mesh.newHome(name, { roles: ['agent'] }))
   const stream = await node.dialProtocol(coord, PROTOCOL_AGENT)
   const ch = new Channel<CoordMessage, AgentMessage>(stream, { accept: COORD_MESSAGES })
   return { node, ch, send: (m: object) => { stream.send(encodeMessage(m)) } }
@@ -205,10 +197,10 @@ test('an agent-role peer sending every agent message with a bad nested field: re
       await node.stop()
     }
   }
-  await until(() => /agent\.hello: resources\.slots: .*1000000000000/.test(coordinatorLog()), 10_000, 'the refusal naming the field')
-  assert.match(coordinatorLog(), /agent\.vacated: kind: /)
+  await until(() => /agent\.hello: resources\.slots: .*1000000000000/.test(coordinatorLog(dir)), 10_000, 'the refusal naming the field')
+  assert.match(coordinatorLog(dir), /agent\.vacated: kind: /)
   assert.equal(mesh.coordinator.child.exitCode, null, 'the coordinator is up')
-  assert.doesNotMatch(coordinatorLog(), /free disk space/, 'no database alarm for a bad message')
+  assert.doesNotMatch(coordinatorLog(dir), /free disk space/, 'no database alarm for a bad message')
   assert.equal(dbState(), before, 'nothing changed in the database')
   assert.ok(await client_ping() >= 0)
 })
@@ -245,7 +237,7 @@ test('a result the coordinator cannot take fails its task with the reason, inste
 test('a stream flood: streams beyond the limit are refused, those within answered, memory stays bounded', async () => {
   const pid = mesh.coordinator.child.pid!
   const baseline = rssMiB(pid)
-  const nodes = await Promise.all(Array.from({ length: 4 }, async () => await nodeFor(mesh.clientHome)))
+  const nodes = await Promise.all(Array.from({ length: 4 }, async () => await nodeFor(mesh, mesh.clientHome)))
   try {
     // Each stream announces an 8 MiB frame and sends only its first bytes, holding the coordinator's buffers.
     const header = new Uint8Array(4 + 60_000)

@@ -11,29 +11,20 @@ import { open, rm, type FileHandle } from 'node:fs/promises'
 import type { Socket } from 'node:net'
 import { dirname } from 'node:path'
 import { parentPort } from 'node:worker_threads'
-import { FileWriter } from '../../files/file-writer.ts'
+import { FileWriter, type FileTarget } from '../../files/file-writer.ts'
 import { translateDiskError } from '../../files/disk-error.ts'
 import { MeshfarmError, errorMessage, isMeshfarmError } from '../../util/errors.ts'
 import { BulkListener } from './listener.ts'
 import type { BulkDirection } from './records.ts'
 import { connectBulk, openRecords, sendRecords } from './transfer.ts'
 
-export interface FetchJob {
+/** A range to fetch over a bulk connection, into its file target. */
+export interface FetchJob extends FileTarget {
   host: string
   port: number
   token: Uint8Array
   key: Uint8Array
   length: number
-  /** Written at `position` onwards; created if missing, emptied first with `truncate`. */
-  file: string
-  position: number
-  truncate?: boolean
-  /** fsync the file when the transfer is complete. */
-  sync?: boolean
-  /** A digest session fed with the pieces that land exactly where it stands. */
-  feed?: number
-  /** Chunk by chunk (the range starts at chunk `first`): each chunk reported when written, checked when `expected`. */
-  chunks?: { chunkBytes: number, first: number, expected: Uint8Array | null }
 }
 
 export type ToWorker =
