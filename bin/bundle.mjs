@@ -41,7 +41,7 @@ const ownUrls = (chunkDir) => ({
  * The entry: enables Node's compile cache (the bundle is parsed once, then read back compiled), then loads the
  * CLI, whose commands load their own chunks (a service's code only when it starts).
  */
-const STUB = `// Built by bin/bundle.mjs from bin/meshfarm.ts; bin/meshfarm runs this while it is newer than the sources.
+const ENTRY_MODULE = `// Built by bin/bundle.mjs from bin/meshfarm.ts; bin/meshfarm runs this while it is newer than the sources.
 import module from 'node:module'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
@@ -73,7 +73,7 @@ export async function buildBundle () {
     banner: { js: "import { createRequire as __mfRequire } from 'node:module'; const require = __mfRequire(import.meta.url);" },
     logLevel: 'error'
   })
-  writeFileSync(join(tmp, 'meshfarm.mjs'), STUB)
+  writeFileSync(join(tmp, 'meshfarm.mjs'), ENTRY_MODULE)
   rmSync(join(outDir, 'cli'), { recursive: true, force: true })
   renameSync(join(tmp, 'cli'), join(outDir, 'cli'))
   renameSync(join(tmp, 'meshfarm.mjs'), join(outDir, 'meshfarm.mjs'))

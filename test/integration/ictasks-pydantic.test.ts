@@ -9,16 +9,9 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { placeRecord } from '../../shared/client/fetch.ts'
-import type { TaskRecord } from '../../shared/protocol/messages.ts'
+import { ictasksRecord } from '../helpers/records.ts'
 
-function record (over: Partial<TaskRecord> = {}): TaskRecord {
-  return {
-    jobId: 7, index: 3, id: '7.3', name: 'task-3', commands: ['./sim 3'], state: 'done', host: 'ws-12', peerId: 'peer',
-    resources: { cores: 2, gpus: [], memoryMb: 0 }, start: '2026-01-02T03:04:05.250Z', end: '2026-01-02T03:04:07.750Z',
-    durationMs: 2500, exitCode: 0, signal: null, attempts: 1, outputs: [{ name: 'out.txt', hash: 'h1', size: 3 }],
-    stdout: { name: '.meshfarm/stdout', hash: 'h2', size: 5 }, stderr: { name: '.meshfarm/stderr', hash: 'h3', size: 0 }, ...over
-  }
-}
+const record = ictasksRecord
 
 const pydantic = spawnSync('python3', ['-c', 'import pydantic'], { stdio: 'ignore' }).status === 0
 test('task.json reads back into a pydantic model with ictasks Task field types', { skip: !pydantic && 'python3 with pydantic not installed' }, () => {

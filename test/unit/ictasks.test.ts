@@ -7,7 +7,7 @@ import { parseJobFile, parseJobText, parseJobYaml, parseTasklist } from '../../s
 import { HostNumbers, ictasksFolder, returnCode, toIctasksTask } from '../../shared/client/ictasks.ts'
 import { placeRecord } from '../../shared/client/fetch.ts'
 import { isMeshfarmError } from '../../shared/util/errors.ts'
-import type { TaskRecord } from '../../shared/protocol/messages.ts'
+import { ictasksRecord } from '../helpers/records.ts'
 
 const FIXTURES = join(import.meta.dirname, '..', 'fixtures', 'ictasks')
 
@@ -126,14 +126,7 @@ test('a job from standard input: YAML when it starts with a job-file key, else a
   assert.match(errorOf(() => parseJobText('echo hi\n', 'stdin', '/x', {}, 'yaml')), /^stdin: \(top\): a job file is a map/, 'told it is YAML, it is read as YAML')
 })
 
-function record (over: Partial<TaskRecord> = {}): TaskRecord {
-  return {
-    jobId: 7, index: 3, id: '7.3', name: 'task-3', commands: ['./sim 3'], state: 'done', host: 'ws-12', peerId: 'peer',
-    resources: { cores: 2, gpus: [], memoryMb: 0 }, start: '2026-01-02T03:04:05.250Z', end: '2026-01-02T03:04:07.750Z',
-    durationMs: 2500, exitCode: 0, signal: null, attempts: 1, outputs: [{ name: 'out.txt', hash: 'h1', size: 3 }],
-    stdout: { name: '.meshfarm/stdout', hash: 'h2', size: 5 }, stderr: { name: '.meshfarm/stderr', hash: 'h3', size: 0 }, ...over
-  }
-}
+const record = ictasksRecord
 
 test("a result in ictasks' task.json: its field names, order and types, return codes as Python reports them", () => {
   const t = toIctasksTask(record(), 4)
