@@ -9,6 +9,7 @@ import { compileFetch, compileSubmitOverrides, jobIdArg, taskArg, type SubmitFla
 import { collect, readStdin, type CliContext } from '../cli-context.ts'
 import { parseWholeNumber } from '../../shared/util/units.ts'
 import { MeshfarmError } from '../../shared/util/errors.ts'
+import { submitInterruptibly } from '../interruptible-submit.ts'
 
 /** Follows a job with a progress bar and fetches its results as they arrive. */
 async function waitAndFetch (client: MeshClient, jobId: number, dest: string, json: boolean): Promise<JobSummary> {
@@ -71,7 +72,7 @@ export function jobCommands (ctx: CliContext): void {
       const overrides = compileSubmitOverrides(o, process.cwd())
       const job = await readJob(file, overrides)
       await ctx.withClient(async client => {
-        const { jobId, total } = await client.submit(job, undefined, overrides.job)
+        const { jobId, total } = await submitInterruptibly(client, job, overrides.job)
         if (o.wait !== true) {
           if (o.json === true) printJson({ jobId, total })
           else console.log(`submitted job ${jobId} (${job.name}) with ${total} tasks`)

@@ -18,6 +18,7 @@ import { formatJoblogLine, joblogEntry, joblogStart, resumeSkips } from '../../s
 import { countJob, exitStatus, newTally } from '../../shared/client/parallel-halt.ts'
 import { Progress } from '../output.ts'
 import type { CliContext } from '../cli-context.ts'
+import { submitInterruptibly } from '../interruptible-submit.ts'
 
 const HELP = `
 GNU parallel's command line (20221122), run on the mesh:
@@ -117,7 +118,7 @@ function readOrEmpty (path: string): Buffer {
 }
 
 async function followOnMesh (client: MeshClient, plan: ParallelPlan, o: ParallelOptions, cwd: string, joblog: string | null, existing: string | null, resuming: boolean): Promise<number> {
-  const { jobId } = await client.submit(plan.job)
+  const { jobId } = await submitInterruptibly(client, plan.job)
   if (joblog != null) {
     const start = joblogStart(existing, resuming)
     if (start.append) appendFileSync(joblog, start.text)

@@ -45,6 +45,8 @@ export interface SubmitProgress {
   phase: 'hashing' | 'uploading' | 'submitting'
   done: number
   total: number
+  /** While uploading: the job, already stored, whose tasks wait for these files. */
+  jobId?: number
 }
 
 export async function connect (opts: ConnectOptions = {}): Promise<MeshClient> {
@@ -110,12 +112,12 @@ export class MeshClient {
     const tasks: TaskSpec[] = job.tasks.map(t => ({ ...t, inputs: t.inputs.map(toRef) }))
     const submitted = await this.sendJob(header, tasks, onProgress)
     let uploaded = 0
-    onProgress?.({ phase: 'uploading', done: 0, total: uploads.length })
+    onProgress?.({ phase: 'uploading', done: 0, total: uploads.length, jobId: submitted.jobId })
     try {
       // Several at once: a thousand small inputs must not cost a thousand round trips one after another.
       await runLimited(uploads, UPLOAD_CONCURRENCY, async ([src, r]) => {
         await uploadBlob(this.node, this.coordinator, r.hash, r.size, src)
-        onProgress?.({ phase: 'uploading', done: ++uploaded, total: uploads.length })
+        onProgress?.({ phase: 'uploading', done: ++uploaded, total: uploads.length, jobId: submitted.jobId })
       })
     } catch (err) {
       // Its tasks would wait for a file that is not coming: the job goes, and the user hears why.

@@ -7,7 +7,8 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, readdirSync, existsSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
+import { CLI_ENTRY, TS_ARGS } from '../../bin/processes.ts'
 import { randomBytes } from 'node:crypto'
 import { unlinkSync } from 'node:fs'
 import { connect } from '../../shared/client/client.ts'
@@ -132,6 +133,31 @@ test('tasks start as their own files arrive, before the last upload ends; a file
     assert.ok(!failed.message.includes('\n'))
     const gone = await client.watch(Number(m[1]))
     assert.equal(gone.state, 'cancelled')
+  } finally {
+    await client.close()
+  }
+})
+
+test('Ctrl-C while `submit` uploads cancels the job it already stored, and says so', async () => {
+  const src = join(dir, 'interrupt')
+  mkdirSync(src, { recursive: true })
+  const n = 48
+  for (let i = 0; i < n; i++) writeFileSync(join(src, `g${i}.bin`), randomBytes(8 * 2 ** 20))
+  writeFileSync(join(src, 'big.yaml'), `name: interrupted\nsweep:\n  parameters: { i: { range: [0, ${n}, 1] } }\n  task: { name: "g{i}", command: "wc -c g{i}.bin", inputs: ["g{i}.bin"] }\n`)
+  const cli = spawn(process.execPath, [...TS_ARGS, CLI_ENTRY, '--home', mesh.clientHome, 'submit', 'big.yaml'], { cwd: src, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stderr = ''
+  cli.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  const exited = new Promise<number | null>(resolve => cli.once('exit', code => { resolve(code) }))
+  // The job is stored (the coordinator says so) while its 384 MiB are still on their way.
+  const [, jobId] = await mesh.coordinator.waitFor(/job (\d+) 'interrupted' with 48 tasks/, 60_000)
+  cli.kill('SIGINT')
+  assert.equal(await exited, 130, stderr)
+  assert.match(stderr, new RegExp(`interrupted while uploading its files: cancelling job ${jobId}`))
+  const client = await connect({ home: mesh.clientHome })
+  try {
+    const summary = await client.watch(Number(jobId))
+    assert.equal(summary.state, 'cancelled')
+    assert.ok(summary.counts.cancelled > 0, 'tasks still waiting for their files were cancelled')
   } finally {
     await client.close()
   }
